@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from postier.net.addresses import ListenAddress, ListenAddressError, parse_listen_address
+from postier.net.addresses import (
+    ListenAddress,
+    ListenAddressError,
+    is_valid_hostname,
+    parse_listen_address,
+)
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -46,6 +51,7 @@ __all__ = [
     "StoreConfig",
     "TlsConfig",
     "check_config_text",
+    "default_config_path",
     "load_config",
     "parse_config_text",
     "resolve_data_dir",
@@ -84,6 +90,10 @@ def _str(default: str) -> str:
     return field(default=default, metadata={"kind": "str"})  # type: ignore[no-any-return]
 
 
+def _hostname(default: str) -> str:
+    return field(default=default, metadata={"kind": "hostname"})  # type: ignore[no-any-return]
+
+
 def _choice(default: str, choices: tuple[str, ...]) -> Any:
     return field(default=default, metadata={"kind": "choice", "choices": choices})
 
@@ -97,7 +107,7 @@ def _listen(*entries: str) -> tuple[ListenAddress, ...]:
 class ServerConfig:
     """``[server]``: identity, data folder, logging, event loop, global connection limits."""
 
-    hostname: str = _str("")  # "" → socket.getfqdn(), see resolve_hostname()
+    hostname: str = _hostname("")  # "" → socket.getfqdn(), see resolve_hostname()
     data_dir: str = _str("")  # "" → --data, POSTIER_DATA or ./data, see resolve_data_dir()
     log_level: Literal["debug", "info", "warning", "error", "critical"] = _choice(
         "info", LOG_LEVELS
@@ -171,7 +181,7 @@ class TlsConfig:
 class AuthConfig:
     """``[auth]``: login names, credential cache and failed-login limits."""
 
-    default_domain: str = _str("")
+    default_domain: str = _hostname("")
     cache_ttl_s: int = _int(300, minimum=0, maximum=_DAY_S)
     failed_login_free: int = _int(3, minimum=0)
     failed_login_max_per_ip: int = _int(10, minimum=1)
@@ -388,7 +398,7 @@ class _Checker:
                 self.issue(key, f"{value} is out of range, must be {bound}{reason}")
                 return None
             return value
-        if kind in ("str", "choice"):
+        if kind in ("str", "choice", "hostname"):
             if not isinstance(value, str):
                 self.issue(key, f"expected a string, got {got}")
                 return None
@@ -398,6 +408,13 @@ class _Checker:
                     allowed = ", ".join(repr(c) for c in choices)
                     self.issue(key, f"{value!r} is not one of {allowed}")
                     return None
+            if kind == "hostname" and value and not is_valid_hostname(value):
+                self.issue(
+                    key,
+                    f"{value!r} is not a valid host name (letters, digits, '-' and '.';"
+                    " give international names in their xn-- form)",
+                )
+                return None
             return value
         if kind == "listen":
             if isinstance(value, str):

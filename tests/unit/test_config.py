@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postier.config import (
     Config,
@@ -245,9 +247,9 @@ def test_dotted_keys_and_inline_tables_are_located() -> None:
 
 
 def test_multiline_string_content_is_not_mistaken_for_keys() -> None:
-    text = '[server]\nhostname = """\nmax_recipients = 1\n"""\n[smtp]\nmax_recipients = "x"\n'
+    text = '[tls]\ncert = """\nmax_recipients = 1\n"""\nkey = "k"\n[smtp]\nmax_recipients = "x"\n'
     issues = check_config_text(text)
-    assert [(i.key, i.line) for i in issues] == [("smtp.max_recipients", 6)]
+    assert [(i.key, i.line) for i in issues] == [("smtp.max_recipients", 7)]
 
 
 def test_issue_renders_file_line_key_and_message() -> None:
@@ -304,3 +306,57 @@ def test_documented_example_is_valid() -> None:
     for block in blocks:
         toml = block.split("```", 1)[0]
         assert check_config_text(toml, "docs/configuration.md") == []
+
+
+@pytest.mark.parametrize("name", ["mx\r\nX-Injected: 1", "bad host", "mél.example.org", "-a.org"])
+def test_hostname_must_be_a_host_name(name: str) -> None:
+    issue = only_issue(f'[server]\nhostname = "{name}"\n'.replace("\r\n", "\\r\\n"))
+    assert (issue.key, issue.line) == ("server.hostname", 2)
+    assert "not a valid host name" in issue.message
+
+
+def test_default_domain_checked_like_hostname() -> None:
+    assert only_issue("[auth]\ndefault_domain = 'a b'\n").key == "auth.default_domain"
+    assert check_config_text("[auth]\ndefault_domain = 'xn--ml-bia.example'\n") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_issues_never_an_exception(text: str) -> None:
+    for issue in check_config_text(text):
+        assert issue.message
+        assert issue.line is None or 1 <= issue.line <= max(1, text.count("\n") + 1) + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["server", "smtp", "imap", "pop3", "tls", "auth", "store", "x"]),
+        st.dictionaries(
+            st.sampled_from(["listen", "hostname", "readers", "max_recipients", "loop", "y"]),
+            st.one_of(
+                st.integers(),
+                st.text(max_size=20),
+                st.booleans(),
+                st.lists(st.text(max_size=20), max_size=3),
+            ),
+            max_size=4,
+        ),
+        max_size=4,
+    )
+)
+def test_structured_documents_never_raise(doc: dict[str, dict[str, object]]) -> None:
+    lines = []
+    for table, values in doc.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+    issues = check_config_text("\n".join(lines))
+    assert all(i.line is not None for i in issues)
+
+
+def _toml_value(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)

@@ -24,6 +24,7 @@ __all__ = [
     "ListenAddress",
     "ListenAddressError",
     "is_loopback",
+    "is_valid_hostname",
     "parse_listen_address",
 ]
 
@@ -160,9 +161,17 @@ def parse_listen_address(entry: str) -> ListenAddress:
     except ValueError:
         if all(part.isdigit() for part in host.split(".")):
             raise ListenAddressError(f"{entry!r}: {host!r} is not an IPv4 address")
-        if not _HOSTNAME_RE.match(host):
+        if not is_valid_hostname(host):
             raise ListenAddressError(f"{entry!r}: {host!r} is not an IP address or host name")
     return ListenAddress(kind="tcp", host=host, port=port)
+
+
+def is_valid_hostname(name: str) -> bool:
+    """True for an ASCII host name (RFC 1123 §2.1 labels, one trailing dot allowed).
+
+    Internationalised names must be given in their ASCII (``xn--``) form.
+    """
+    return name.isascii() and _HOSTNAME_RE.match(name) is not None
 
 
 def is_loopback(ip: str) -> bool:

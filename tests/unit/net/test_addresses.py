@@ -1,11 +1,14 @@
 """Listen-address parsing and loopback detection."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postier.net.addresses import (
     ListenAddress,
     ListenAddressError,
     is_loopback,
+    is_valid_hostname,
     parse_listen_address,
 )
 
@@ -90,3 +93,22 @@ def test_listen_address_loopback_property() -> None:
     assert parse_listen_address("127.0.0.1:25").is_loopback
     assert parse_listen_address("unix:/run/x.sock").is_loopback
     assert not parse_listen_address("*:25").is_loopback
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_parses_or_raises_listen_address_error(text: str) -> None:
+    try:
+        addr = parse_listen_address(text)
+    except ListenAddressError as exc:
+        assert str(exc)
+    else:
+        assert parse_listen_address(str(addr)) == addr
+
+
+def test_is_valid_hostname() -> None:
+    assert is_valid_hostname("mail.example.org")
+    assert is_valid_hostname("xn--ml-bia.example")
+    assert not is_valid_hostname("mél.example")
+    assert not is_valid_hostname("a..b")
+    assert not is_valid_hostname("mx\r\n")
