@@ -35,6 +35,10 @@ SCRAM_KEY_BYTES = 32  # SHA-256 output
 # Upper bound accepted from storage, as scramp does (DoS guard on our own CPU and the client's).
 MAX_SCRAM_ITERATIONS = 10_000_000
 
+# Bounds on the parameters a stored hash may ask for at verification time.
+MAX_VERIFY_MEMORY_KIB = 1024 * 1024  # 1 GiB
+MAX_VERIFY_TIME_COST = 64
+
 GENERATED_PASSWORD_LENGTH = 20
 # No 0/O, 1/l/I: read off a screen and typed on a phone without mistakes.  55 symbols,
 # 20 of them ≈ 115 bits.
@@ -83,6 +87,9 @@ def verify_password(password_hash: str, password: str) -> bool:
     if not password_hash.startswith("$argon2"):
         return False
     try:
+        stated = argon2.extract_parameters(password_hash)
+        if stated.memory_cost > MAX_VERIFY_MEMORY_KIB or stated.time_cost > MAX_VERIFY_TIME_COST:
+            return False  # a corrupt or hostile stored hash must not exhaust memory/CPU
         return _hasher(DEFAULT_ARGON2).verify(password_hash, password)
     except (Argon2Error, InvalidHashError, ValueError, TypeError, UnicodeError):
         return False

@@ -45,6 +45,8 @@ def test_unicode_password_round_trips():
         "{SHA512-CRYPT}$6$abc$def",
         "$2b$12$abcdefghijklmnopqrstuv",
         "$argon2id$v=19$m=99999999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        # valid syntax, but 4 GiB of memory: refused before argon2 allocates it
+        "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNo",
     ],
 )
 def test_verify_never_raises_on_malformed_hash(bad):
