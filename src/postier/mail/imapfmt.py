@@ -1,0 +1,222 @@
+"""IMAP wire formatting of ENVELOPE, BODY and BODYSTRUCTURE (RFC 9051 §7.5.2, §9).
+
+- ``quote_or_literal``/``nstring``: RFC 9051 §4.3 strings — a quoted string when the value
+  is short 7-bit text without CR, LF or NUL, otherwise a synchronizing literal ``{n}``.
+- ``envelope``: RFC 9051 §7.5.2 ENVELOPE from raw header values (unfolded per RFC 5322
+  §2.2.3, encoded words left for the client, 8-bit values sent as literals: Dovecot/mox
+  practice), addresses per §9 ``address`` with the group syntax.
+- ``body_structure``: RFC 9051 §9 ``body`` — body-type-1part (basic, msg, text with lines)
+  and body-type-mpart, with extension data (md5, disposition, language, location) when
+  ``extensible`` (BODYSTRUCTURE), without it for BODY.
+
+Type, subtype, parameter names and encodings are upper-cased as in the RFC's examples;
+values are sent as they are.  RFC 2231 parameter values that decode to non-ASCII text are
+re-encoded as ``name*`` = ``utf-8''%XX`` so no 8-bit reaches a client that did not ask.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote_from_bytes
+
+from postier.mail.headers import (
+    Address,
+    first_field,
+    parse_addresses,
+    parse_fields,
+    parse_params_value,
+)
+from postier.mail.parsed import MimePart
+
+MAX_QUOTED_BYTES = 1000  # longer strings go as literals (keeps lines of a reply sane)
+NIL = b"NIL"
+_NOT_QUOTABLE = frozenset(b"\r\n\x00") | frozenset(range(0x80, 0x100))
+
+
+def quote_or_literal(data: bytes) -> bytes:
+    """RFC 9051 §4.3 string: ``"quoted"`` when possible, else a literal ``{n}\\r\\n...``.
+
+    RFC 9051 §9: quoted strings carry no CR, LF or NUL (and 8-bit only with UTF8=ACCEPT),
+    so such values MUST go as literals; ``\\`` and ``"`` are escaped (quoted-specials).
+    """
+    if len(data) <= MAX_QUOTED_BYTES and not _NOT_QUOTABLE.intersection(data):
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return b"{%d}\r\n" % len(data) + data
+
+
+def nstring(data: bytes | None) -> bytes:
+    """RFC 9051 §9 nstring: NIL or a string."""
+    return NIL if data is None else quote_or_literal(data)
+
+
+def _astr(text: str) -> bytes:
+    return quote_or_literal(text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------
+# ENVELOPE
+
+
+def _address(addr: Address) -> bytes:
+    """RFC 9051 §9 address: "(" addr-name SP addr-adl SP addr-mailbox SP addr-host ")"."""
+    if addr.group:
+        # RFC 9051 §7.5.2: group start has NIL host and the group name as mailbox;
+        # group end has NIL mailbox and NIL host
+        return b"(NIL NIL " + nstring(addr.mailbox) + b" NIL)"
+    # a NIL host would read as a group marker: Dovecot's placeholders instead
+    mailbox = addr.mailbox if addr.mailbox is not None else b"MISSING_MAILBOX"
+    host = addr.host if addr.host is not None else b"MISSING_DOMAIN"
+    return (
+        b"("
+        + nstring(addr.name)
+        + b" "
+        + nstring(addr.adl)
+        + b" "
+        + quote_or_literal(mailbox)
+        + b" "
+        + quote_or_literal(host)
+        + b")"
+    )
+
+
+def address_list(addrs: list[Address]) -> bytes:
+    """RFC 9051 §9 env-from etc.: "(" 1*address ")" / nil."""
+    if not addrs:
+        return NIL
+    return b"(" + b"".join(_address(a) for a in addrs) + b")"
+
+
+def envelope(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """RFC 9051 §7.5.2 ENVELOPE from a parsed header (``headers.parse_fields``)."""
+
+    def addrs(name: bytes) -> list[Address]:
+        value = first_field(fields, name)
+        return parse_addresses(value) if value else []
+
+    from_ = addrs(b"from")
+    sender = addrs(b"sender") or from_  # RFC 9051 §7.5.2: absent or empty → from
+    reply_to = addrs(b"reply-to") or from_  # RFC 9051 §7.5.2: absent or empty → from
+    return b"".join(
+        (
+            b"(",
+            nstring(first_field(fields, b"date")),
+            b" ",
+            nstring(first_field(fields, b"subject")),
+            b" ",
+            address_list(from_),
+            b" ",
+            address_list(sender),
+            b" ",
+            address_list(reply_to),
+            b" ",
+            address_list(addrs(b"to")),
+            b" ",
+            address_list(addrs(b"cc")),
+            b" ",
+            address_list(addrs(b"bcc")),
+            b" ",
+            nstring(first_field(fields, b"in-reply-to")),
+            b" ",
+            nstring(first_field(fields, b"message-id")),
+            b")",
+        )
+    )
+
+
+def envelope_of(raw: bytes, part: MimePart) -> bytes:
+    """ENVELOPE of the message whose header is ``part``'s header section."""
+    return envelope(parse_fields(raw, part.header_start, part.body_start))
+
+
+# ---------------------------------------------------------------------------------------
+# BODY / BODYSTRUCTURE
+
+
+def _params(params: tuple[tuple[str, str], ...]) -> bytes:
+    """RFC 9051 §9 body-fld-param: "(" string SP string *(SP string SP string) ")" / nil."""
+    if not params:
+        return NIL
+    out: list[bytes] = []
+    for name, value in params:
+        if value.isascii():
+            out.append(_astr(name.upper()) + b" " + _astr(value))
+        else:
+            # RFC 2231 §4 re-encoding keeps the reply 7-bit
+            enc = b"utf-8''" + quote_from_bytes(value.encode("utf-8"), safe="").encode("ascii")
+            out.append(_astr(name.upper() + "*") + b" " + quote_or_literal(enc))
+    return b"(" + b" ".join(out) + b")"
+
+
+def _disposition(value: bytes | None) -> bytes:
+    """RFC 9051 §9 body-fld-dsp: "(" string SP body-fld-param ")" / nil."""
+    if not value:
+        return NIL
+    head, params = parse_params_value(value)
+    kind = head.strip().decode("utf-8", "replace")
+    if not kind:
+        return NIL
+    return b"(" + _astr(kind.upper()) + b" " + _params(params) + b")"
+
+
+def _language(value: bytes | None) -> bytes:
+    """RFC 9051 §9 body-fld-lang: nstring / "(" string *(SP string) ")"."""
+    if value is None:
+        return NIL
+    tags = [t.strip() for t in value.split(b",") if t.strip()]
+    tags = [t for t in tags if not t.startswith(b"(")]
+    if not tags:
+        return NIL
+    if len(tags) == 1:
+        return quote_or_literal(tags[0])
+    return b"(" + b" ".join(quote_or_literal(t) for t in tags) + b")"
+
+
+def _type_pair(ctype: str) -> bytes:
+    main, _, sub = ctype.partition("/")
+    return _astr(main.upper()) + b" " + _astr(sub.upper())
+
+
+def body_structure(raw: bytes, part: MimePart, extensible: bool = True) -> bytes:
+    """RFC 9051 §9 ``body`` of ``part`` (BODYSTRUCTURE, or BODY if not ``extensible``)."""
+    fields = parse_fields(raw, part.header_start, part.body_start)
+    main, _, sub = part.content_type.partition("/")
+    if part.children:
+        out = [b"("]
+        out.extend(body_structure(raw, child, extensible) for child in part.children)
+        out.append(b" " + _astr(sub.upper()))
+        if extensible:
+            # RFC 9051 §9 body-ext-mpart
+            out.append(b" " + _params(part.params))
+            out.append(b" " + _disposition(first_field(fields, b"content-disposition")))
+            out.append(b" " + _language(first_field(fields, b"content-language")))
+            out.append(b" " + nstring(first_field(fields, b"content-location")))
+        out.append(b")")
+        return b"".join(out)
+    out = [
+        b"(",
+        _type_pair(part.content_type),
+        b" ",
+        # RFC 9051 §9 body-fields
+        _params(part.params),
+        b" ",
+        nstring(first_field(fields, b"content-id")),
+        b" ",
+        nstring(first_field(fields, b"content-description")),
+        b" ",
+        _astr(part.encoding.upper()),
+        b" %d" % (part.body_end - part.body_start),
+    ]
+    if part.message is not None:
+        # RFC 9051 §9 body-type-msg: envelope SP body SP body-fld-lines
+        out.append(b" " + envelope_of(raw, part.message))
+        out.append(b" " + body_structure(raw, part.message, extensible))
+        out.append(b" %d" % part.lines)
+    elif main == "text":
+        out.append(b" %d" % part.lines)  # RFC 9051 §9 body-type-text
+    if extensible:
+        # RFC 9051 §9 body-ext-1part: md5, dsp, lang, loc
+        out.append(b" " + nstring(first_field(fields, b"content-md5")))
+        out.append(b" " + _disposition(first_field(fields, b"content-disposition")))
+        out.append(b" " + _language(first_field(fields, b"content-language")))
+        out.append(b" " + nstring(first_field(fields, b"content-location")))
+    out.append(b")")
+    return b"".join(out)

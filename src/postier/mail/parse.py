@@ -1,0 +1,307 @@
+"""Parse a message once, at delivery: ``parse_message(raw) -> ParsedMessage``.
+
+Fills everything FETCH/SEARCH/SORT/THREAD need (RFC 9051 §6.4.4, §6.4.5, §7.5.2;
+RFC 5256 for the message-ID fields), best-effort: it never raises, a malformed message
+falls back to a plain text/plain structure and is still stored as received.
+
+Also:
+
+- ``encode_parts``/``decode_parts``: a compact JSON form of the ``MimePart`` tree for the
+  store.
+- ``find_part``: IMAP section numbering (RFC 9051 §6.4.5): part 1 of a non-multipart is
+  its body; the parts of an encapsulated message/rfc822 are numbered from its root.
+- Body text for SEARCH BODY/TEXT: text/plain and text/html parts, transfer-decoded
+  (RFC 2045 §6.7 quoted-printable, §6.8 base64), charset-decoded with replacement, HTML
+  tags stripped, capped at ``MAX_TEXT_CHARS``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import html
+import json
+import re
+from collections.abc import Iterator
+
+from postier.mail.headers import (
+    addresses_display,
+    decode_charset,
+    decode_header_value,
+    first_field,
+    parse_addresses,
+    parse_date,
+    parse_fields,
+    parse_msg_ids,
+    parse_params_value,
+)
+from postier.mail.imapfmt import body_structure, envelope
+from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan
+from postier.mail.parsed import MimePart, ParsedMessage
+
+MAX_TEXT_CHARS = 1024 * 1024  # searchable body text kept per message (1 MiB of text)
+MAX_PART_DECODE_BYTES = 4 * 1024 * 1024  # bytes of one part decoded for the text index
+MAX_HEADERS_TEXT_CHARS = 256 * 1024  # decoded header text kept for SEARCH TEXT
+
+_EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse ``raw`` (the message exactly as stored).  Never raises."""
+    try:
+        return _parse(raw)
+    except Exception:  # best-effort by design: a message is always stored as received
+        return _fallback(raw)
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    root = scan(raw)
+    fields = parse_fields(raw, root.header_start, root.body_start)
+
+    def addrs(name: bytes) -> str:
+        value = first_field(fields, name)
+        return addresses_display(parse_addresses(value)) if value else ""
+
+    def text_of(name: bytes) -> str:
+        value = first_field(fields, name)
+        return decode_header_value(value) if value else ""
+
+    message_ids = parse_msg_ids(first_field(fields, b"message-id"))
+    in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
+    return ParsedMessage(
+        envelope=envelope(fields),
+        body=body_structure(raw, root, extensible=False),
+        bodystructure=body_structure(raw, root, extensible=True),
+        root=root,
+        subject=text_of(b"subject"),
+        from_=addrs(b"from"),
+        to=addrs(b"to"),
+        cc=addrs(b"cc"),
+        bcc=addrs(b"bcc"),
+        sender=addrs(b"sender"),
+        reply_to=addrs(b"reply-to"),
+        date=parse_date(first_field(fields, b"date")),
+        message_id=message_ids[0] if message_ids else text_of(b"message-id"),
+        in_reply_to=in_reply_to[0] if in_reply_to else "",
+        references=parse_msg_ids(first_field(fields, b"references")),
+        has_attachment=_has_attachment(raw, root),
+        text=_body_text(raw, root),
+        headers_text=_headers_text(fields),
+    )
+
+
+def _fallback(raw: bytes) -> ParsedMessage:
+    """The minimal structure: the whole message as one text/plain entity."""
+    try:
+        body_start = header_end(raw, 0, len(raw))
+        lines = count_lines(raw, body_start, len(raw))
+    except Exception:
+        body_start, lines = len(raw), 0
+    root = MimePart(0, body_start, len(raw), "text/plain", DEFAULT_PARAMS, "7bit", lines)
+    size = len(raw) - body_start
+    body = b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" %d %d)' % (size, lines)
+    bodystructure = body[:-1] + b" NIL NIL NIL NIL)"
+    return ParsedMessage(_EMPTY_ENVELOPE, body, bodystructure, root)
+
+
+# ---------------------------------------------------------------------------------------
+# derived fields
+
+
+def _leaves(part: MimePart) -> Iterator[MimePart]:
+    """Leaf entities in order; encapsulated messages are walked into."""
+    stack = [part]
+    while stack:
+        p = stack.pop()
+        if p.children:
+            stack.extend(reversed(p.children))
+        elif p.message is not None:
+            stack.append(p.message)
+        else:
+            yield p
+
+
+def _disposition(raw: bytes, part: MimePart) -> tuple[str, tuple[tuple[str, str], ...]]:
+    fields = parse_fields(raw, part.header_start, part.body_start)
+    value = first_field(fields, b"content-disposition")
+    if not value:
+        return "", ()
+    head, params = parse_params_value(value)
+    return head.decode("ascii", "replace").strip().lower(), params
+
+
+def _has_attachment(raw: bytes, root: MimePart) -> bool:
+    """An attachment: disposition "attachment", or a named non-text leaf (Dovecot-like)."""
+    for part in _walk(root):
+        if part.children:
+            continue
+        kind, dparams = _disposition(raw, part)
+        if kind == "attachment":
+            return True
+        if part.content_type in ("message/rfc822", "message/global"):
+            return True
+        main = part.content_type.split("/", 1)[0]
+        named = dict(dparams).get("filename") or part.param("name")
+        if main not in ("text", "multipart", "message") and (named or kind != "inline"):
+            return True
+    return False
+
+
+def _walk(part: MimePart) -> Iterator[MimePart]:
+    yield part
+    for child in part.children:
+        yield from _walk(child)
+    if part.message is not None:
+        yield from _walk(part.message)
+
+
+def decode_body(raw: bytes, part: MimePart, limit: int = MAX_PART_DECODE_BYTES) -> bytes:
+    """The body of ``part`` with its Content-Transfer-Encoding undone (RFC 2045 §6)."""
+    data = raw[part.body_start : min(part.body_end, part.body_start + limit)]
+    try:
+        if part.encoding == "base64":  # RFC 2045 §6.8: ignore characters outside the alphabet
+            data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+            data = data[: len(data) - len(data) % 4]
+            return binascii.a2b_base64(data)
+        if part.encoding == "quoted-printable":  # RFC 2045 §6.7
+            return binascii.a2b_qp(data)
+    except (binascii.Error, ValueError):
+        pass
+    return data
+
+
+_SCRIPT = re.compile(r"<(/?)(script|style)\b[^<>]*>?", re.IGNORECASE)
+_TAG = re.compile(r"<[^<>]*>")
+_WS = re.compile(r"\s+")
+
+
+def html_to_text(text: str) -> str:
+    """Strip tags (and script/style content) in linear time, then unescape entities."""
+    out: list[str] = []
+    pos = 0
+    inside = False
+    for m in _SCRIPT.finditer(text):
+        if not inside and not m.group(1):
+            out.append(text[pos : m.start()])
+            inside = True
+        elif inside and m.group(1):
+            pos = m.end()
+            inside = False
+    if not inside:
+        out.append(text[pos:])
+    stripped = _TAG.sub(" ", "".join(out))
+    return html.unescape(stripped)
+
+
+def _body_text(raw: bytes, root: MimePart) -> str:
+    chunks: list[str] = []
+    total = 0
+    for part in _leaves(root):
+        if part.content_type not in ("text/plain", "text/html"):
+            continue
+        data = decode_body(raw, part)
+        text = decode_charset(data, part.param("charset") or "us-ascii")
+        if part.content_type == "text/html":
+            text = html_to_text(text)
+        text = _WS.sub(" ", text).strip()
+        if not text:
+            continue
+        chunks.append(text[: MAX_TEXT_CHARS - total])
+        total += len(chunks[-1]) + 1
+        if total >= MAX_TEXT_CHARS:
+            break
+    return "\n".join(chunks)[:MAX_TEXT_CHARS]
+
+
+def _headers_text(fields: list[tuple[bytes, bytes]]) -> str:
+    out: list[str] = []
+    total = 0
+    for name, value in fields:
+        line = name.decode("ascii", "replace") + ": " + decode_header_value(value)
+        out.append(line)
+        total += len(line) + 1
+        if total >= MAX_HEADERS_TEXT_CHARS:
+            break
+    return "\n".join(out)[:MAX_HEADERS_TEXT_CHARS]
+
+
+# ---------------------------------------------------------------------------------------
+# persistence and section numbering
+
+
+_Encoded = list[object]
+
+
+def _to_list(part: MimePart) -> _Encoded:
+    return [
+        part.header_start,
+        part.body_start,
+        part.body_end,
+        part.content_type,
+        [[k, v] for k, v in part.params],
+        part.encoding,
+        part.lines,
+        [_to_list(c) for c in part.children],
+        None if part.message is None else _to_list(part.message),
+    ]
+
+
+def encode_parts(root: MimePart) -> bytes:
+    """Serialise a ``MimePart`` tree to compact JSON (UTF-8) for the store."""
+    return json.dumps(_to_list(root), ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _from_list(item: object) -> MimePart:
+    if not isinstance(item, list) or len(item) != 9:
+        raise ValueError("bad encoded MIME part")
+    hs, bs, be, ctype, params, enc, lines, children, message = item
+    if not (
+        isinstance(hs, int)
+        and isinstance(bs, int)
+        and isinstance(be, int)
+        and isinstance(ctype, str)
+        and isinstance(params, list)
+        and isinstance(enc, str)
+        and isinstance(lines, int)
+        and isinstance(children, list)
+    ):
+        raise ValueError("bad encoded MIME part")
+    return MimePart(
+        hs,
+        bs,
+        be,
+        ctype,
+        tuple((str(k), str(v)) for k, v in params),
+        enc,
+        lines,
+        tuple(_from_list(c) for c in children),
+        None if message is None else _from_list(message),
+    )
+
+
+def decode_parts(data: bytes) -> MimePart:
+    """Inverse of ``encode_parts``; raises ValueError on data it did not produce."""
+    return _from_list(json.loads(data.decode("utf-8", "surrogatepass")))
+
+
+def find_part(root: MimePart, section: tuple[int, ...]) -> MimePart | None:
+    """The entity at an IMAP section number (RFC 9051 §6.4.5), or None.
+
+    ``()`` is the message itself.  Part 1 of a non-multipart is its body (the entity
+    itself); past a message/rfc822 part, numbering continues from the encapsulated
+    message's root.
+    """
+    cur = root
+    for depth, number in enumerate(section):
+        if number < 1:
+            return None
+        if depth > 0 and cur.message is not None:
+            cur = cur.message  # RFC 9051 §6.4.5: parts of the encapsulated message
+        if cur.children:
+            if number > len(cur.children):
+                return None
+            cur = cur.children[number - 1]
+        elif number != 1:
+            return None
+    return cur

@@ -1,0 +1,129 @@
+"""Header helpers: unfolding, RFC 2047, addresses, dates, message IDs."""
+
+from __future__ import annotations
+
+import pytest
+
+from postier.mail.headers import (
+    Address,
+    decode_charset,
+    decode_header_value,
+    decode_words,
+    parse_addresses,
+    parse_date,
+    parse_fields,
+    parse_msg_ids,
+    parse_params_value,
+    unfold,
+)
+
+
+def test_parse_fields_unfolds_and_lowercases() -> None:
+    raw = b"Subject: a\r\n  folded\r\nX-Empty:\r\nFrom sender garbage\r\nTo:b@c\r\n\r\n"
+    assert parse_fields(raw) == [(b"subject", b"a  folded"), (b"x-empty", b""), (b"to", b"b@c")]
+
+
+def test_unfold() -> None:
+    assert unfold(b" a\r\n\tb\n c \r\n") == b"a\tb c"
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"=?utf-8?B?w6lsw6h2ZQ==?=", "élève"),
+        (b"=?ISO-8859-1?Q?Caf=E9_cr=E8me?=", "Café crème"),
+        (b"=?iso-2022-jp?B?GyRCJEgkJhsoQg==?=", "とう"),
+        (b"=?koi8-r?B?8NLJ18XU?=", "Привет"),
+        (b"=?shift_jis?B?g2WDWINn?=", "テスト"),
+        (b"=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),  # RFC 2047 §6.2: space between words dropped
+        (b"=?utf-8?q?a?= x =?utf-8?q?b?=", "a x b"),
+        (b"=?utf-8?B?4oI=?= =?utf-8?B?rA==?=", "€"),  # split multi-byte char joined
+        (b"=?utf-8*en?Q?hi?=", "hi"),  # RFC 2231 §5 language
+        (b"=?no-such-charset?Q?abc?=", "abc"),
+        (b"=?utf-8?B?####?=", ""),
+        (b"=?utf-8?X?abc?=", "=?utf-8?X?abc?="),
+        (b"=?base64_codec?Q?abc?=", "abc"),  # non-text codec falls back
+        (b"=?idna?Q?abc?=", "abc"),
+        (b"plain \xc3\xa9t\xc3\xa9", "plain été"),  # RFC 6532 raw UTF-8
+        (b"latin \xe9t\xe9", "latin été"),
+    ],
+)
+def test_decode_words(raw: bytes, text: str) -> None:
+    assert decode_words(raw) == text
+
+
+def test_decode_header_value_collapses_whitespace() -> None:
+    assert decode_header_value(b"=?utf-8?Q?a?=\r\n =?utf-8?Q?b?=  c") == "ab c"
+
+
+def test_decode_charset_never_raises() -> None:
+    assert decode_charset(b"\xff\xfe", "utf-8") == "\ufffd\ufffd"
+    assert decode_charset(b"abc", "undefined") == "abc"
+    assert decode_charset(b"\xb0\xa1", "ks_c_5601-1987") == "가"
+
+
+def test_parse_params_quoted_comment_and_2231() -> None:
+    head, params = parse_params_value(
+        b"multipart/report; report-type=delivery-status; (comment) "
+        b"boundary=\"a(b)c;d\"; name*=utf-8''%C3%A9"
+    )
+    assert head == b"multipart/report"
+    assert dict(params) == {"report-type": "delivery-status", "boundary": "a(b)c;d", "name": "é"}
+
+
+def test_parse_params_encoded_word_value_and_garbage() -> None:
+    _head, params = parse_params_value(b'x/y; ;; junk; name="=?utf-8?B?w6k=?="; a=1; a=2; =x')
+    assert dict(params) == {"name": "é", "a": "1"}
+
+
+def test_addresses_simple_and_named() -> None:
+    addrs = parse_addresses(b'"Doe, John" <john@example.com>, jane@example.org (Jane)')
+    assert addrs == [
+        Address(b"Doe, John", None, b"john", b"example.com"),
+        Address(b"Jane", None, b"jane", b"example.org"),
+    ]
+
+
+def test_addresses_group_and_route() -> None:
+    addrs = parse_addresses(b"Team: a@x.org, <@r1,@r2:b@y.org>;, c@z.org")
+    assert addrs == [
+        Address(None, None, b"Team", None, group=True),
+        Address(None, None, b"a", b"x.org"),
+        Address(None, b"@r1,@r2", b"b", b"y.org"),
+        Address(None, None, None, None, group=True),
+        Address(None, None, b"c", b"z.org"),
+    ]
+
+
+def test_addresses_empty_group() -> None:
+    assert parse_addresses(b"undisclosed-recipients:;") == [
+        Address(None, None, b"undisclosed-recipients", None, group=True),
+        Address(None, None, None, None, group=True),
+    ]
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"<<<", b'"unterminated', b"(((", b"@@@,,,;;;::", b"\xff\xfe<\x00>", b">a<"]
+)
+def test_addresses_garbage_does_not_raise(garbage: bytes) -> None:
+    parse_addresses(garbage)
+
+
+def test_address_display_decodes_name() -> None:
+    (addr,) = parse_addresses(b"=?utf-8?Q?J=C3=B6rg?= <j@x.de>")
+    assert addr.name == b"=?utf-8?Q?J=C3=B6rg?="  # raw for ENVELOPE
+    assert addr.display() == "Jörg <j@x.de>"
+
+
+def test_parse_date() -> None:
+    assert parse_date(b"Thu, 01 Jan 1970 00:00:10 +0000") == 10
+    assert parse_date(b"Thu, 01 Jan 1970 01:00:00 +0100") == 0
+    assert parse_date(b"01 Jan 1970 00:00:00 -0000") == 0
+    assert parse_date(b"garbage") is None
+    assert parse_date(b"Mon, 99 Foo 99999999 99:99:99") is None
+    assert parse_date(None) is None
+
+
+def test_parse_msg_ids() -> None:
+    assert parse_msg_ids(b"<a@b>\r\n <c@d> junk <> <e@f>") == ("<a@b>", "<c@d>", "<e@f>")
+    assert parse_msg_ids(b"no ids") == ()
