@@ -1,0 +1,146 @@
+"""Builds the services from the configuration, starts the listeners, stops cleanly.
+
+``App`` owns the store, the authenticator, delivery and every protocol listener.  Each
+protocol server is a thin asyncio adapter around its sans-IO core; the app only wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from postier.auth.authenticator import AccountCredentials, Authenticator, AuthSettings
+from postier.auth.limiter import LimiterSettings
+from postier.config import Config, resolve_hostname
+from postier.delivery import Delivery
+from postier.net.tls import ensure_certificate, server_context
+from postier.store.interface import Store
+from postier.store.sqlite import SqliteStore
+
+log = logging.getLogger("postier.app")
+
+GC_INTERVAL_S = 300.0
+
+
+class StoreCredentialSource:
+    """The authenticator's view of the store's accounts."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get_credentials(self, login: str) -> AccountCredentials | None:
+        account = await self.store.get_account(login)
+        if account is None:
+            return None
+        return AccountCredentials(
+            account.id, account.address, account.password_hash, account.scram, account.enabled
+        )
+
+
+def auth_settings(config: Config) -> AuthSettings:
+    a = config.auth
+    return AuthSettings(
+        default_domain=a.default_domain,
+        cache_ttl_s=float(a.cache_ttl_s),
+        limiter=LimiterSettings(
+            free_failures=a.failed_login_free,
+            max_failures_per_ip=a.failed_login_max_per_ip,
+            max_failures_per_account=a.failed_login_max_per_account,
+            window_s=float(a.failed_login_window_s),
+        ),
+    )
+
+
+async def open_store(config: Config, data_dir: Path) -> SqliteStore:
+    return await SqliteStore.open(
+        data_dir, readers=config.store.readers, group_commit_max=config.store.group_commit_max
+    )
+
+
+@dataclass
+class App:
+    config: Config
+    data_dir: Path
+    store: SqliteStore | None = None
+    authenticator: Authenticator | None = None
+    delivery: Delivery | None = None
+    tls: ssl.SSLContext | None = None
+    hostname: str = ""
+    listening: list[str] = field(default_factory=list)
+    _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.hostname = resolve_hostname(self.config)
+        self.store = await open_store(self.config, self.data_dir)
+        self.authenticator = Authenticator(StoreCredentialSource(self.store), auth_settings(self.config))
+        self.delivery = Delivery(self.store, self.config.delivery.add_delivered_to)
+        if self.config.tls.cert:
+            cert, key = Path(self.config.tls.cert), Path(self.config.tls.key)
+        else:
+            cert, key = await asyncio.to_thread(ensure_certificate, self.data_dir, self.hostname)
+        self.tls = server_context(cert, key, self.config.tls.min_version)
+        for starter in _protocol_starters():
+            await starter(self)
+        self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+
+    def add_listener(self, description: str, stop: Callable[[], Awaitable[None]]) -> None:
+        self.listening.append(description)
+        self._stoppers.append(stop)
+
+    async def _collect_garbage(self) -> None:
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(GC_INTERVAL_S)
+            try:
+                removed = await self.store.collect_garbage()
+                if removed:
+                    log.info("removed %d unreferenced message bodies", removed)
+            except Exception:
+                log.exception("garbage collection failed")
+
+    async def stop(self) -> None:
+        for stop in reversed(self._stoppers):
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping a listener failed")
+        self._stoppers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+
+Starter = Callable[[App], Awaitable[None]]
+
+
+def _protocol_starters() -> list[Starter]:
+    """The protocol services, in start order (each adds its listeners to the app)."""
+    return []
+
+
+async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await app.start()
+        if ready is not None:
+            ready(app)
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await app.stop()

@@ -1,0 +1,22 @@
+"""The error kinds that cross layers (see docs/architecture.md, "Errors").
+
+Protocol cores never raise these for peer mistakes: a parse failure is a value they
+return.  Between layers (store, delivery, auth, policy) these three kinds are used, and
+each protocol renders them to replies in one function.
+"""
+
+
+class PostierError(Exception):
+    """Base of the errors that cross layers."""
+
+
+class UserError(PostierError):
+    """The request cannot succeed as made (5xx in SMTP, NO in IMAP, -ERR in POP3)."""
+
+
+class TemporaryError(PostierError):
+    """The request may succeed later (4xx in SMTP, NO [UNAVAILABLE] in IMAP)."""
+
+
+class ServerBug(PostierError):
+    """Our fault; logged with a traceback, the client sees only a generic reply."""

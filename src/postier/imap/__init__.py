@@ -1,0 +1,1 @@
+"""postier.imap"""

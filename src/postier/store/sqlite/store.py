@@ -1,0 +1,1045 @@
+"""SqliteStore: the Store interface on SQLite (WAL, synchronous=FULL) plus body files.
+
+Writes run on one writer thread with group commit (writer.py); reads run on a small pool
+of reader connections.  Bus events are published on the event loop right after the
+transaction that made the change has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postier.errors import TemporaryError, UserError
+from postier.mail.parse import parse_message
+from postier.mail.parsed import ParsedMessage
+from postier.store import bus as ev
+from postier.store.blobs import FileBlobStore
+from postier.store.bus import ChangeBus
+from postier.store.sqlite.schema import migrate
+from postier.store.sqlite.writer import ReaderPool, Tx, Writer, connect
+from postier.store.types import (
+    DEFAULT_MAILBOXES,
+    FLAG_DELETED,
+    FLAG_SEEN,
+    HIERARCHY_SEPARATOR,
+    Account,
+    AccountId,
+    Alias,
+    Appended,
+    BodyId,
+    Changes,
+    CopyResult,
+    Domain,
+    FlagMode,
+    FlagUpdate,
+    Mailbox,
+    MailboxId,
+    MailboxStatus,
+    MessageInfo,
+    MessageMeta,
+    ModSeq,
+    NewMessage,
+    PreparedBody,
+    QueuedRecipient,
+    QueueEntry,
+    StoreResult,
+    Uid,
+    flags_to_mask,
+    mask_to_flags,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("postier.store")
+
+INLINE_PARSE_BYTES = 256 * 1024  # smaller bodies are parsed on the loop (~0.1 ms)
+FTS_FIELDS = {"subject", "from", "to", "cc", "bcc", "headers", "text", "body"}
+_FTS_COLUMN = {
+    "subject": "subject", "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc",
+    "headers": "headers", "body": "text", "text": None,
+}
+_MAILBOX_COLS = "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed"
+_ACCOUNT_COLS = (
+    "id, address, domain, password_hash, scram, quota_bytes, used_bytes, enabled, created"
+)
+_INFO_COLS = "uid, modseq, sysflags, keywords, internal_date, size, body_id"
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _mailbox(row: Sequence[Any]) -> Mailbox:
+    return Mailbox(
+        MailboxId(row[0]), AccountId(row[1]), row[2], row[3], Uid(row[4]), ModSeq(row[5]),
+        row[6], bool(row[7]),
+    )
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        AccountId(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), row[8]
+    )
+
+
+def _info(row: Sequence[Any]) -> MessageInfo:
+    return MessageInfo(
+        Uid(row[0]), ModSeq(row[1]), mask_to_flags(row[2], row[3]), row[4], row[5], BodyId(row[6])
+    )
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def _fts_quote(needle: str) -> str:
+    return '"' + needle.replace('"', '""') + '"'
+
+
+class SqliteStore:
+    """The embedded default store.  Create with ``await SqliteStore.open(data_dir)``."""
+
+    def __init__(self, data_dir: Path, readers: int = 4, group_commit_max: int = 256) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = data_dir / "postier.db"
+        conn = connect(self.db_path)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        self.blobs = FileBlobStore(data_dir / "blobs")
+        self.writer = Writer(self.db_path, group_commit_max)
+        self.readers = ReaderPool(self.db_path, readers)
+        self.bus = ChangeBus()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256) -> SqliteStore:
+        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max)
+        store._loop = asyncio.get_running_loop()
+        return store
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        self.writer.close()
+        self.readers.close()
+
+    # plumbing -------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.readers.run(fn)
+
+    async def _write(self, fn: Callable[[Tx], T], events: list[ev.Event] | None = None) -> T:
+        """Run ``fn`` in a group-committed transaction; publish ``events`` after COMMIT.
+
+        ``fn`` appends to ``events`` while it runs; they are published on the loop's thread
+        in commit order, before the caller resumes.
+        """
+        loop = asyncio.get_running_loop()
+        if events is not None:
+            bus = self.bus
+
+            def job(tx: Tx) -> T:
+                result = fn(tx)
+                published = list(events)
+
+                def publish() -> None:
+                    loop.call_soon_threadsafe(_publish_all, bus, published)
+
+                tx.after_commit.append(publish)
+                return result
+
+            return await self.writer.run(job)
+        return await self.writer.run(fn)
+
+    # domains --------------------------------------------------------------------
+
+    async def add_domain(self, name: str) -> Domain:
+        name = name.lower().rstrip(".")
+        created = _now()
+
+        def fn(tx: Tx) -> Domain:
+            try:
+                tx.execute("INSERT INTO domains (name, created) VALUES (?, ?)", (name, created))
+            except sqlite3.IntegrityError:
+                raise UserError(f"domain {name} already exists")
+            return Domain(name, created)
+
+        return await self._write(fn)
+
+    async def remove_domain(self, name: str) -> None:
+        name = name.lower()
+
+        def fn(tx: Tx) -> None:
+            (count,) = tx.execute(
+                "SELECT count(*) FROM accounts WHERE domain = ?", (name,)
+            ).fetchone()
+            if count:
+                raise UserError(f"domain {name} still has {count} account(s); remove them first")
+            if tx.execute("DELETE FROM domains WHERE name = ?", (name,)).rowcount == 0:
+                raise UserError(f"no such domain: {name}")
+            tx.execute(
+                "DELETE FROM aliases WHERE source LIKE ? ESCAPE '\\'",
+                ("%@" + name.replace("%", "\\%").replace("_", "\\_"),),
+            )
+
+        await self._write(fn)
+
+    async def list_domains(self) -> list[Domain]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT name, created FROM domains ORDER BY name").fetchall()
+        )
+        return [Domain(r[0], r[1]) for r in rows]
+
+    async def get_domain(self, name: str) -> Domain | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT name, created FROM domains WHERE name = ?", (name.lower(),)
+            ).fetchone()
+        )
+        return Domain(row[0], row[1]) if row else None
+
+    # accounts -------------------------------------------------------------------
+
+    async def create_account(
+        self, address: str, password_hash: str, scram: str | None, quota_bytes: int = 0
+    ) -> Account:
+        address = address.lower()
+        domain = _domain_of(address)
+        created = _now()
+
+        def fn(tx: Tx) -> Account:
+            if not tx.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone():
+                raise UserError(f"domain {domain} is not hosted here; add it first")
+            try:
+                cur = tx.execute(
+                    "INSERT INTO accounts (address, domain, password_hash, scram, quota_bytes,"
+                    " created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (address, domain, password_hash, scram, quota_bytes, created),
+                )
+            except sqlite3.IntegrityError:
+                raise UserError(f"account {address} already exists")
+            account_id = AccountId(int(cur.lastrowid or 0))
+            for name, special in DEFAULT_MAILBOXES:
+                _insert_mailbox(tx, account_id, name, special)
+            return Account(
+                account_id, address, domain, password_hash, scram, quota_bytes, 0, True, created
+            )
+
+        return await self._write(fn)
+
+    async def delete_account(self, address: str) -> None:
+        address = address.lower()
+
+        def fn(tx: Tx) -> None:
+            row = tx.execute("SELECT id FROM accounts WHERE address = ?", (address,)).fetchone()
+            if row is None:
+                raise UserError(f"no such account: {address}")
+            bodies = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT body_id FROM messages WHERE mailbox_id IN"
+                    " (SELECT id FROM mailboxes WHERE account_id = ?)",
+                    (row[0],),
+                )
+            ]
+            tx.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
+            _collect_bodies(tx, bodies)
+
+        await self._write(fn)
+
+    async def get_account(self, address: str) -> Account | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address = ?", (address.lower(),)
+            ).fetchone()
+        )
+        return _account(row) if row else None
+
+    async def get_account_by_id(self, account_id: AccountId) -> Account | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        )
+        return _account(row) if row else None
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        def fn(c: sqlite3.Connection) -> list[Any]:
+            if domain is None:
+                return c.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY address").fetchall()
+            return c.execute(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE domain = ? ORDER BY address",
+                (domain.lower(),),
+            ).fetchall()
+
+        return [_account(r) for r in await self._read(fn)]
+
+    async def set_password(self, address: str, password_hash: str, scram: str | None) -> None:
+        def fn(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE accounts SET password_hash = ?, scram = ? WHERE address = ?",
+                (password_hash, scram, address.lower()),
+            )
+            if cur.rowcount == 0:
+                raise UserError(f"no such account: {address}")
+
+        await self._write(fn)
+
+    async def set_quota(self, address: str, quota_bytes: int) -> None:
+        def fn(tx: Tx) -> None:
+            cur = tx.execute(
+                "UPDATE accounts SET quota_bytes = ? WHERE address = ?",
+                (quota_bytes, address.lower()),
+            )
+            if cur.rowcount == 0:
+                raise UserError(f"no such account: {address}")
+
+        await self._write(fn)
+
+    # aliases --------------------------------------------------------------------
+
+    async def add_alias(self, source: str, targets: Sequence[str]) -> None:
+        source = source.lower()
+        domain = _domain_of(source)
+
+        def fn(tx: Tx) -> None:
+            if not tx.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone():
+                raise UserError(f"domain {domain} is not hosted here; add it first")
+            for target in targets:
+                tx.execute(
+                    "INSERT OR IGNORE INTO aliases (source, target) VALUES (?, ?)",
+                    (source, target.lower()),
+                )
+
+        await self._write(fn)
+
+    async def remove_alias(self, source: str, target: str | None = None) -> int:
+        def fn(tx: Tx) -> int:
+            if target is None:
+                cur = tx.execute("DELETE FROM aliases WHERE source = ?", (source.lower(),))
+            else:
+                cur = tx.execute(
+                    "DELETE FROM aliases WHERE source = ? AND target = ?",
+                    (source.lower(), target.lower()),
+                )
+            return cur.rowcount
+
+        return await self._write(fn)
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT source, target FROM aliases ORDER BY source, target").fetchall()
+        )
+        aliases = [Alias(r[0], r[1]) for r in rows]
+        if domain is not None:
+            aliases = [a for a in aliases if _domain_of(a.source) == domain.lower()]
+        return aliases
+
+    async def alias_targets(self, source: str) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT target FROM aliases WHERE source = ? ORDER BY target", (source.lower(),)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    # mailboxes ------------------------------------------------------------------
+
+    async def list_mailboxes(self, account_id: AccountId) -> list[Mailbox]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = ? ORDER BY name",
+                (account_id,),
+            ).fetchall()
+        )
+        return [_mailbox(r) for r in rows]
+
+    async def get_mailbox(self, account_id: AccountId, name: str) -> Mailbox | None:
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = ? AND name = ?",
+                (account_id, name),
+            ).fetchone()
+        )
+        return _mailbox(row) if row else None
+
+    async def get_mailbox_by_id(self, mailbox_id: MailboxId) -> Mailbox | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+        )
+        return _mailbox(row) if row else None
+
+    async def create_mailbox(
+        self, account_id: AccountId, name: str, special_use: str | None = None
+    ) -> Mailbox:
+        name = _check_mailbox_name(name)
+        events: list[ev.Event] = []
+
+        def fn(tx: Tx) -> Mailbox:
+            if tx.execute(
+                "SELECT 1 FROM mailboxes WHERE account_id = ? AND name = ?", (account_id, name)
+            ).fetchone():
+                raise UserError(f"mailbox {name} already exists")
+            mailbox = _insert_mailbox(tx, account_id, name, special_use)
+            events.append(ev.MailboxCreated(account_id, mailbox.id, name))
+            return mailbox
+
+        return await self._write(fn, events)
+
+    async def delete_mailbox(self, mailbox_id: MailboxId) -> None:
+        events: list[ev.Event] = []
+
+        def fn(tx: Tx) -> None:
+            row = tx.execute(
+                "SELECT account_id, name FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None:
+                raise UserError("no such mailbox")
+            if row[1] == "INBOX":
+                raise UserError("INBOX cannot be deleted")
+            bodies = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT DISTINCT body_id FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+                )
+            ]
+            (size,) = tx.execute(
+                "SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+            ).fetchone()
+            tx.execute("UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?", (size, row[0]))
+            tx.execute("DELETE FROM messages WHERE mailbox_id = ?", (mailbox_id,))
+            tx.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mailbox_id,))
+            tx.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+            _collect_bodies(tx, bodies)
+            events.append(ev.MailboxDeleted(AccountId(row[0]), mailbox_id, row[1]))
+
+        await self._write(fn, events)
+
+    async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox:
+        new_name = _check_mailbox_name(new_name)
+        events: list[ev.Event] = []
+
+        def fn(tx: Tx) -> Mailbox:
+            row = tx.execute(
+                f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None:
+                raise UserError("no such mailbox")
+            old = _mailbox(row)
+            if tx.execute(
+                "SELECT 1 FROM mailboxes WHERE account_id = ? AND name = ?",
+                (old.account_id, new_name),
+            ).fetchone():
+                raise UserError(f"mailbox {new_name} already exists")
+            if old.name == "INBOX":
+                # RFC 9051 §6.3.6: renaming INBOX moves its messages to a new mailbox and
+                # leaves INBOX empty, with the same identity.
+                new = _insert_mailbox(tx, old.account_id, new_name, None)
+                _move_all(tx, old, new)
+                events.append(ev.MailboxCreated(old.account_id, new.id, new_name))
+                return new
+            tx.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (new_name, mailbox_id))
+            prefix = old.name + HIERARCHY_SEPARATOR
+            children = tx.execute(
+                "SELECT id, name FROM mailboxes WHERE account_id = ? AND substr(name, 1, ?) = ?",
+                (old.account_id, len(prefix), prefix),
+            ).fetchall()
+            for child_id, child_name in children:
+                renamed = new_name + HIERARCHY_SEPARATOR + child_name[len(prefix):]
+                tx.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, child_id))
+                events.append(ev.MailboxRenamed(old.account_id, child_id, child_name, renamed))
+            events.append(ev.MailboxRenamed(old.account_id, mailbox_id, old.name, new_name))
+            return _mailbox(
+                tx.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            )
+
+        return await self._write(fn, events)
+
+    async def set_subscribed(self, account_id: AccountId, name: str, subscribed: bool) -> None:
+        def fn(tx: Tx) -> None:
+            tx.execute(
+                "UPDATE mailboxes SET subscribed = ? WHERE account_id = ? AND name = ?",
+                (int(subscribed), account_id, name),
+            )
+
+        await self._write(fn)
+
+    async def mailbox_status(self, mailbox_id: MailboxId) -> MailboxStatus:
+        def fn(c: sqlite3.Connection) -> MailboxStatus:
+            row = c.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                raise UserError("no such mailbox")
+            counts = c.execute(
+                "SELECT count(*), coalesce(sum((sysflags & ?) = 0), 0),"
+                " coalesce(sum((sysflags & ?) != 0), 0), coalesce(sum(size), 0)"
+                " FROM messages WHERE mailbox_id = ?",
+                (FLAG_SEEN, FLAG_DELETED, mailbox_id),
+            ).fetchone()
+            return MailboxStatus(_mailbox(row), counts[0], counts[1], counts[2], counts[3])
+
+        return await self._read(fn)
+
+    # messages -------------------------------------------------------------------
+
+    async def prepare_body(self, raw: bytes) -> PreparedBody:
+        """Parse once and write the body durably (before any transaction references it)."""
+        if len(raw) <= INLINE_PARSE_BYTES:
+            parsed = parse_message(raw)
+            sha = self.blobs.digest(raw)
+            await asyncio.to_thread(self.blobs.put, raw, sha)
+        else:
+            def work() -> tuple[str, ParsedMessage]:
+                return self.blobs.put(raw), parse_message(raw)
+
+            sha, parsed = await asyncio.to_thread(work)
+        return PreparedBody(sha, len(raw), parsed)
+
+    async def append(
+        self, messages: Sequence[NewMessage], check_quota: bool = True
+    ) -> list[Appended]:
+        events: list[ev.Event] = []
+        now = _now()
+        blobs = self.blobs
+
+        def fn(tx: Tx) -> list[Appended]:
+            results: list[Appended] = []
+            for msg in messages:
+                mrow = tx.execute(
+                    "SELECT m.account_id, m.uidvalidity, m.uidnext, m.highestmodseq,"
+                    " a.quota_bytes, a.used_bytes FROM mailboxes m JOIN accounts a"
+                    " ON a.id = m.account_id WHERE m.id = ?",
+                    (msg.mailbox_id,),
+                ).fetchone()
+                if mrow is None:
+                    raise UserError("no such mailbox")
+                account_id, uidvalidity, uid, modseq, quota, used = mrow
+                size = len(msg.prefix) + msg.body.size
+                if check_quota and quota and used + size > quota:
+                    raise QuotaExceeded(f"mailbox full: {used + size} > quota {quota} bytes")
+                body_id = _ensure_body(tx, msg.body, blobs)
+                modseq += 1
+                mask, keywords = flags_to_mask(msg.flags)
+                tx.execute(
+                    "INSERT INTO messages (mailbox_id, uid, modseq, sysflags, keywords,"
+                    " internal_date, save_date, size, body_id, prefix)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg.mailbox_id, uid, modseq, mask, keywords,
+                     msg.internal_date if msg.internal_date is not None else now,
+                     now, size, body_id, msg.prefix),
+                )
+                tx.execute(
+                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                    (uid + 1, modseq, msg.mailbox_id),
+                )
+                tx.execute(
+                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
+                    (size, account_id),
+                )
+                results.append(Appended(msg.mailbox_id, uidvalidity, Uid(uid), ModSeq(modseq)))
+                events.append(
+                    ev.MessageAdded(AccountId(account_id), msg.mailbox_id, Uid(uid), ModSeq(modseq))
+                )
+            return results
+
+        return await self._write(fn, events)
+
+    async def list_messages(self, mailbox_id: MailboxId) -> list[MessageInfo]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_INFO_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            ).fetchall()
+        )
+        return [_info(r) for r in rows]
+
+    async def fetch_meta(self, mailbox_id: MailboxId, uids: Sequence[Uid]) -> list[MessageMeta]:
+        def fn(c: sqlite3.Connection) -> list[MessageMeta]:
+            out: list[MessageMeta] = []
+            sql = (
+                "SELECT m.uid, m.modseq, m.sysflags, m.keywords, m.internal_date, m.size,"
+                " m.body_id, m.prefix, b.envelope, b.body, b.bodystructure, b.parts, m.save_date"
+                " FROM messages m JOIN bodies b ON b.id = m.body_id"
+                " WHERE m.mailbox_id = ? AND m.uid IN (SELECT value FROM json_each(?))"
+                " ORDER BY m.uid"
+            )
+            for start in range(0, len(uids), 5000):
+                chunk = "[" + ",".join(str(int(u)) for u in uids[start:start + 5000]) + "]"
+                for r in c.execute(sql, (mailbox_id, chunk)):
+                    out.append(MessageMeta(_info(r), r[7], r[8], r[9], r[10], r[11], r[12]))
+            return out
+
+        return await self._read(fn)
+
+    async def read_body(self, body_id: BodyId) -> bytes:
+        row = await self._read(
+            lambda c: c.execute("SELECT sha256 FROM bodies WHERE id = ?", (body_id,)).fetchone()
+        )
+        if row is None:
+            raise UserError("no such message body")
+        return await asyncio.to_thread(self.blobs.get, row[0])
+
+    async def read_message(self, mailbox_id: MailboxId, uid: Uid) -> bytes | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT m.prefix, b.sha256 FROM messages m JOIN bodies b ON b.id = m.body_id"
+                " WHERE m.mailbox_id = ? AND m.uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        body = await asyncio.to_thread(self.blobs.get, row[1])
+        return bytes(row[0]) + body if row[0] else body
+
+    async def store_flags(
+        self,
+        mailbox_id: MailboxId,
+        uids: Sequence[Uid],
+        mode: FlagMode,
+        flags: frozenset[str],
+        unchanged_since: ModSeq | None = None,
+    ) -> StoreResult:
+        events: list[ev.Event] = []
+        want_mask, want_kw = flags_to_mask(flags)
+        want_keywords = set(want_kw.split(" ")) if want_kw else set()
+
+        def fn(tx: Tx) -> StoreResult:
+            mrow = tx.execute(
+                "SELECT account_id, highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if mrow is None:
+                raise UserError("no such mailbox")
+            account_id, modseq = mrow
+            new_modseq = modseq + 1
+            updated: list[FlagUpdate] = []
+            failed: list[Uid] = []
+            changed: list[Uid] = []
+            for start in range(0, len(uids), 5000):
+                chunk = "[" + ",".join(str(int(u)) for u in uids[start:start + 5000]) + "]"
+                rows = tx.execute(
+                    "SELECT uid, modseq, sysflags, keywords FROM messages WHERE mailbox_id = ?"
+                    " AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+                    (mailbox_id, chunk),
+                ).fetchall()
+                for uid, mseq, mask, kw in rows:
+                    # RFC 7162 §3.2: UNCHANGEDSINCE fails for messages modified after it.
+                    if unchanged_since is not None and mseq > unchanged_since:
+                        failed.append(Uid(uid))
+                        continue
+                    keywords = set(kw.split(" ")) if kw else set()
+                    if mode is FlagMode.ADD:
+                        nmask, nkw = mask | want_mask, keywords | want_keywords
+                    elif mode is FlagMode.REMOVE:
+                        nmask, nkw = mask & ~want_mask, keywords - want_keywords
+                    else:
+                        nmask, nkw = want_mask, set(want_keywords)
+                    if nmask == mask and nkw == keywords:
+                        updated.append(FlagUpdate(Uid(uid), ModSeq(mseq), mask_to_flags(mask, kw)))
+                        continue
+                    kw_text = " ".join(sorted(nkw))
+                    tx.execute(
+                        "UPDATE messages SET sysflags = ?, keywords = ?, modseq = ?"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        (nmask, kw_text, new_modseq, mailbox_id, uid),
+                    )
+                    changed.append(Uid(uid))
+                    updated.append(FlagUpdate(Uid(uid), ModSeq(new_modseq), mask_to_flags(nmask, kw_text)))
+            if changed:
+                tx.execute(
+                    "UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (new_modseq, mailbox_id)
+                )
+                events.append(
+                    ev.FlagsChanged(AccountId(account_id), mailbox_id, tuple(changed), ModSeq(new_modseq))
+                )
+            return StoreResult(tuple(updated), tuple(failed))
+
+        return await self._write(fn, events)
+
+    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None) -> list[Uid]:
+        """Remove messages flagged \\Deleted (restricted to ``uids`` when given)."""
+        events: list[ev.Event] = []
+
+        def fn(tx: Tx) -> list[Uid]:
+            mrow = tx.execute(
+                "SELECT account_id, highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if mrow is None:
+                raise UserError("no such mailbox")
+            rows = tx.execute(
+                "SELECT uid, body_id, size FROM messages WHERE mailbox_id = ? AND (sysflags & ?) != 0"
+                " ORDER BY uid",
+                (mailbox_id, FLAG_DELETED),
+            ).fetchall()
+            if uids is not None:
+                wanted = set(uids)
+                rows = [r for r in rows if r[0] in wanted]
+            if not rows:
+                return []
+            gone = _remove_messages(tx, mailbox_id, mrow[0], mrow[1] + 1, rows)
+            events.append(ev.Expunged(AccountId(mrow[0]), mailbox_id, tuple(gone), ModSeq(mrow[1] + 1)))
+            return gone
+
+        return await self._write(fn, events)
+
+    async def copy(
+        self, source: MailboxId, uids: Sequence[Uid], dest: MailboxId, move: bool = False
+    ) -> CopyResult:
+        events: list[ev.Event] = []
+        now = _now()
+
+        def fn(tx: Tx) -> CopyResult:
+            src = tx.execute(
+                "SELECT account_id, highestmodseq FROM mailboxes WHERE id = ?", (source,)
+            ).fetchone()
+            dst = tx.execute(
+                "SELECT account_id, uidvalidity, uidnext, highestmodseq FROM mailboxes"
+                " WHERE id = ?",
+                (dest,),
+            ).fetchone()
+            if src is None or dst is None:
+                raise UserError("no such mailbox")
+            chunk = "[" + ",".join(str(int(u)) for u in uids) + "]"
+            rows = tx.execute(
+                "SELECT uid, sysflags, keywords, internal_date, size, body_id, prefix"
+                " FROM messages WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?))"
+                " ORDER BY uid",
+                (source, chunk),
+            ).fetchall()
+            if not rows:
+                return CopyResult(dst[1], (), ())
+            account_id, uidvalidity, uidnext, modseq = dst
+            modseq += 1
+            src_uids: list[Uid] = []
+            dst_uids: list[Uid] = []
+            total = 0
+            for uid, mask, kw, idate, size, body_id, prefix in rows:
+                tx.execute(
+                    "INSERT INTO messages (mailbox_id, uid, modseq, sysflags, keywords,"
+                    " internal_date, save_date, size, body_id, prefix)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (dest, uidnext, modseq, mask, kw, idate, now, size, body_id, prefix),
+                )
+                events.append(ev.MessageAdded(AccountId(account_id), dest, Uid(uidnext), ModSeq(modseq)))
+                src_uids.append(Uid(uid))
+                dst_uids.append(Uid(uidnext))
+                uidnext += 1
+                total += size
+            tx.execute(
+                "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                (uidnext, modseq, dest),
+            )
+            tx.execute("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", (total, account_id))
+            if move:
+                gone = _remove_messages(
+                    tx, source, src[0], src[1] + 1, [(r[0], r[5], r[4]) for r in rows]
+                )
+                events.append(ev.Expunged(AccountId(src[0]), source, tuple(gone), ModSeq(src[1] + 1)))
+            return CopyResult(uidvalidity, tuple(src_uids), tuple(dst_uids))
+
+        return await self._write(fn, events)
+
+    async def changes_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> Changes:
+        def fn(c: sqlite3.Connection) -> Changes:
+            row = c.execute("SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                raise UserError("no such mailbox")
+            changed = c.execute(
+                f"SELECT {_INFO_COLS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+            vanished = c.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, modseq),
+            ).fetchall()
+            return Changes(ModSeq(row[0]), tuple(_info(r) for r in changed), tuple(Uid(r[0]) for r in vanished))
+
+        return await self._read(fn)
+
+    async def search_text(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
+        """UIDs whose ``field`` contains ``needle`` (case-insensitive substring, RFC 9051 §6.4.4).
+
+        Fields: subject, from, to, cc, bcc, headers, body, text (headers + body).
+        Needles of three characters or more are answered from the trigram index; shorter
+        ones from the stored header fields and, for bodies, the parsed text.
+        """
+        if field not in FTS_FIELDS:
+            raise ValueError(f"unknown search field {field}")
+        column = _FTS_COLUMN[field]
+        if len(needle) >= 3:
+            if column is None:
+                match = f"{{headers text}} : {_fts_quote(needle)}"
+            else:
+                match = f"{column} : {_fts_quote(needle)}"
+
+            def fn(c: sqlite3.Connection) -> list[Uid]:
+                rows = c.execute(
+                    "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
+                    " (SELECT rowid FROM body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                    (mailbox_id, match),
+                ).fetchall()
+                return [Uid(r[0]) for r in rows]
+
+            return await self._read(fn)
+        return await self._search_short(mailbox_id, field, needle)
+
+    async def _search_short(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
+        lowered = needle.lower()
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT m.uid, b.sha256, b.subject, b.from_, b.to_, b.cc, b.bcc FROM messages m"
+                " JOIN bodies b ON b.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
+                (mailbox_id,),
+            ).fetchall()
+        )
+        index = {"subject": 2, "from": 3, "to": 4, "cc": 5, "bcc": 6}
+        out: list[Uid] = []
+        for row in rows:
+            if field in index:
+                if lowered in row[index[field]].lower():
+                    out.append(Uid(row[0]))
+                continue
+            parsed = parse_message(await asyncio.to_thread(self.blobs.get, row[1]))
+            haystack = parsed.text if field == "body" else parsed.headers_text
+            if field == "text":
+                haystack = parsed.headers_text + "\n" + parsed.text
+            if lowered in haystack.lower():
+                out.append(Uid(row[0]))
+        return out
+
+    # outbound queue -------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        sender: str,
+        recipients: Sequence[QueuedRecipient],
+        body: PreparedBody,
+        envid: str = "",
+        ret: str = "",
+    ) -> int:
+        now = _now()
+        blobs = self.blobs
+
+        def fn(tx: Tx) -> int:
+            body_id = _ensure_body(tx, body, blobs)
+            cur = tx.execute(
+                "INSERT INTO queue (sender, body_id, size, created, envid, ret, next_attempt)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sender, body_id, body.size, now, envid, ret, now),
+            )
+            queue_id = int(cur.lastrowid or 0)
+            for rcpt in recipients:
+                tx.execute(
+                    "INSERT OR IGNORE INTO queue_rcpt (queue_id, address, notify, orcpt)"
+                    " VALUES (?, ?, ?, ?)",
+                    (queue_id, rcpt.address, rcpt.notify, rcpt.orcpt),
+                )
+            return queue_id
+
+        return await self._write(fn)
+
+    async def list_queue(self) -> list[QueueEntry]:
+        def fn(c: sqlite3.Connection) -> list[QueueEntry]:
+            entries: list[QueueEntry] = []
+            for row in c.execute(
+                "SELECT q.id, q.sender, b.sha256, q.size, q.created, q.envid, q.ret,"
+                " q.next_attempt, q.attempts, q.last_error FROM queue q"
+                " JOIN bodies b ON b.id = q.body_id ORDER BY q.id"
+            ).fetchall():
+                rcpts = tuple(
+                    QueuedRecipient(r[0], r[1], r[2])
+                    for r in c.execute(
+                        "SELECT address, notify, orcpt FROM queue_rcpt WHERE queue_id = ?"
+                        " ORDER BY address",
+                        (row[0],),
+                    )
+                )
+                entries.append(QueueEntry(row[0], row[1], rcpts, *row[2:]))
+            return entries
+
+        return await self._read(fn)
+
+    # maintenance ------------------------------------------------------------------
+
+    async def collect_garbage(self, limit: int = 1000) -> int:
+        """Drop index entries and files of bodies no message or queue entry references."""
+        orphans = await self._read(
+            lambda c: c.execute("SELECT body_id, sha256 FROM orphans LIMIT ?", (limit,)).fetchall()
+        )
+        done = 0
+        blobs = self.blobs
+        for body_id, sha in orphans:
+            try:
+                raw = await asyncio.to_thread(self.blobs.get, sha)
+            except FileNotFoundError:
+                raw = None
+            parsed = parse_message(raw) if raw is not None else None
+
+            def fn(tx: Tx, body_id: int = body_id, sha: str = sha,
+                   parsed: ParsedMessage | None = parsed) -> None:
+                if parsed is not None:
+                    tx.execute(
+                        "INSERT INTO body_fts (body_fts, rowid, subject, from_, to_, cc, bcc,"
+                        " headers, text) VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (body_id, *_fts_values(parsed)),
+                    )
+                tx.execute("DELETE FROM orphans WHERE body_id = ?", (body_id,))
+                # Same content delivered again since: the new row owns the file.
+                if not tx.execute("SELECT 1 FROM bodies WHERE sha256 = ?", (sha,)).fetchone():
+                    blobs.delete(sha)
+
+            await self._write(fn)
+            done += 1
+        return done
+
+
+class QuotaExceeded(UserError):
+    """The account is over its quota (RFC 3463 5.2.2 / IMAP [OVERQUOTA])."""
+
+
+def _publish_all(bus: ChangeBus, events: list[ev.Event]) -> None:
+    for event in events:
+        bus.publish(event)
+
+
+def _check_mailbox_name(name: str) -> str:
+    if name.upper() == "INBOX":
+        return "INBOX"
+    parts = name.split(HIERARCHY_SEPARATOR)
+    if not name or any(not p for p in parts) or any(ch in name for ch in "\r\n\0*%"):
+        raise UserError(f"invalid mailbox name: {name!r}")
+    if parts[0].upper() == "INBOX":
+        parts[0] = "INBOX"
+    return HIERARCHY_SEPARATOR.join(parts)
+
+
+def _next_uidvalidity(tx: Tx) -> int:
+    """RFC 9051 §2.3.1.1: UIDVALIDITY must never repeat for a name; we never reuse one."""
+    row = tx.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+    value = max(_now(), (row[0] if row else 0) + 1) & 0xFFFFFFFF or 1
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (value,),
+    )
+    return value
+
+
+def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str | None) -> Mailbox:
+    uidvalidity = _next_uidvalidity(tx)
+    cur = tx.execute(
+        "INSERT INTO mailboxes (account_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+        (account_id, name, uidvalidity, special_use),
+    )
+    return Mailbox(
+        MailboxId(int(cur.lastrowid or 0)), account_id, name, uidvalidity, Uid(1), ModSeq(1),
+        special_use, True,
+    )
+
+
+def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
+    return (parsed.subject, parsed.from_, parsed.to, parsed.cc, parsed.bcc,
+            parsed.headers_text, parsed.text)
+
+
+def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
+    row = tx.execute("SELECT id FROM bodies WHERE sha256 = ?", (body.sha256,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    if not blobs.exists(body.sha256):
+        # Collected between prepare_body() and now: the caller must prepare it again.
+        raise TemporaryError("message body vanished before commit; try again")
+    parsed = body.parsed
+    assert isinstance(parsed, ParsedMessage)
+    from postier.mail.parse import encode_parts
+
+    cur = tx.execute(
+        "INSERT INTO bodies (sha256, size, envelope, body, bodystructure, parts, subject, from_,"
+        " to_, cc, bcc, sent_date, message_id, in_reply_to, refs, has_attachment)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (body.sha256, body.size, parsed.envelope, parsed.body, parsed.bodystructure,
+         encode_parts(parsed.root), parsed.subject, parsed.from_, parsed.to, parsed.cc,
+         parsed.bcc, parsed.date, parsed.message_id, parsed.in_reply_to,
+         " ".join(parsed.references), int(parsed.has_attachment)),
+    )
+    body_id = int(cur.lastrowid or 0)
+    tx.execute(
+        "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (body_id, *_fts_values(parsed)),
+    )
+    return body_id
+
+
+def _remove_messages(
+    tx: Tx, mailbox_id: MailboxId, account_id: int, modseq: int, rows: Sequence[Sequence[Any]]
+) -> list[Uid]:
+    """Delete (uid, body_id, size) rows, remember them for VANISHED, collect bodies."""
+    gone = [Uid(r[0]) for r in rows]
+    total = sum(r[2] for r in rows)
+    tx.conn.executemany(
+        "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, u) for u in gone]
+    )
+    tx.conn.executemany(
+        "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+        [(mailbox_id, u, modseq) for u in gone],
+    )
+    tx.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
+    tx.execute("UPDATE accounts SET used_bytes = used_bytes - ? WHERE id = ?", (total, account_id))
+    _collect_bodies(tx, {r[1] for r in rows})
+    return gone
+
+
+def _collect_bodies(tx: Tx, body_ids: Sequence[int] | set[int]) -> None:
+    """Turn bodies no longer referenced into orphans (their files go in collect_garbage)."""
+    for body_id in body_ids:
+        if tx.execute("SELECT 1 FROM messages WHERE body_id = ? LIMIT 1", (body_id,)).fetchone():
+            continue
+        if tx.execute("SELECT 1 FROM queue WHERE body_id = ? LIMIT 1", (body_id,)).fetchone():
+            continue
+        row = tx.execute("SELECT sha256 FROM bodies WHERE id = ?", (body_id,)).fetchone()
+        if row is None:
+            continue
+        tx.execute("DELETE FROM bodies WHERE id = ?", (body_id,))
+        tx.execute("INSERT OR IGNORE INTO orphans (body_id, sha256) VALUES (?, ?)", (body_id, row[0]))
+
+
+def _move_all(tx: Tx, old: Mailbox, new: Mailbox) -> None:
+    rows = tx.execute(
+        "SELECT uid, body_id, size FROM messages WHERE mailbox_id = ? ORDER BY uid", (old.id,)
+    ).fetchall()
+    if not rows:
+        return
+    modseq = new.highestmodseq + 1
+    uid = int(new.uidnext)
+    for old_uid, _body, _size in rows:
+        tx.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, sysflags, keywords, internal_date,"
+            " save_date, size, body_id, prefix) SELECT ?, ?, ?, sysflags, keywords,"
+            " internal_date, save_date, size, body_id, prefix FROM messages"
+            " WHERE mailbox_id = ? AND uid = ?",
+            (new.id, uid, modseq, old.id, old_uid),
+        )
+        uid += 1
+    tx.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?", (uid, modseq, new.id))
+    old_modseq = old.highestmodseq + 1
+    tx.conn.executemany(
+        "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", [(old.id, r[0]) for r in rows]
+    )
+    tx.conn.executemany(
+        "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+        [(old.id, r[0], old_modseq) for r in rows],
+    )
+    tx.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (old_modseq, old.id))

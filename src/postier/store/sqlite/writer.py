@@ -1,0 +1,179 @@
+"""One writer thread with group commit, and a pool of reader connections.
+
+Every write is a plain function run on the writer thread inside a SAVEPOINT; the thread
+takes every job queued at that moment (up to ``max_batch``) into one transaction and one
+fsync (synchronous=FULL), then resolves each job's future.  A job that raises rolls back
+only its own savepoint.  Measured in shared/ARCHITECTURE.md: ~11.7k write transactions/s
+this way against ~1.9k with an await per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("postier.store")
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # "250 OK" means durable: a NORMAL commit can roll back on power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+@dataclass
+class Tx:
+    """What a write job sees: the connection and hooks that run after COMMIT."""
+
+    conn: sqlite3.Connection
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[Tx], T]
+    future: concurrent.futures.Future[T]
+
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, path: Path, max_batch: int = 256) -> None:
+        self._conn = connect(path)
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="postier-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.jobs = 0
+
+    def submit(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Job(fn, future))
+        return future
+
+    async def run(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._conn.close()
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Job[Any]] = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[_Job[Any], Tx, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        for job in batch:
+            tx = Tx(conn)
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(tx)
+            except BaseException as exc:  # the job's own failure: roll back only its work
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((job, tx, None, exc))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((job, tx, result, None))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("commit failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for job, _tx, _result, _err in outcomes:
+                job.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.jobs += len(batch)
+        for job, tx, result, err in outcomes:
+            if err is not None:
+                job.future.set_exception(err)
+                continue
+            for hook in tx.after_commit:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-commit hook failed")
+            job.future.set_result(result)
+
+
+class ReaderPool:
+    """Reader connections, one per worker thread; WAL lets them run beside the writer."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="postier-read")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+
+    def run_sync(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        return self._pool.submit(fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real store in a temporary data folder, delivery, test accounts.
+
+The store fixture is parametrised over backends; a PostgreSQL backend (later) joins by
+adding a parameter here, and every store test then runs against it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from postier.delivery import Delivery
+from postier.store.sqlite import SqliteStore
+from postier.store.types import Account
+
+# argon2id with tiny parameters keeps tests fast; production parameters are measured in
+# bench/auth.py.  The hash format is the same.
+TEST_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    assert request.param == "sqlite"
+    s = await SqliteStore.open(tmp_path / "data")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def delivery(store: SqliteStore) -> Delivery:
+    return Delivery(store)
+
+
+def cheap_hash(password: str) -> str:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(password)
+
+
+@pytest.fixture
+async def account(store: SqliteStore) -> Account:
+    """alice@example.org with TEST_PASSWORD, in domain example.org."""
+    await store.add_domain("example.org")
+    return await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)

@@ -1,0 +1,285 @@
+"""The store through its public interface (runs against every backend fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from postier.errors import UserError
+from postier.store import bus as ev
+from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.store import QuotaExceeded
+from postier.store.types import Account, FlagMode, ModSeq, NewMessage, Uid
+
+MSG = (
+    b"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: Hello there\r\n"
+    b"Message-ID: <1@example.net>\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\n\r\n"
+    b"The quick brown fox jumps over the lazy dog.\r\n"
+)
+
+
+def msg(n: int) -> bytes:
+    return MSG.replace(b"Hello there", b"Hello %d" % n).replace(b"<1@", b"<%d@" % n)
+
+
+async def add(store: SqliteStore, account: Account, raw: bytes, mailbox: str = "INBOX",
+              flags: frozenset[str] = frozenset()) -> Uid:
+    box = await store.get_mailbox(account.id, mailbox)
+    assert box is not None
+    body = await store.prepare_body(raw)
+    (appended,) = await store.append([NewMessage(box.id, body, flags=flags)])
+    return appended.uid
+
+
+async def test_domains_are_unique_and_listed(store: SqliteStore) -> None:
+    await store.add_domain("Example.ORG")
+    with pytest.raises(UserError):
+        await store.add_domain("example.org")
+    assert [d.name for d in await store.list_domains()] == ["example.org"]
+    assert await store.get_domain("EXAMPLE.org") is not None
+
+
+async def test_account_needs_hosted_domain(store: SqliteStore) -> None:
+    with pytest.raises(UserError, match="not hosted"):
+        await store.create_account("x@nowhere.test", "h", None)
+
+
+async def test_new_account_gets_default_mailboxes(store: SqliteStore, account: Account) -> None:
+    boxes = {b.name: b for b in await store.list_mailboxes(account.id)}
+    assert set(boxes) == {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive"}
+    assert boxes["Sent"].special_use == "\\Sent"
+    assert boxes["INBOX"].special_use is None
+    validities = [b.uidvalidity for b in boxes.values()]
+    assert len(set(validities)) == len(validities)
+
+
+async def test_domain_with_accounts_cannot_be_removed(store: SqliteStore, account: Account) -> None:
+    with pytest.raises(UserError, match="still has"):
+        await store.remove_domain("example.org")
+    await store.delete_account("alice@example.org")
+    await store.remove_domain("example.org")
+    assert await store.list_domains() == []
+
+
+async def test_append_assigns_increasing_uids_and_modseqs(store: SqliteStore, account: Account) -> None:
+    u1 = await add(store, account, msg(1))
+    u2 = await add(store, account, msg(2), flags=frozenset({"\\Seen", "$label"}))
+    assert (u1, u2) == (1, 2)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None and box.uidnext == 3 and box.highestmodseq == 3
+    infos = await store.list_messages(box.id)
+    assert [i.uid for i in infos] == [1, 2]
+    assert infos[1].flags == {"\\Seen", "$label"}
+    assert infos[0].size == len(msg(1))
+    status = await store.mailbox_status(box.id)
+    assert (status.messages, status.unseen, status.size) == (2, 1, len(msg(1)) + len(msg(2)))
+
+
+async def test_message_bytes_are_kept_exactly(store: SqliteStore, account: Account) -> None:
+    raw = b"Subject: \xff\xfe broken\nno crlf here\r\n\r\n\x00binary\rstuff"
+    uid = await add(store, account, raw)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert await store.read_message(box.id, uid) == raw
+
+
+async def test_fetch_meta_has_parsed_metadata(store: SqliteStore, account: Account) -> None:
+    uid = await add(store, account, msg(7))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    (meta,) = await store.fetch_meta(box.id, [uid])
+    assert b'"Hello 7"' in meta.envelope
+    assert meta.bodystructure.startswith(b'("TEXT" "PLAIN"') or meta.bodystructure.upper().startswith(b'("TEXT" "PLAIN"')
+    assert meta.info.uid == uid and meta.prefix == b""
+
+
+async def test_flags_modseq_and_unchangedsince(store: SqliteStore, account: Account) -> None:
+    u1 = await add(store, account, msg(1))
+    u2 = await add(store, account, msg(2))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    result = await store.store_flags(box.id, [u1], FlagMode.ADD, frozenset({"\\Flagged", "work"}))
+    assert result.updated[0].flags == {"\\Flagged", "work"}
+    modseq = result.updated[0].modseq
+    assert modseq > 3
+    # RFC 7162: a message modified after UNCHANGEDSINCE fails; the other succeeds.
+    result = await store.store_flags(
+        box.id, [u1, u2], FlagMode.REMOVE, frozenset({"work"}), unchanged_since=ModSeq(modseq - 1)
+    )
+    assert result.failed == (u1,)
+    result = await store.store_flags(box.id, [u1], FlagMode.REPLACE, frozenset({"\\Seen"}))
+    assert result.updated[0].flags == {"\\Seen"}
+    changes = await store.changes_since(box.id, ModSeq(modseq))
+    assert [c.uid for c in changes.changed] == [u1]
+
+
+async def test_expunge_only_deleted_and_reports_vanished(store: SqliteStore, account: Account) -> None:
+    uids = [await add(store, account, msg(i)) for i in range(4)]
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    before = (await store.get_mailbox_by_id(box.id))
+    assert before is not None
+    await store.store_flags(box.id, uids[1:3], FlagMode.ADD, frozenset({"\\Deleted"}))
+    assert await store.expunge(box.id, [uids[2]]) == [uids[2]]
+    assert await store.expunge(box.id) == [uids[1]]
+    assert [i.uid for i in await store.list_messages(box.id)] == [uids[0], uids[3]]
+    changes = await store.changes_since(box.id, before.highestmodseq)
+    assert set(changes.vanished) == {uids[1], uids[2]}
+    acct = await store.get_account_by_id(account.id)
+    assert acct is not None and acct.used_bytes == len(msg(0)) + len(msg(3))
+
+
+async def test_copy_and_move_share_the_body(store: SqliteStore, account: Account) -> None:
+    uid = await add(store, account, msg(1), flags=frozenset({"\\Seen"}))
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    archive = await store.get_mailbox(account.id, "Archive")
+    assert inbox and archive
+    copied = await store.copy(inbox.id, [uid], archive.id)
+    assert copied.dest_uids == (1,) and copied.uidvalidity == archive.uidvalidity
+    moved = await store.copy(inbox.id, [uid], archive.id, move=True)
+    assert moved.dest_uids == (2,)
+    assert await store.list_messages(inbox.id) == []
+    infos = await store.list_messages(archive.id)
+    assert {i.body_id for i in infos} == {infos[0].body_id}  # one body, two messages
+    assert infos[1].flags == {"\\Seen"}
+    assert await store.read_message(archive.id, Uid(2)) == msg(1)
+
+
+async def test_rename_moves_children_and_inbox_rename_empties_inbox(
+    store: SqliteStore, account: Account
+) -> None:
+    work = await store.create_mailbox(account.id, "Work")
+    await store.create_mailbox(account.id, "Work/2026")
+    renamed = await store.rename_mailbox(work.id, "Job")
+    assert renamed.uidvalidity == work.uidvalidity
+    names = {b.name for b in await store.list_mailboxes(account.id)}
+    assert {"Job", "Job/2026"} <= names and "Work" not in names
+    await add(store, account, msg(1))
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    old_inbox = await store.rename_mailbox(inbox.id, "Old")
+    assert old_inbox.name == "Old"
+    assert len(await store.list_messages(old_inbox.id)) == 1
+    assert await store.list_messages(inbox.id) == []
+    with pytest.raises(UserError):
+        await store.rename_mailbox(old_inbox.id, "Job")
+
+
+async def test_invalid_mailbox_names_refused(store: SqliteStore, account: Account) -> None:
+    for bad in ["", "a//b", "/lead", "trail/", "x*y", "x%y", "a\r\nb"]:
+        with pytest.raises(UserError):
+            await store.create_mailbox(account.id, bad)
+
+
+async def test_delete_mailbox_frees_quota_and_inbox_is_kept(store: SqliteStore, account: Account) -> None:
+    inbox = await store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    with pytest.raises(UserError):
+        await store.delete_mailbox(inbox.id)
+    await add(store, account, msg(1), mailbox="Junk")
+    junk = await store.get_mailbox(account.id, "Junk")
+    assert junk is not None
+    await store.delete_mailbox(junk.id)
+    acct = await store.get_account_by_id(account.id)
+    assert acct is not None and acct.used_bytes == 0
+    assert await store.get_mailbox(account.id, "Junk") is None
+
+
+async def test_quota_refuses_what_does_not_fit(store: SqliteStore, account: Account) -> None:
+    await store.set_quota(account.address, len(msg(1)) + 10)
+    await add(store, account, msg(1))
+    with pytest.raises(QuotaExceeded):
+        await add(store, account, msg(2))
+
+
+async def test_search_text_uses_the_index(store: SqliteStore, account: Account) -> None:
+    await add(store, account, msg(1))
+    await add(store, account, MSG.replace(b"fox", b"cat").replace(b"Hello there", b"Other"))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert await store.search_text(box.id, "body", "brown FOX") == [1]
+    assert await store.search_text(box.id, "text", "lazy") == [1, 2]
+    assert await store.search_text(box.id, "subject", "hello") == [1]
+    assert await store.search_text(box.id, "from", "bob@example") == [1, 2]
+    assert await store.search_text(box.id, "subject", "1") == [1]  # short needle path
+    assert await store.search_text(box.id, "body", "ca") == [2]
+
+
+async def test_bus_publishes_after_commit(store: SqliteStore, account: Account) -> None:
+    sub = store.bus.subscribe(account.id)
+    uid = await add(store, account, msg(1))
+    event = await asyncio.wait_for(sub.get(), 0.1)  # within 100 ms of the commit
+    assert isinstance(event, ev.MessageAdded) and event.uid == uid
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    await store.store_flags(box.id, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+    assert isinstance(await asyncio.wait_for(sub.get(), 0.1), ev.FlagsChanged)
+    await store.expunge(box.id)
+    gone = await asyncio.wait_for(sub.get(), 0.1)
+    assert isinstance(gone, ev.Expunged) and gone.uids == (uid,)
+    sub.close()
+
+
+async def test_concurrent_appends_share_group_commits(store: SqliteStore, account: Account) -> None:
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    bodies = [await store.prepare_body(msg(i)) for i in range(50)]
+    batches_before = store.writer.batches
+    results = await asyncio.gather(*(store.append([NewMessage(box.id, b)]) for b in bodies))
+    assert sorted(r[0].uid for r in results) == list(range(1, 51))
+    assert store.writer.batches - batches_before < 50
+
+
+async def test_failed_job_does_not_roll_back_its_batch_neighbours(store: SqliteStore, account: Account) -> None:
+    await store.set_quota(account.address, len(msg(1)) * 3)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    bodies = [await store.prepare_body(msg(i)) for i in range(5)]
+    results = await asyncio.gather(
+        *(store.append([NewMessage(box.id, b)]) for b in bodies), return_exceptions=True
+    )
+    assert sum(isinstance(r, QuotaExceeded) for r in results) == 2
+    assert len(await store.list_messages(box.id)) == 3
+
+
+async def test_garbage_collection_removes_unreferenced_bodies(store: SqliteStore, account: Account) -> None:
+    uid = await add(store, account, msg(1))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    sha = store.blobs.digest(msg(1))
+    await store.store_flags(box.id, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+    await store.expunge(box.id)
+    assert store.blobs.exists(sha)
+    assert await store.collect_garbage() == 1
+    assert not store.blobs.exists(sha)
+    assert await store.search_text(box.id, "body", "brown fox") == []
+    # The same content delivered again is stored again.
+    await add(store, account, msg(1))
+    assert store.blobs.exists(sha)
+
+
+async def test_uidvalidity_never_repeats_after_delete_and_recreate(store: SqliteStore, account: Account) -> None:
+    seen = set()
+    for _ in range(3):
+        box = await store.create_mailbox(account.id, "Tmp")
+        assert box.uidvalidity not in seen
+        seen.add(box.uidvalidity)
+        await store.delete_mailbox(box.id)
+
+
+async def test_state_survives_reopen(store: SqliteStore, account: Account) -> None:
+    uid = await add(store, account, msg(1))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    await store.close()
+    reopened = await SqliteStore.open(store.data_dir)
+    try:
+        again = await reopened.get_mailbox(account.id, "INBOX")
+        assert again == (await reopened.get_mailbox_by_id(box.id))
+        assert again is not None and again.uidvalidity == box.uidvalidity and again.uidnext == uid + 1
+        assert await reopened.read_message(box.id, uid) == msg(1)
+    finally:
+        await reopened.close()
+        store.writer = reopened.writer  # the fixture closes again: harmless on closed objects
+        store.readers = reopened.readers

@@ -1,0 +1,95 @@
+"""Delivery: resolution (aliases, catch-all, plus-addressing, postmaster) and storing."""
+
+from __future__ import annotations
+
+from postier.delivery import Delivery, Status
+from postier.store.sqlite import SqliteStore
+from postier.store.types import Account
+from tests.conftest import cheap_hash
+
+RAW = b"From: x@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+async def inbox_messages(store: SqliteStore, address: str) -> list[bytes]:
+    acct = await store.get_account(address)
+    assert acct is not None
+    box = await store.get_mailbox(acct.id, "INBOX")
+    assert box is not None
+    out = []
+    for info in await store.list_messages(box.id):
+        data = await store.read_message(box.id, info.uid)
+        assert data is not None
+        out.append(data)
+    return out
+
+
+async def test_delivers_with_trace_prefix(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    (result,) = await delivery.deliver(RAW, "x@example.net", ["Alice@Example.org"])
+    assert result.status is Status.DELIVERED
+    (stored,) = await inbox_messages(store, "alice@example.org")
+    assert stored == b"Return-Path: <x@example.net>\r\nDelivered-To: alice@example.org\r\n" + RAW
+
+
+async def test_unknown_user_and_foreign_domain(delivery: Delivery, account: Account) -> None:
+    unknown, foreign = await delivery.deliver(RAW, "", ["bob@example.org", "bob@elsewhere.test"])
+    assert unknown.status is Status.UNKNOWN_USER
+    assert foreign.status is Status.NOT_LOCAL
+
+
+async def test_plus_addressing(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    (result,) = await delivery.deliver(RAW, "", ["alice+lists@example.org"])
+    assert result.ok
+    assert len(await inbox_messages(store, "alice@example.org")) == 1
+
+
+async def test_alias_with_several_targets_and_duplicates_eliminated(
+    store: SqliteStore, delivery: Delivery, account: Account
+) -> None:
+    await store.create_account("bob@example.org", cheap_hash("pw"), None)
+    await store.add_alias("team@example.org", ["alice@example.org", "bob@example.org"])
+    results = await delivery.deliver(RAW, "", ["team@example.org", "alice@example.org"])
+    assert all(r.status is Status.DELIVERED for r in results)
+    assert len(await inbox_messages(store, "alice@example.org")) == 1
+    assert len(await inbox_messages(store, "bob@example.org")) == 1
+
+
+async def test_catch_all_and_postmaster(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    (pm,) = await delivery.deliver(RAW, "", ["postmaster@example.org"])
+    assert pm.status is Status.DELIVERED
+    (nobody,) = await delivery.deliver(RAW, "", ["whoever@example.org"])
+    assert nobody.status is Status.UNKNOWN_USER
+    await store.add_alias("@example.org", ["alice@example.org"])
+    (caught,) = await delivery.deliver(RAW, "", ["whoever@example.org"])
+    assert caught.status is Status.DELIVERED
+    assert len(await inbox_messages(store, "alice@example.org")) == 2
+
+
+async def test_alias_loop_terminates(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    await store.add_alias("a@example.org", ["b@example.org"])
+    await store.add_alias("b@example.org", ["a@example.org", "alice@example.org"])
+    (result,) = await delivery.deliver(RAW, "", ["a@example.org"])
+    assert result.status is Status.DELIVERED
+
+
+async def test_remote_alias_target_is_queued(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    await store.add_alias("fwd@example.org", ["someone@remote.test"])
+    (result,) = await delivery.deliver(RAW, "x@example.net", ["fwd@example.org"])
+    assert result.status is Status.FORWARDED
+    (entry,) = await store.list_queue()
+    assert [r.address for r in entry.recipients] == ["someone@remote.test"]
+    assert entry.sender == "x@example.net"
+
+
+async def test_over_quota_is_distinct(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    await store.set_quota("alice@example.org", 10)
+    (result,) = await delivery.deliver(RAW, "", ["alice@example.org"])
+    assert result.status is Status.OVER_QUOTA
+
+
+async def test_one_body_for_many_recipients(store: SqliteStore, delivery: Delivery, account: Account) -> None:
+    await store.create_account("bob@example.org", cheap_hash("pw"), None)
+    await delivery.deliver(RAW, "", ["alice@example.org", "bob@example.org"])
+    assert len(store.blobs.iter_all()) == 1
+    alice, bob = await inbox_messages(store, "alice@example.org"), await inbox_messages(store, "bob@example.org")
+    assert alice[0].endswith(RAW) and bob[0].endswith(RAW)
+    assert b"Delivered-To: bob@example.org" in bob[0]
