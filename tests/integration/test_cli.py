@@ -1,0 +1,137 @@
+"""The `postier` command run as a subprocess, as an admin would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+POSTIER = [sys.executable, "-m", "postier.cli"]
+
+
+def postier(data: Path, *args: str, stdin: bytes = b"", check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "POSTIER_DATA": str(data)}
+    env.pop("POSTIER_CONFIG", None)
+    proc = subprocess.run([*POSTIER, *args], input=stdin, capture_output=True, env=env, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"postier {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_help_explains_every_command(data: Path) -> None:
+    out = postier(data, "--help").stdout.decode()
+    for command in ("serve", "domain", "user", "alias", "deliver", "config"):
+        assert command in out
+    assert "--data" in postier(data, "serve", "--help").stdout.decode()
+    assert "--password-stdin" in postier(data, "user", "add", "--help").stdout.decode()
+
+
+def test_domain_user_alias_lifecycle(data: Path) -> None:
+    postier(data, "domain", "add", "Example.org")
+    assert postier(data, "domain", "list").stdout.decode().split() == ["example.org"]
+    postier(data, "user", "add", "bob@example.org", "--password-stdin", stdin=b"s3cret pass\n")
+    generated = postier(data, "user", "add", "carol@example.org", "--generate").stdout.decode()
+    assert "password: " in generated and len(generated.split("password: ")[1].strip()) >= 16
+    postier(data, "user", "quota", "bob@example.org", "10M")
+    users = postier(data, "user", "list").stdout.decode()
+    assert "bob@example.org" in users and "10.0 MiB" in users and "carol@example.org" in users
+    postier(data, "alias", "add", "team@example.org", "bob@example.org", "carol@example.org")
+    assert "team@example.org\tbob@example.org, carol@example.org" in postier(data, "alias", "list").stdout.decode()
+    postier(data, "alias", "remove", "team@example.org", "carol@example.org")
+    assert "carol" not in postier(data, "alias", "list").stdout.decode()
+    postier(data, "user", "passwd", "bob@example.org", "--password-stdin", stdin=b"new pass\n")
+    # A domain with accounts is not removed; the error says why.
+    refused = postier(data, "domain", "remove", "example.org", check=False)
+    assert refused.returncode != 0 and b"still has 2 account(s)" in refused.stderr
+    postier(data, "user", "remove", "bob@example.org", "--yes")
+    postier(data, "user", "remove", "carol@example.org", "--yes")
+    postier(data, "domain", "remove", "example.org")
+    assert postier(data, "domain", "list").stdout == b""
+
+
+def test_password_never_only_on_command_line(data: Path) -> None:
+    postier(data, "domain", "add", "example.org")
+    proc = postier(data, "user", "add", "x@example.org", check=False)  # no tty, no stdin flag
+    assert proc.returncode == 64 and b"--password-stdin" in proc.stderr
+
+
+def test_user_in_unknown_domain_is_a_clear_error(data: Path) -> None:
+    proc = postier(data, "user", "add", "x@nowhere.test", "--generate", check=False)
+    assert proc.returncode == 1 and b"not hosted here" in proc.stderr
+
+
+def test_deliver_exit_codes_follow_sysexits(data: Path) -> None:
+    postier(data, "domain", "add", "example.org")
+    postier(data, "user", "add", "bob@example.org", "--generate")
+    msg = b"Subject: piped\nFrom: a@example.net\n\nbody with LF endings\n"
+    ok = postier(data, "deliver", "--from", "a@example.net", "bob+x@example.org", stdin=msg)
+    assert ok.returncode == 0
+    unknown = postier(data, "deliver", "nobody@example.org", stdin=msg, check=False)
+    assert unknown.returncode == 67
+    postier(data, "user", "quota", "bob@example.org", "100")
+    full = postier(data, "deliver", "bob@example.org", stdin=msg, check=False)
+    assert full.returncode == 75 and b"over quota" in full.stderr
+    empty = postier(data, "deliver", "bob@example.org", stdin=b"", check=False)
+    assert empty.returncode == 65
+    assert "bob@example.org\t1" in postier(data, "user", "list").stdout.decode()
+
+
+def test_config_check_reports_key_and_line(tmp_path: Path, data: Path) -> None:
+    cfg = tmp_path / "postier.toml"
+    cfg.write_text('[smtp]\nmax_recipients = "many"\n\n[imap]\nlisten = ["127.0.0.1:2143"]\nbogus = 1\n')
+    proc = postier(data, "config", "check", str(cfg), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 78
+    assert "smtp.max_recipients" in err and ":2:" in err
+    assert "imap.bogus" in err and ":6:" in err
+    cfg.write_text("[smtp]\nmax_recipients = 50\n")
+    assert postier(data, "config", "check", str(cfg)).stdout.decode().endswith("OK\n")
+
+
+def test_serve_demo_prints_password_once_and_stops_cleanly(tmp_path: Path, data: Path) -> None:
+    cfg = tmp_path / "postier.toml"
+    cfg.write_text(
+        '[smtp]\nlisten = []\nsubmission_listen = []\nsubmissions_listen = []\n'
+        '[imap]\nlisten = []\ntls_listen = []\n[pop3]\nlisten = []\ntls_listen = []\n'
+    )
+    env = {**os.environ, "POSTIER_DATA": str(data)}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*POSTIER, "serve", "--demo", "--config", str(cfg)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def wait_ready(proc: subprocess.Popen[bytes]) -> str:
+        assert proc.stdout is not None
+        out = ""
+        deadline = time.monotonic() + 30
+        while "Press Ctrl-C" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            out += line
+        return out
+
+    proc = start()
+    out = wait_ready(proc)
+    assert "demo@localhost" in out and "password: " in out
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr and b"postier stopped." in stdout
+    # Second run reuses the data: no new password.
+    proc = start()
+    out = wait_ready(proc)
+    assert "password: " not in out and "serving data in" in out
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b"Traceback" not in stderr
