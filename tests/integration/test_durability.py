@@ -58,10 +58,10 @@ async def test_acknowledged_deliveries_survive_sigkill(tmp_path: Path) -> None:
             prefix, _, rest_of = raw.partition(b"Subject: burst ")
             n = int(rest_of.split(b"\r\n", 1)[0])
             assert raw == prefix + message(n), f"message {n} is not whole"
+            assert info.size == len(raw)
             seen[n] = seen.get(n, 0) + 1
         missing = acked - set(seen)
         assert not missing, f"{len(missing)} acknowledged messages lost"
         assert all(c == 1 for c in seen.values()), "a message was stored twice"
-        assert info.size == len(raw)
     finally:
         await store.close()
