@@ -303,7 +303,8 @@ class CommandParser:
                     del buf[:-_TAIL_WINDOW]
                 self._scan = len(buf)
                 return NeedData()
-            if len(buf) > self.limits.max_line_bytes:
+            pending = len(buf) - (1 if buf.endswith(b"\r") else 0)  # a CR awaiting its LF
+            if pending > self.limits.max_line_bytes:
                 return self._line_too_long()
             self._scan = len(buf)
             return NeedData()
@@ -407,8 +408,8 @@ class CommandParser:
             return None
         if too_big:
             # The client waits for "+": refusing now costs nothing (RFC 9051 §7.1.4).
-            self._reset_command()
             status = "NO" if self._is_append else "BAD"
+            self._reset_command()
             return LimitExceeded(tag_text, "[TOOBIG] literal too large", fatal=False, status=status)
         if tag_text is None:
             # A command without a valid tag cannot be continued: refuse the literal.
@@ -557,10 +558,16 @@ class _Reader:
 
     # -- strings
 
+    def at_literal(self) -> bool:
+        """A literal ``{`` or literal8 ``~{`` starts here (``~`` alone is an atom char)."""
+        line, pos = self.line, self.pos
+        if pos < len(line) and line[pos] == 0x7E:
+            pos += 1
+        return pos < len(line) and line[pos] == 0x7B
+
     def _literal(self) -> bytes | None:
         """If a literal starts here, consume it and return its octets."""
-        b = self.peek()
-        if b != 0x7B and b != 0x7E:  # "{" or "~"
+        if not self.at_literal():
             return None
         m = _LITERAL_TAIL.match(self.line, self.pos)
         if m is None or self.index + 1 >= len(self.parts):
@@ -616,8 +623,7 @@ class _Reader:
         return value
 
     def nstring(self) -> bytes | None:
-        b = self.peek()
-        if b == 0x22 or b == 0x7B or b == 0x7E:
+        if self.peek() == 0x22 or self.at_literal():
             return self.string()
         self.expect_keyword("NIL")
         return None
@@ -636,8 +642,7 @@ class _Reader:
 
     def list_mailbox(self) -> str:
         """``list-mailbox = 1*list-char / string`` (wildcards allowed)."""
-        b = self.peek()
-        if b == 0x22 or b == 0x7B or b == 0x7E:
+        if self.peek() == 0x22 or self.at_literal():
             raw = self.string()
         else:
             raw = self.take_while(_LIST_CHARS)
@@ -1416,9 +1421,7 @@ def _p_store(uid: bool) -> Callable[[_Reader], c.ImapCommand]:
     return parse
 
 
-def _p_copy_move(
-    cls: type[c.Copy] | type[c.Move], uid: bool
-) -> Callable[[_Reader], c.ImapCommand]:
+def _p_copy_move(cls: type[c.Copy] | type[c.Move], uid: bool) -> Callable[[_Reader], c.ImapCommand]:
     def parse(r: _Reader) -> c.ImapCommand:
         r.sp()
         seqset = r.seqset()
