@@ -16,6 +16,7 @@ re-encoded as ``name*`` = ``utf-8''%XX`` so no 8-bit reaches a client that did n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote_from_bytes
 
 from postier.mail.headers import (
@@ -85,10 +86,21 @@ def address_list(addrs: list[Address]) -> bytes:
     return b"(" + b"".join(_address(a) for a in addrs) + b")"
 
 
-def envelope(fields: list[tuple[bytes, bytes]]) -> bytes:
-    """RFC 9051 §7.5.2 ENVELOPE from a parsed header (``headers.parse_fields``)."""
+ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
+
+
+def envelope(
+    fields: list[tuple[bytes, bytes]], addresses: Mapping[bytes, list[Address]] | None = None
+) -> bytes:
+    """RFC 9051 §7.5.2 ENVELOPE from a parsed header (``headers.parse_fields``).
+
+    ``addresses`` may hold the already parsed address lists by lower-case field name
+    (``ADDRESS_FIELDS``), so a caller that needs them too parses each header once.
+    """
 
     def addrs(name: bytes) -> list[Address]:
+        if addresses is not None and name in addresses:
+            return addresses[name]
         value = first_field(fields, name)
         return parse_addresses(value) if value else []
 

@@ -20,6 +20,9 @@ so a 10 MB message with attachments takes about a millisecond.
 
 from __future__ import annotations
 
+import functools
+import re
+
 from postier.mail.headers import first_field, parse_fields, parse_params_value
 from postier.mail.parsed import MimePart
 
@@ -167,15 +170,24 @@ def _find_delimiter(raw: bytes, delimiter: bytes, start: int, end: int) -> int:
     "-" at all; bodies full of dashes fall back to ``bytes.find`` after a few misses.
     """
     dlen = len(delimiter)
+    line = _delimiter_re(delimiter)
     pos = start + 1
     for _ in range(_MEMCHR_MISSES):
         dash = raw.find(b"-", pos, end)
         if dash < 0 or dash + dlen > end:
             return -1
-        if raw[dash - 1] == 0x0A and raw.startswith(delimiter, dash):
+        if raw[dash - 1] == 0x0A and line.match(raw, dash - 1, end):
             return dash - 1
         pos = dash + 1
-    return raw.find(b"\n" + delimiter, pos - 1, end)
+    # many dashes or near misses ("--boundaryX" lines): let the regex engine search
+    match = line.search(raw, pos - 1, end)
+    return -1 if match is None else match.start()
+
+
+@functools.lru_cache(maxsize=256)
+def _delimiter_re(delimiter: bytes) -> re.Pattern[bytes]:
+    """``LF delimiter ["--"] *WSP (CR / LF / end)``: RFC 2046 §5.1.1 delimiter lines."""
+    return re.compile(b"\n" + re.escape(delimiter) + rb"(?:--)?[ \t]*(?:\r|\n|\Z)")
 
 
 def _defaults(ctype: str) -> tuple[tuple[str, str], ...]:

@@ -34,12 +34,12 @@ from postier.mail.headers import (
     parse_msg_ids,
     parse_params_value,
 )
-from postier.mail.imapfmt import body_structure, envelope
+from postier.mail.imapfmt import ADDRESS_FIELDS, body_structure, envelope
 from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan
 from postier.mail.parsed import MimePart, ParsedMessage
 
 MAX_TEXT_CHARS = 1024 * 1024  # searchable body text kept per message (1 MiB of text)
-MAX_PART_DECODE_BYTES = 4 * 1024 * 1024  # bytes of one part decoded for the text index
+MAX_PART_DECODE_BYTES = 4 * 1024 * 1024  # raw bytes of one part decoded for the text index
 MAX_HEADERS_TEXT_CHARS = 256 * 1024  # decoded header text kept for SEARCH TEXT
 
 _EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
@@ -57,9 +57,13 @@ def _parse(raw: bytes) -> ParsedMessage:
     root = scan(raw)
     fields = parse_fields(raw, root.header_start, root.body_start)
 
-    def addrs(name: bytes) -> str:
+    parsed_addresses = {}
+    for name in ADDRESS_FIELDS:
         value = first_field(fields, name)
-        return addresses_display(parse_addresses(value)) if value else ""
+        parsed_addresses[name] = parse_addresses(value) if value else []
+
+    def addrs(name: bytes) -> str:
+        return addresses_display(parsed_addresses[name])
 
     def text_of(name: bytes) -> str:
         value = first_field(fields, name)
@@ -68,7 +72,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     message_ids = parse_msg_ids(first_field(fields, b"message-id"))
     in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
     return ParsedMessage(
-        envelope=envelope(fields),
+        envelope=envelope(fields, parsed_addresses),
         body=body_structure(raw, root, extensible=False),
         bodystructure=body_structure(raw, root, extensible=True),
         root=root,
@@ -154,12 +158,19 @@ def _walk(part: MimePart) -> Iterator[MimePart]:
         yield from _walk(part.message)
 
 
+_NOT_BASE64 = bytes(
+    sorted(
+        set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    )
+)
+
+
 def decode_body(raw: bytes, part: MimePart, limit: int = MAX_PART_DECODE_BYTES) -> bytes:
     """The body of ``part`` with its Content-Transfer-Encoding undone (RFC 2045 §6)."""
     data = raw[part.body_start : min(part.body_end, part.body_start + limit)]
     try:
         if part.encoding == "base64":  # RFC 2045 §6.8: ignore characters outside the alphabet
-            data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+            data = data.translate(None, _NOT_BASE64)
             data = data[: len(data) - len(data) % 4]
             return binascii.a2b_base64(data)
         if part.encoding == "quoted-printable":  # RFC 2045 §6.7
@@ -198,11 +209,14 @@ def _body_text(raw: bytes, root: MimePart) -> str:
     for part in _leaves(root):
         if part.content_type not in ("text/plain", "text/html"):
             continue
-        data = decode_body(raw, part)
+        remaining = MAX_TEXT_CHARS - total
+        # HTML shrinks when stripped; plain text only by collapsed whitespace
+        factor = 8 if part.content_type == "text/html" else 2
+        data = decode_body(raw, part, min(MAX_PART_DECODE_BYTES, remaining * factor * 2))
         text = decode_charset(data, part.param("charset") or "us-ascii")
         if part.content_type == "text/html":
-            text = html_to_text(text)
-        text = _WS.sub(" ", text).strip()
+            text = html_to_text(text[: remaining * factor])
+        text = _WS.sub(" ", text[: remaining * 2]).strip()
         if not text:
             continue
         chunks.append(text[: MAX_TEXT_CHARS - total])

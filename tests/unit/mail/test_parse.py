@@ -200,3 +200,32 @@ def _timed(raw: bytes) -> float:
     start = time.perf_counter()
     parse_message(raw)
     return time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"To: " + b"a@b.c, " * 150_000 + b"\r\n\r\nx", id="huge-address-list"),
+        pytest.param(
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+            + b"--bx\r\n" * 300_000
+            + b"--b--\r\n",
+            id="near-miss-boundary-lines",
+        ),
+        pytest.param(
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n" + b"-" * 2_000_000,
+            id="dashes",
+        ),
+        pytest.param((b"X-H: " + b"a" * 70 + b"\r\n") * 30_000, id="all-header"),
+        pytest.param(b"Subject: " + b"=?utf-8?B?w6k=?= " * 50_000 + b"\r\n\r\n", id="words"),
+        pytest.param(b"Content-Type: text/html\r\n\r\n" + b"<script" * 200_000, id="html"),
+    ],
+)
+def test_hostile_input_stays_cheap(raw: bytes) -> None:
+    assert _timed(raw) < 2.0  # each is a few to ~100 ms; quadratic behaviour would be minutes
+
+
+def test_near_miss_boundary_lines_are_body() -> None:
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n--bx\r\n--b-\r\n--b--\r\n"
+    (part,) = parse_message(raw).root.children
+    assert raw[part.body_start : part.body_end] == b"--bx\r\n--b-"
