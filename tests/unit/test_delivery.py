@@ -89,7 +89,12 @@ async def test_over_quota_is_distinct(store: SqliteStore, delivery: Delivery, ac
 async def test_one_body_for_many_recipients(store: SqliteStore, delivery: Delivery, account: Account) -> None:
     await store.create_account("bob@example.org", cheap_hash("pw"), None)
     await delivery.deliver(RAW, "", ["alice@example.org", "bob@example.org"])
-    assert len(store.blobs.iter_all()) == 1
+    alice_acct, bob_acct = await store.get_account("alice@example.org"), await store.get_account("bob@example.org")
+    assert alice_acct and bob_acct
+    box_a, box_b = await store.get_mailbox(alice_acct.id, "INBOX"), await store.get_mailbox(bob_acct.id, "INBOX")
+    assert box_a and box_b
+    (info_a,), (info_b,) = await store.list_messages(box_a.id), await store.list_messages(box_b.id)
+    assert info_a.body_id == info_b.body_id
     alice, bob = await inbox_messages(store, "alice@example.org"), await inbox_messages(store, "bob@example.org")
     assert alice[0].endswith(RAW) and bob[0].endswith(RAW)
     assert b"Delivered-To: bob@example.org" in bob[0]

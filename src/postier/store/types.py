@@ -151,6 +151,7 @@ class PreparedBody:
     sha256: str
     size: int
     parsed: object  # postier.mail.parsed.ParsedMessage (kept opaque to avoid a cycle)
+    inline: bytes | None = None  # small bodies live in the database row, not in a file
 
 
 @dataclass(frozen=True, slots=True)

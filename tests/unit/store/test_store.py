@@ -243,20 +243,37 @@ async def test_failed_job_does_not_roll_back_its_batch_neighbours(store: SqliteS
     assert len(await store.list_messages(box.id)) == 3
 
 
-async def test_garbage_collection_removes_unreferenced_bodies(store: SqliteStore, account: Account) -> None:
-    uid = await add(store, account, msg(1))
+@pytest.mark.parametrize("size", [100, 200_000], ids=["inline", "file"])
+async def test_garbage_collection_removes_unreferenced_bodies(
+    store: SqliteStore, account: Account, size: int
+) -> None:
+    raw = msg(1) + b"padding " * (size // 8)
+    uid = await add(store, account, raw)
     box = await store.get_mailbox(account.id, "INBOX")
     assert box is not None
-    sha = store.blobs.digest(msg(1))
+    sha = store.blobs.digest(raw)
+    in_file = size > 100_000
+    assert store.blobs.exists(sha) == in_file
     await store.store_flags(box.id, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
     await store.expunge(box.id)
-    assert store.blobs.exists(sha)
+    assert store.blobs.exists(sha) == in_file  # removed later, by the collector
     assert await store.collect_garbage() == 1
     assert not store.blobs.exists(sha)
     assert await store.search_text(box.id, "body", "brown fox") == []
-    # The same content delivered again is stored again.
-    await add(store, account, msg(1))
-    assert store.blobs.exists(sha)
+    # The same content delivered again is stored again, and can be read.
+    uid = await add(store, account, raw)
+    assert store.blobs.exists(sha) == in_file
+    assert await store.read_message(box.id, uid) == raw
+    assert await store.search_text(box.id, "body", "brown fox") == [uid]
+
+
+async def test_large_body_is_a_file_and_reads_back(store: SqliteStore, account: Account) -> None:
+    raw = msg(1) + b"x" * 300_000
+    uid = await add(store, account, raw)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert store.blobs.exists(store.blobs.digest(raw))
+    assert await store.read_message(box.id, uid) == raw
 
 
 async def test_uidvalidity_never_repeats_after_delete_and_recreate(store: SqliteStore, account: Account) -> None:

@@ -58,7 +58,8 @@ MIGRATIONS: tuple[str, ...] = (
         message_id TEXT NOT NULL DEFAULT '',
         in_reply_to TEXT NOT NULL DEFAULT '',
         refs TEXT NOT NULL DEFAULT '',
-        has_attachment INTEGER NOT NULL DEFAULT 0
+        has_attachment INTEGER NOT NULL DEFAULT 0,
+        data BLOB  -- the body itself when small (INLINE_BODY_MAX); NULL: in blobs/
     );
     CREATE TABLE messages (
         mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
@@ -83,7 +84,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX expunged_by_modseq ON expunged (mailbox_id, modseq);
     -- Bodies whose rows are gone but whose index entries and files remain to be removed.
-    CREATE TABLE orphans (body_id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL);
+    CREATE TABLE orphans (body_id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, data BLOB);
     -- IMAP SEARCH is substring matching: the trigram tokenizer answers it from the index.
     CREATE VIRTUAL TABLE body_fts USING fts5(
         subject, from_, to_, cc, bcc, headers, text,
