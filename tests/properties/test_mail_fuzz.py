@@ -40,6 +40,10 @@ _PIECES = st.sampled_from(
         b" folded\r\n",
         b"\xff\xfe\x00",
         b"body text",
+        b"Content-Type: text/plain; charset=utf-7\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        b"+2D8-",
+        b"=E9=",
     ]
 )
 
@@ -59,5 +63,7 @@ def test_mime_shaped_bytes_never_raise(raw: bytes) -> None:
     _check(parsed.root, 0, len(raw))
     assert parsed.bodystructure.startswith(b"(") and parsed.bodystructure.endswith(b")")
     assert parsed.envelope.startswith(b"(")
+    for text in (parsed.text, parsed.headers_text, parsed.subject, parsed.from_, parsed.to):
+        text.encode("utf-8")  # storable: no lone surrogates
     for section in ((1,), (1, 1), (2, 1, 1)):
         find_part(parsed.root, section)

@@ -15,6 +15,7 @@ Wire data stays ``bytes`` here; only the ``decode_*`` helpers produce ``str``.
 from __future__ import annotations
 
 import binascii
+import codecs
 import re
 from dataclasses import dataclass
 from datetime import UTC
@@ -87,10 +88,17 @@ def unfold(value: bytes) -> bytes:
 # charsets and RFC 2047 encoded words
 
 
+# Python codecs that are no mail charset and can yield lone surrogates or always fail.
+_NOT_MAIL_CHARSETS = frozenset(  # codecs.lookup() names
+    ("unicode-escape", "raw-unicode-escape", "undefined", "idna", "punycode")
+)
+
+
 def decode_charset(data: bytes, charset: str) -> str:
     """Decode ``data`` in ``charset``; unknown or non-text codecs fall back to UTF-8.
 
-    Never raises: errors are replaced (U+FFFD).
+    Never raises: errors are replaced (U+FFFD); the result never holds lone surrogates,
+    so it can always be encoded as UTF-8 (JSON, SQLite).
     """
     cs = charset.strip().strip('"').lower()
     if cs in ("", "us-ascii", "ascii", "unknown-8bit", "x-unknown", "default", "utf8"):
@@ -102,9 +110,15 @@ def decode_charset(data: bytes, charset: str) -> str:
     elif cs in ("iso-8859-1", "latin1", "latin-1"):
         cs = "cp1252"  # WHATWG: labels for ISO-8859-1 mean windows-1252
     try:
-        return data.decode(cs, "replace")
-    except Exception:  # LookupError, non-text codec, codecs refusing "replace" (idna)
+        name = codecs.lookup(cs).name
+        if name in _NOT_MAIL_CHARSETS:
+            name = "utf-8"
+        text = data.decode(name, "replace")
+    except Exception:  # LookupError, non-text codec, codecs refusing "replace"
         return data.decode("utf-8", "replace")
+    if name == "utf-7":  # its decoder lets lone surrogates through: not encodable text
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def decode_8bit(data: bytes) -> str:

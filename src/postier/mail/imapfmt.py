@@ -30,6 +30,9 @@ from postier.mail.parsed import MimePart
 
 MAX_QUOTED_BYTES = 1000  # longer strings go as literals (keeps lines of a reply sane)
 NIL = b"NIL"
+_EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+_EMPTY_BODY = b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0)'
+_EMPTY_BS = b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'
 _NOT_QUOTABLE = frozenset(b"\r\n\x00") | frozenset(range(0x80, 0x100))
 
 
@@ -221,6 +224,11 @@ def body_structure(raw: bytes, part: MimePart, extensible: bool = True) -> bytes
         # RFC 9051 §9 body-type-msg: envelope SP body SP body-fld-lines
         out.append(b" " + envelope_of(raw, part.message))
         out.append(b" " + body_structure(raw, part.message, extensible))
+        out.append(b" %d" % part.lines)
+    elif part.content_type in ("message/rfc822", "message/global"):
+        # a tree without the encapsulated message: keep the body-type-msg shape clients
+        # expect for these types (RFC 9051 §9 media-message)
+        out.append(b" " + _EMPTY_ENVELOPE + b" " + (_EMPTY_BODY if not extensible else _EMPTY_BS))
         out.append(b" %d" % part.lines)
     elif main == "text":
         out.append(b" %d" % part.lines)  # RFC 9051 §9 body-type-text

@@ -154,7 +154,7 @@ class _Scanner:
             children.append(self.entity(part_start, end, depth + 1, child_default))
         if not children:
             # IMAP needs 1*body in a multipart (RFC 9051 §9 body-type-mpart): an empty part
-            children.append(MimePart(end, end, end, child_default, _defaults(child_default)))
+            children.append(MimePart(end, end, end, "text/plain", DEFAULT_PARAMS))
         return children
 
 

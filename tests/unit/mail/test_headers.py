@@ -127,3 +127,11 @@ def test_parse_date() -> None:
 def test_parse_msg_ids() -> None:
     assert parse_msg_ids(b"<a@b>\r\n <c@d> junk <> <e@f>") == ("<a@b>", "<c@d>", "<e@f>")
     assert parse_msg_ids(b"no ids") == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "charset"),
+    [(b"+2D8-", "utf-7"), (b"\\ud800", "unicode_escape"), (b"\\ud800", "raw-unicode-escape")],
+)
+def test_decode_charset_never_yields_lone_surrogates(data: bytes, charset: str) -> None:
+    decode_charset(data, charset).encode("utf-8")  # must not raise

@@ -147,3 +147,13 @@ def test_bodystructure_basic_part_has_no_lines() -> None:
     assert body_structure(raw, scan(raw)) == (
         b'("IMAGE" "PNG" ("NAME" "a b.png") NIL NIL "BASE64" 6 NIL NIL NIL NIL)'
     )
+
+
+def test_message_part_without_encapsulated_tree_keeps_msg_shape() -> None:
+    from postier.mail.parsed import MimePart
+
+    part = MimePart(0, 0, 0, "message/rfc822")
+    assert body_structure(b"", part, extensible=False) == (
+        b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 0 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) '
+        b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0) 0)'
+    )

@@ -224,3 +224,9 @@ def test_boundary_with_transport_padding() -> None:
     raw = b"Content-Type: multipart/mixed; boundary=p\r\n\r\n--p  \r\n\r\nbody\r\n--p-- \r\n"
     root = scan(raw)
     assert [body(raw, c) for c in root.children] == [b"body"]
+
+
+def test_empty_digest_placeholder_is_text_plain() -> None:
+    root = scan(b"Content-Type: multipart/digest; boundary=d\r\n\r\nnothing\r\n")
+    (placeholder,) = root.children
+    assert placeholder.content_type == "text/plain"  # never a message/rfc822 without message
