@@ -223,6 +223,14 @@ class SearchAge:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchObjectId:
+    """EMAILID x / THREADID x (OBJECTID, RFC 8474 §6)."""
+
+    kind: str  # "EMAILID" / "THREADID"
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class SearchSaveDateSupported:
     """SAVEDATESUPPORTED (RFC 8514)."""
 
@@ -257,6 +265,7 @@ SearchKey = (
     | SearchUid
     | SearchModSeq
     | SearchAge
+    | SearchObjectId
     | SearchSaveDateSupported
     | SearchNot
     | SearchOr

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from postier.imap import commands as c
-from postier.imap.wire import ASTRING_CHARS, ATOM_CHARS, decode_mutf7
+from postier.imap.wire import ASTRING_CHARS, ATOM_CHARS, decode_mutf7, tagged, untagged_status
 
 # --------------------------------------------------------------------------- limits
 
@@ -92,10 +92,15 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class ContinuationNeeded:
-    """Send ``+ Ready`` (or refuse with :meth:`CommandParser.reject_literal`)."""
+    """Send ``+ Ready`` (or refuse with :meth:`CommandParser.reject_literal`).
+
+    *command* is the upper-cased command name (``"APPEND"``, ``"LOGIN"``, ``"UID"``...) so
+    the session can refuse early, e.g. an APPEND before authentication or over quota.
+    """
 
     tag: str
     literal_size: int
+    command: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,20 @@ class Line:
 
 Event = NeedData | Command | ContinuationNeeded | ParseError | LimitExceeded | Line
 
+
+def error_response(event: ParseError | LimitExceeded) -> bytes:
+    """The reply owed for an error event (the one place errors become bytes).
+
+    Fatal limits get an untagged BYE (RFC 9051 §7.1.5), then the adapter closes; errors
+    without a tag get an untagged BAD (RFC 9051 §7.1.3).
+    """
+    if isinstance(event, LimitExceeded) and event.fatal:
+        return untagged_status("BYE", event.message)
+    if event.tag is None:
+        return untagged_status("BAD", event.message)
+    return tagged(event.tag, event.status, event.message)
+
+
 # --------------------------------------------------------------------------- framing
 
 
@@ -156,7 +175,7 @@ _LITERAL_TAIL: Final = re.compile(rb"(~?)\{([0-9]+)(\+?)\}\Z")
 _TAIL_WINDOW: Final = 48
 _TAG: Final = re.compile(rb"[\x21-\x7e]+")
 _TAG_CHARS: Final = ASTRING_CHARS - {ord("+")}
-_APPEND_START: Final = re.compile(rb"[^ ]+ APPEND ", re.IGNORECASE)
+_COMMAND_NAME: Final = re.compile(rb"[^ ]+ ([A-Za-z0-9.-]+)")
 
 
 class ParserMisuse(Exception):
@@ -180,6 +199,7 @@ class CommandParser:
         self._parts: list[bytes] = []  # alternating line, literal, line, ...
         self._tag: str | None = None
         self._is_append = False
+        self._command_name = ""
         self._command_bytes = 0
         self._append_bytes = 0
         self._literal_size = 0
@@ -259,6 +279,7 @@ class CommandParser:
         self._parts = []
         self._tag = None
         self._is_append = False
+        self._command_name = ""
         self._command_bytes = 0
         self._append_bytes = 0
         self._discard_command = False
@@ -275,7 +296,8 @@ class CommandParser:
         size = self._literal_size
         if len(self._buf) < size:
             return NeedData()
-        data = bytes(self._buf[:size])
+        with memoryview(self._buf) as view:
+            data = bytes(view[:size])  # one copy, however large the literal
         del self._buf[:size]  # O(1) for a bytearray prefix in CPython
         self._scan = 0
         self._parts.append(data)
@@ -329,11 +351,18 @@ class CommandParser:
             return self._after_discarded_line(line)
         return self._command_line(line)
 
-    def _line_too_long(self) -> Event:
+    def _line_too_long(self) -> Event | None:
         if self._state is _State.RAW_LINE:
             self._state = _State.LINE
+        if self._discard_command:  # already refused: no second error for one command
+            self._discard_line = True
+            self._tail = b""
+            return None
         if not self._parts:
-            self._tag = _extract_tag(bytes(self._buf[:64]))
+            # Only a tag already followed by a space counts: the same answer whether the
+            # line arrived whole or in pieces.
+            prefix = bytes(self._buf[: min(64, self.limits.max_line_bytes + 1)])
+            self._tag = _extract_tag(prefix) if b" " in prefix else None
         self._discard_line = True
         self._tail = b""
         tag = self._tag
@@ -359,7 +388,9 @@ class CommandParser:
             if not line.strip():
                 return None  # tolerate empty lines between commands
             self._tag = _extract_tag(line)
-            self._is_append = _APPEND_START.match(line) is not None
+            name = _COMMAND_NAME.match(line)
+            self._command_name = name.group(1).decode("ascii").upper() if name else ""
+            self._is_append = self._command_name == "APPEND"
         self._command_bytes += len(line)
         self._parts.append(line)
         if self._command_bytes > limits.max_command_bytes:
@@ -417,7 +448,7 @@ class CommandParser:
             return ParseError(None, "invalid tag")
         self._literal_size = size
         self._state = _State.LITERAL
-        return ContinuationNeeded(tag_text, size)
+        return ContinuationNeeded(tag_text, size, self._command_name)
 
     def _nonsync_refusal(self, size: int) -> str | None:
         if self.literal_mode is LiteralMode.SYNC_ONLY:
@@ -471,6 +502,9 @@ _DATE_TIME: Final = re.compile(
     rb"([ 0-9]?[0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
 )
 _SYSTEM_FLAGS: Final = {f.upper(): f for f in c.SYSTEM_FLAGS}
+_OBJECTID_CHARS: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+)
 _NUMBER64_MAX: Final = (1 << 63) - 1
 _NZ_NUMBER_MAX: Final = (1 << 32) - 1
 _MOD_SEQ_MAX: Final = (1 << 63) - 1
@@ -1055,7 +1089,7 @@ _SEARCH_SIMPLE: Final[dict[str, c.SearchKey]] = {
 # Keys taking a string: header field names.
 _SEARCH_WITH_ARGS: Final = frozenset(
     {"NOT", "OR", "HEADER", "BODY", "TEXT", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER"}
-    | {"UID", "OLDER", "YOUNGER", "MODSEQ"}
+    | {"UID", "OLDER", "YOUNGER", "MODSEQ", "EMAILID", "THREADID"}
 )
 _SEARCH_HEADER: Final = {"BCC": "bcc", "CC": "cc", "FROM": "from", "SUBJECT": "subject", "TO": "to"}
 # Keys taking a date.
@@ -1144,6 +1178,12 @@ class _SearchParser:
             return c.SearchUid(r.seqset())
         if name in ("OLDER", "YOUNGER"):
             return c.SearchAge(name == "OLDER", r.number(nonzero=True))
+        if name in ("EMAILID", "THREADID"):
+            # RFC 8474 §6: objectid = 1*255(ALPHA / DIGIT / "_" / "-")
+            value = r.take_while(_OBJECTID_CHARS)
+            if not 1 <= len(value) <= 255:
+                raise _Bad("invalid object id")
+            return c.SearchObjectId(name, value.decode("ascii"))
         if name == "MODSEQ":
             # RFC 7162 §3.1.5: MODSEQ [SP entry-name SP entry-type-req] SP mod-sequence-valzer
             if r.peek() == 0x22:

@@ -381,7 +381,8 @@ ALL_KEYS = (
     b"SINCE 6-Jun-2005 SMALLER 200 SUBJECT s TEXT t TO o UID 1:5,7 UNANSWERED UNDELETED "
     b"UNDRAFT UNFLAGGED UNKEYWORD foo UNSEEN 1:* (SEEN DELETED) MODSEQ 620162338 "
     b'MODSEQ "/flags/\\\\draft" all 620162338 OLDER 3600 YOUNGER 60 SAVEDATESUPPORTED '
-    b"SAVEDBEFORE 1-Jan-2020 SAVEDON 1-Jan-2020 SAVEDSINCE 1-Jan-2020 $"
+    b"SAVEDBEFORE 1-Jan-2020 SAVEDON 1-Jan-2020 SAVEDSINCE 1-Jan-2020 $ "
+    b"EMAILID M6d99ac3275bb4e THREADID T64b478a75b7ea9"
 )
 
 
@@ -438,6 +439,8 @@ def test_search_every_key() -> None:
         c.SearchDate(SAVED, c.DateOp.ON, d(2020, 1, 1)),
         c.SearchDate(SAVED, c.DateOp.SINCE, d(2020, 1, 1)),
         c.SearchSeq(S(saved=True)),
+        c.SearchObjectId("EMAILID", "M6d99ac3275bb4e"),
+        c.SearchObjectId("THREADID", "T64b478a75b7ea9"),
     )
 
 

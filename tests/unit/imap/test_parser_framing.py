@@ -16,6 +16,7 @@ from postier.imap.parser import (
     NeedData,
     ParseError,
     ParserMisuse,
+    error_response,
 )
 from tests.unit.imap.feeding import commands, drain, feed_bytewise, feed_whole
 
@@ -47,7 +48,7 @@ def test_pipeline_whole() -> None:
         "ParseError",  # 4 octets that are not UTF-8
         "Command",
     ]
-    assert events[0] == ContinuationNeeded("a1", 5)
+    assert events[0] == ContinuationNeeded("a1", 5, "LOGIN")
     assert events[1] == Command("a1", c.Login(b"smith", b"sec\x00\xffe"))
     assert events[3] == Command("a3", c.Unknown("BAD!COMMAND"))
     append = events[6]
@@ -89,11 +90,11 @@ def test_need_data_until_line_complete() -> None:
 def test_sync_literal_needs_continuation_before_data() -> None:
     parser = CommandParser()
     parser.receive_data(b"a1 LOGIN {3}\r\n")
-    assert parser.next_event() == ContinuationNeeded("a1", 3)
+    assert parser.next_event() == ContinuationNeeded("a1", 3, "LOGIN")
     assert parser.next_event() == NeedData()
     assert parser.waiting_literal_bytes == 3
     parser.receive_data(b"bob {0}\r\n")
-    assert parser.next_event() == ContinuationNeeded("a1", 0)
+    assert parser.next_event() == ContinuationNeeded("a1", 0, "LOGIN")
     parser.receive_data(b"\r\n")
     assert parser.next_event() == Command("a1", c.Login(b"bob", b""))
 
@@ -101,7 +102,7 @@ def test_sync_literal_needs_continuation_before_data() -> None:
 def test_reject_literal_resynchronises() -> None:
     parser = CommandParser()
     parser.receive_data(b"a1 APPEND INBOX {30000}\r\n")
-    assert parser.next_event() == ContinuationNeeded("a1", 30000)
+    assert parser.next_event() == ContinuationNeeded("a1", 30000, "APPEND")
     parser.reject_literal()  # e.g. over quota: "a1 NO [OVERQUOTA]" instead of "+"
     parser.receive_data(b"a2 NOOP\r\n")
     assert parser.next_event() == Command("a2", c.Noop())
@@ -167,7 +168,7 @@ def test_large_append_literal_in_small_chunks_is_linear() -> None:
     body = b"0123456789abcdef" * (4 * 1024 * 1024 // 16)  # 4 MiB
     parser = CommandParser()
     parser.receive_data(b"a1 APPEND INBOX {%d}\r\n" % len(body))
-    assert parser.next_event() == ContinuationNeeded("a1", len(body))
+    assert parser.next_event() == ContinuationNeeded("a1", len(body), "APPEND")
     for i in range(0, len(body), 1500):
         parser.receive_data(body[i : i + 1500])
         assert parser.next_event() == NeedData()
@@ -276,7 +277,7 @@ def test_huge_literal_size_digits() -> None:
 def test_multiappend_total_limit() -> None:
     parser = CommandParser(Limits(max_literal_bytes=10, max_append_bytes=15))
     events = feed_whole(b"a1 APPEND INBOX {10}\r\n0123456789 {10}\r\na2 NOOP\r\n", parser)
-    assert events[0] == ContinuationNeeded("a1", 10)
+    assert events[0] == ContinuationNeeded("a1", 10, "APPEND")
     assert isinstance(events[1], LimitExceeded) and "[TOOBIG]" in events[1].message
     assert events[2] == Command("a2", c.Noop())
 
@@ -393,3 +394,30 @@ def test_utf8_mode_switch() -> None:
     parser.utf8 = True
     parser.receive_data(b'a2 SELECT "&AOk-"\r\n')
     assert parser.next_event() == Command("a2", c.Select("&AOk-"))
+
+
+def test_second_long_line_of_refused_command_gives_no_second_error() -> None:
+    parser = CommandParser(Limits(max_line_bytes=20))
+    data = b"a1 LOGIN " + b"x" * 30 + b" {3+}\r\nabc" + b"y" * 30 + b"\r\na2 NOOP\r\n"
+    events = feed_whole(data, parser)
+    assert events == [LimitExceeded("a1", "line too long", fatal=False), Command("a2", c.Noop())]
+
+
+def test_error_responses() -> None:
+    assert error_response(ParseError("a1", "bad syntax")) == b"a1 BAD bad syntax\r\n"
+    assert error_response(ParseError(None, "no tag")) == b"* BAD no tag\r\n"
+    assert error_response(ParseError("a1", "[BADCHARSET (UTF-8)] x", status="NO")) == (
+        b"a1 NO [BADCHARSET (UTF-8)] x\r\n"
+    )
+    assert error_response(LimitExceeded("a1", "[TOOBIG] big", fatal=False, status="NO")) == (
+        b"a1 NO [TOOBIG] big\r\n"
+    )
+    assert error_response(LimitExceeded("a1", "[TOOBIG] big", fatal=True)) == (
+        b"* BYE [TOOBIG] big\r\n"
+    )
+
+
+def test_continuation_names_the_command() -> None:
+    parser = CommandParser()
+    parser.receive_data(b"a1 uid SEARCH TEXT {3}\r\n")
+    assert parser.next_event() == ContinuationNeeded("a1", 3, "UID")
