@@ -22,7 +22,7 @@ from postier.pop3.server import Pop3Server, Pop3Settings
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account, FlagMode, Uid
 from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.pop3_support import LOOPBACK, port_of, start_server
+from tests.integration.test_pop3_support import LOOPBACK, port_of, start_server
 
 USER = "alice@example.org"
 T = TypeVar("T")
