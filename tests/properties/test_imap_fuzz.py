@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from postier.imap import commands as c
+from postier.imap import wire
 from postier.imap.parser import (
     Command,
     CommandParser,
@@ -119,3 +120,45 @@ def test_line_mode_any_bytes(data: bytes) -> None:
     events = run(parser, data, [])
     assert all(not isinstance(e, ContinuationNeeded) for e in events[:1])
     recovers(parser)
+
+
+# --------------------------------------------------------------- encoder/parser round trips
+
+
+def parse_command(data: bytes, utf8: bool = False) -> c.ImapCommand:
+    parser = CommandParser()
+    parser.utf8 = utf8
+    parser.receive_data(data)
+    events = []
+    while not isinstance(event := parser.next_event(), NeedData):
+        if not isinstance(event, ContinuationNeeded):
+            events.append(event)
+    assert len(events) == 1 and isinstance(events[0], Command), events
+    return events[0].command
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=st.binary(max_size=40), password=st.binary(max_size=40))
+def test_astring_round_trip(user: bytes, password: bytes) -> None:
+    line = b"a1 LOGIN " + wire.astring(user) + b" " + wire.astring(password) + b"\r\n"
+    assert parse_command(line) == c.Login(user, password)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(max_size=30), utf8=st.booleans())
+def test_mailbox_round_trip(name: str, utf8: bool) -> None:
+    assume(not utf8 or not any(ch in name for ch in "\r\n\x00"))
+    assume(not any(0xD800 <= ord(ch) <= 0xDFFF for ch in name))
+    expected = "INBOX" if name.upper() == "INBOX" else name
+    line = b"a1 SELECT " + wire.mailbox(name, utf8=utf8) + b"\r\n"
+    assert parse_command(line, utf8) == c.Select(expected)
+    assert wire.decode_mutf7(wire.encode_mutf7(name)) == name
+
+
+@settings(max_examples=200, deadline=None)
+@given(numbers=st.sets(st.integers(min_value=1, max_value=300), min_size=1, max_size=60))
+def test_compressed_uid_set_round_trip(numbers: set[int]) -> None:
+    command = parse_command(b"a1 UID EXPUNGE " + wire.compress_uids(numbers) + b"\r\n")
+    assert isinstance(command, c.UidExpunge)
+    assert command.seqset.expand(300) == sorted(numbers)
+    assert all(command.seqset.contains(n, 300) == (n in numbers) for n in range(1, 301))

@@ -206,7 +206,6 @@ class CommandParser:
         self._skip_remaining = 0
         self._discard_line = False  # dropping an over-long line up to its LF
         self._discard_command = False  # dropping the rest of a refused command
-        self._tail = b""  # last bytes of a discarded line (literal announcement?)
 
     # -- public API --------------------------------------------------------------------
 
@@ -321,7 +320,6 @@ class CommandParser:
             if self._discard_line:
                 # Keep only the tail, enough to see a literal announcement at the end.
                 if len(buf) > _TAIL_WINDOW:
-                    self._tail = (self._tail + bytes(buf[:-_TAIL_WINDOW]))[-_TAIL_WINDOW:]
                     del buf[:-_TAIL_WINDOW]
                 self._scan = len(buf)
                 return NeedData()
@@ -332,7 +330,8 @@ class CommandParser:
             return NeedData()
         end = lf - 1 if lf > 0 and buf[lf - 1] == 0x0D else lf
         if self._discard_line:
-            line = (self._tail + bytes(buf[:end]))[-_TAIL_WINDOW:]
+            # The buffer always keeps the last _TAIL_WINDOW octets of the line.
+            line = bytes(buf[max(0, end - _TAIL_WINDOW) : end])
         else:
             if end > self.limits.max_line_bytes:
                 return self._line_too_long()
@@ -344,7 +343,6 @@ class CommandParser:
             return Line(line)
         if self._discard_line:
             self._discard_line = False
-            self._tail = b""
             self._discard_command = True
             return self._after_discarded_line(line)
         if self._discard_command:
@@ -356,7 +354,6 @@ class CommandParser:
             self._state = _State.LINE
         if self._discard_command:  # already refused: no second error for one command
             self._discard_line = True
-            self._tail = b""
             return None
         if not self._parts:
             # Only a tag already followed by a space counts: the same answer whether the
@@ -364,7 +361,6 @@ class CommandParser:
             prefix = bytes(self._buf[: min(64, self.limits.max_line_bytes + 1)])
             self._tag = _extract_tag(prefix) if b" " in prefix else None
         self._discard_line = True
-        self._tail = b""
         tag = self._tag
         return LimitExceeded(tag, "line too long", fatal=False)
 
@@ -422,26 +418,31 @@ class CommandParser:
             self._command_bytes += size
         if len(self._parts) // 2 >= limits.max_list_items:
             too_big = True
+        status = "NO" if self._is_append else "BAD"
         if nonsync:
-            if too_big:
-                # RFC 7888 §4: the client is already sending it; we cannot resynchronise
-                # without reading it all.
+            if size > limits.max_literal_bytes:
+                # RFC 7888 §4: the client is already sending it; reading that much only
+                # to discard it is not worth it: the connection must be closed.
                 return self._fatal("[TOOBIG] non-synchronizing literal too large")
-            refusal = self._nonsync_refusal(size)
-            if refusal is not None:
+            error: ParseError | LimitExceeded | None = None
+            if too_big:
+                error = LimitExceeded(tag_text, "[TOOBIG] literal too large", False, status)
+            elif (refusal := self._nonsync_refusal(size)) is not None:
+                error = ParseError(tag_text, refusal)
+            if error is not None:
+                # RFC 7888 §4 (a): read and discard the literal, refuse the command.
                 self._discard_command = True
                 self._parts = []
                 self._skip_remaining = size
                 self._state = _State.SKIP_LITERAL
-                return ParseError(tag_text, refusal)
+                return error
             self._literal_size = size
             self._state = _State.LITERAL
             return None
         if too_big:
             # The client waits for "+": refusing now costs nothing (RFC 9051 §7.1.4).
-            status = "NO" if self._is_append else "BAD"
             self._reset_command()
-            return LimitExceeded(tag_text, "[TOOBIG] literal too large", fatal=False, status=status)
+            return LimitExceeded(tag_text, "[TOOBIG] literal too large", False, status)
         if tag_text is None:
             # A command without a valid tag cannot be continued: refuse the literal.
             self._reset_command()

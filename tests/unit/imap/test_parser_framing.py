@@ -421,3 +421,24 @@ def test_continuation_names_the_command() -> None:
     parser = CommandParser()
     parser.receive_data(b"a1 uid SEARCH TEXT {3}\r\n")
     assert parser.next_event() == ContinuationNeeded("a1", 3, "UID")
+
+
+def test_nonsync_literal_over_command_limit_is_skipped_not_fatal() -> None:
+    parser = CommandParser(Limits(max_command_bytes=100, max_literal_bytes=1000))
+    data = b"a1 LOGIN {500+}\r\n" + b"a9 NOOP\r\n" * 50 + b"x" * 50 + b" y\r\na2 NOOP\r\n"
+    events = feed_whole(data, parser)
+    assert events == [
+        LimitExceeded("a1", "[TOOBIG] literal too large", fatal=False),
+        Command("a2", c.Noop()),
+    ]
+    assert not parser.closed
+
+
+def test_multiappend_nonsync_over_total_is_skipped() -> None:
+    parser = CommandParser(Limits(max_literal_bytes=10, max_append_bytes=15))
+    data = b"a1 APPEND INBOX {10+}\r\n0123456789 {10+}\r\n0123456789\r\na2 NOOP\r\n"
+    events = feed_whole(data, parser)
+    assert events == [
+        LimitExceeded("a1", "[TOOBIG] literal too large", fatal=False, status="NO"),
+        Command("a2", c.Noop()),
+    ]
