@@ -57,6 +57,17 @@ def login(port: int) -> poplib.POP3:
     return p
 
 
+def cmd(p: poplib.POP3, line: str) -> bytes:
+    """A raw command through poplib (it has no AUTH); raises error_proto on -ERR."""
+    out: bytes = p._shortcmd(line)  # type: ignore[attr-defined]
+    return out
+
+
+def resp(p: poplib.POP3) -> bytes:
+    out: bytes = p._getresp()  # type: ignore[attr-defined]
+    return out
+
+
 def retr_bytes(p: poplib.POP3, n: int) -> bytes:
     _resp, lines, _octets = p.retr(n)
     return b"".join(line + b"\r\n" for line in lines)  # poplib has undone the byte-stuffing
@@ -131,7 +142,7 @@ async def test_auth_plain_with_initial_response(server, delivery) -> None:
         caps = p.capa()
         assert caps["SASL"] == ["PLAIN", "LOGIN"] and "USER" in caps and "PIPELINING" in caps
         token = base64.b64encode(f"\0{USER}\0{TEST_PASSWORD}".encode()).decode()
-        assert p._shortcmd(f"AUTH PLAIN {token}").startswith(b"+OK")
+        assert cmd(p, f"AUTH PLAIN {token}").startswith(b"+OK")
         assert p.stat()[0] == 1
         p.quit()
 
@@ -141,9 +152,9 @@ async def test_auth_plain_with_initial_response(server, delivery) -> None:
 async def test_auth_login_with_challenges(server) -> None:
     def client() -> None:
         p = poplib.POP3("127.0.0.1", port_of(server), timeout=10)
-        assert p._shortcmd("AUTH LOGIN") == b"+ " + base64.b64encode(b"Username:")
-        assert p._shortcmd(base64.b64encode(USER.encode()).decode()).startswith(b"+ ")
-        assert p._shortcmd(base64.b64encode(TEST_PASSWORD.encode()).decode()).startswith(b"+OK")
+        assert cmd(p, "AUTH LOGIN") == b"+ " + base64.b64encode(b"Username:")
+        assert cmd(p, base64.b64encode(USER.encode()).decode()).startswith(b"+ ")
+        assert cmd(p, base64.b64encode(TEST_PASSWORD.encode()).decode()).startswith(b"+OK")
         p.quit()
 
     await in_thread(client)
@@ -424,10 +435,10 @@ async def test_bad_input_over_the_wire_keeps_the_session(server, delivery) -> No
         p = login(port_of(server))
         for bad in ("RETR 7", "RETR x", "BOGUS", "USER again", "TOP 1"):
             with pytest.raises(poplib.error_proto):
-                p._shortcmd(bad)
+                cmd(p, bad)
         p.sock.sendall(b"\x00\xff" * 600 + b"\r\n")
         with pytest.raises(poplib.error_proto, match="line too long"):
-            p._getresp()
+            resp(p)
         assert p.noop() == b"+OK"
         p.quit()
 
