@@ -89,8 +89,9 @@ class App:
             await starter(self)
         self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
 
-    def add_listener(self, description: str, stop: Callable[[], Awaitable[None]]) -> None:
-        self.listening.append(description)
+    def add_service(self, listening: list[str], stop: Callable[[], Awaitable[None]]) -> None:
+        """Register a started service: what it listens on (for humans) and how to stop it."""
+        self.listening.extend(listening)
         self._stoppers.append(stop)
 
     async def _collect_garbage(self) -> None:
@@ -123,9 +124,41 @@ class App:
 Starter = Callable[[App], Awaitable[None]]
 
 
+async def start_pop3(app: App) -> None:
+    from postier.pop3.server import Pop3Server, Pop3Settings
+
+    c = app.config.pop3
+    if not (c.listen or c.tls_listen):
+        return
+    assert app.store is not None and app.authenticator is not None
+    server = Pop3Server(
+        app.store,
+        app.authenticator,
+        Pop3Settings(
+            listen=c.listen,
+            tls_listen=c.tls_listen,
+            delete_mode=c.delete_mode,
+            retention_days=c.retention_days,
+            idle_timeout_s=float(c.idle_timeout_s),
+            allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
+        ),
+        app.tls,
+    )
+    await server.start()
+    app.add_service(
+        [f"POP3        {_hostport(h, p)}{' (implicit TLS)' if tls else ' (STLS)'}"
+         for h, p, tls in server.bound],
+        server.stop,
+    )
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _protocol_starters() -> list[Starter]:
     """The protocol services, in start order (each adds its listeners to the app)."""
-    return []
+    return [start_pop3]
 
 
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:

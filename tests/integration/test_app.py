@@ -1,0 +1,78 @@
+"""The whole server as `postier serve` builds it: every service wired to one store."""
+
+from __future__ import annotations
+
+import asyncio
+import poplib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from postier.app import App
+from postier.config import parse_config_text
+from tests.conftest import TEST_PASSWORD, cheap_hash
+
+CONFIG = """
+[server]
+hostname = "mail.example.org"
+[smtp]
+listen = ["127.0.0.1:0"]
+submission_listen = ["127.0.0.1:0"]
+submissions_listen = ["127.0.0.1:0"]
+[imap]
+listen = ["127.0.0.1:0"]
+tls_listen = ["127.0.0.1:0"]
+[pop3]
+listen = ["127.0.0.1:0"]
+tls_listen = ["127.0.0.1:0"]
+"""
+
+
+def port_of(app: App, label: str) -> int:
+    for line in app.listening:
+        if line.startswith(label):
+            m = re.search(r":(\d+)", line)
+            assert m
+            return int(m.group(1))
+    raise AssertionError(f"{label} not in {app.listening}")
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    a = App(parse_config_text(CONFIG), tmp_path / "data")
+    await a.start()
+    assert a.store is not None
+    await a.store.add_domain("example.org")
+    await a.store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
+    try:
+        yield a
+    finally:
+        await a.stop()
+
+
+async def test_every_service_reports_where_it_listens(app: App) -> None:
+    text = "\n".join(app.listening)
+    assert "POP3" in text
+    assert (app.data_dir / "tls").exists()  # a self-signed certificate was made
+
+
+async def test_delivered_mail_is_read_over_pop3(app: App) -> None:
+    assert app.delivery is not None
+    raw = b"From: bob@example.net\r\nSubject: wired\r\n\r\nhello over pop3\r\n"
+    (result,) = await app.delivery.deliver(raw, "bob@example.net", ["alice@example.org"])
+    assert result.ok
+    port = port_of(app, "POP3")
+
+    def fetch() -> list[bytes]:
+        pop = poplib.POP3("127.0.0.1", port, timeout=10)
+        pop.user("alice@example.org")
+        pop.pass_(TEST_PASSWORD)
+        count, _ = pop.stat()
+        lines = pop.retr(1)[1] if count else []
+        pop.quit()
+        return lines
+
+    lines = await asyncio.to_thread(fetch)
+    assert b"hello over pop3" in lines and b"Delivered-To: alice@example.org" in lines
