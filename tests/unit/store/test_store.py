@@ -300,3 +300,25 @@ async def test_state_survives_reopen(store: SqliteStore, account: Account) -> No
         await reopened.close()
         store.writer = reopened.writer  # the fixture closes again: harmless on closed objects
         store.readers = reopened.readers
+
+
+async def test_huge_and_many_line_messages_are_stored_exactly(store: SqliteStore, account: Account) -> None:
+    import base64
+    import os
+
+    attachment = base64.encodebytes(os.urandom(37 * 1024 * 1024)).replace(b"\n", b"\r\n")  # ~50 MB
+    big = (
+        b"Subject: big\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+        b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=data.bin\r\n\r\n" + attachment + b"--XX--\r\n"
+    )
+    lines = b"Subject: lines\r\n\r\n" + b"x\r\n" * 1_000_000
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    for raw in (big, lines):
+        uid = await add(store, account, raw)
+        assert await store.read_message(box.id, uid) == raw
+    metas = await store.fetch_meta(box.id, [Uid(1), Uid(2)])
+    assert b'"APPLICATION" "OCTET-STREAM"' in metas[0].bodystructure.upper()
+    assert b" 1000000" in metas[1].bodystructure  # line count of the text part
