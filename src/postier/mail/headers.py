@@ -30,6 +30,8 @@ MAX_HEADER_PARSE_BYTES = 256 * 1024
 MAX_ADDRESS_HEADER_BYTES = 64 * 1024
 _WSP = b" \t"
 
+Fields = list[tuple[bytes, bytes]]  # parse_fields result: (lower-case name, value)
+
 
 def parse_fields(raw: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, bytes]]:
     """Split a header section into ``(lower-case name, unfolded value)`` pairs.
@@ -79,9 +81,14 @@ def first_field(fields: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
 def unfold(value: bytes) -> bytes:
     """RFC 5322 §2.2.3: remove the line breaks of folded whitespace."""
-    return re.sub(rb"\r?\n(?=[ \t])", b"", value).strip(b" \t\r\n")
+    if b"\n" not in value:  # nothing folded (the usual case): no regex pass
+        return value.strip(b" \t\r\n")
+    return _FOLD.sub(b"", value).strip(b" \t\r\n")
 
 
 # ---------------------------------------------------------------------------------------

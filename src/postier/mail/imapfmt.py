@@ -21,6 +21,7 @@ from urllib.parse import quote_from_bytes
 
 from postier.mail.headers import (
     Address,
+    Fields,
     first_field,
     parse_addresses,
     parse_fields,
@@ -42,7 +43,13 @@ def quote_or_literal(data: bytes) -> bytes:
     RFC 9051 §9: quoted strings carry no CR, LF or NUL (and 8-bit only with UTF8=ACCEPT),
     so such values MUST go as literals; ``\\`` and ``"`` are escaped (quoted-specials).
     """
-    if len(data) <= MAX_QUOTED_BYTES and not _NOT_QUOTABLE.intersection(data):
+    if (
+        len(data) <= MAX_QUOTED_BYTES
+        and data.isascii()
+        and b"\r" not in data
+        and b"\n" not in data
+        and b"\x00" not in data
+    ):  # i.e. no byte of _NOT_QUOTABLE (bytes tests run in C, no per-byte set lookups)
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data
 
@@ -137,9 +144,22 @@ def envelope(
     )
 
 
-def envelope_of(raw: bytes, part: MimePart) -> bytes:
+def envelope_of(
+    raw: bytes, part: MimePart, fields_cache: Mapping[tuple[int, int], Fields] | None = None
+) -> bytes:
     """ENVELOPE of the message whose header is ``part``'s header section."""
-    return envelope(parse_fields(raw, part.header_start, part.body_start))
+    return envelope(_fields(raw, part, fields_cache))
+
+
+def _fields(
+    raw: bytes, part: MimePart, cache: Mapping[tuple[int, int], Fields] | None
+) -> Fields:
+    """``parse_fields`` of ``part``'s header, from ``cache`` (``mime.scan_with_fields``)."""
+    if cache is not None:
+        fields = cache.get((part.header_start, part.body_start))
+        if fields is not None:
+            return fields
+    return parse_fields(raw, part.header_start, part.body_start)
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,13 +210,24 @@ def _type_pair(ctype: str) -> bytes:
     return _astr(main.upper()) + b" " + _astr(sub.upper())
 
 
-def body_structure(raw: bytes, part: MimePart, extensible: bool = True) -> bytes:
-    """RFC 9051 §9 ``body`` of ``part`` (BODYSTRUCTURE, or BODY if not ``extensible``)."""
-    fields = parse_fields(raw, part.header_start, part.body_start)
+def body_structure(
+    raw: bytes,
+    part: MimePart,
+    extensible: bool = True,
+    fields_cache: Mapping[tuple[int, int], Fields] | None = None,
+) -> bytes:
+    """RFC 9051 §9 ``body`` of ``part`` (BODYSTRUCTURE, or BODY if not ``extensible``).
+
+    ``fields_cache``: parsed headers by (header_start, body_start), as returned by
+    ``mime.scan_with_fields``, so no header is parsed again.
+    """
+    fields = _fields(raw, part, fields_cache)
     main, _, sub = part.content_type.partition("/")
     if part.children:
         out = [b"("]
-        out.extend(body_structure(raw, child, extensible) for child in part.children)
+        out.extend(
+            body_structure(raw, child, extensible, fields_cache) for child in part.children
+        )
         out.append(b" " + _astr(sub.upper()))
         if extensible:
             # RFC 9051 §9 body-ext-mpart
@@ -222,8 +253,8 @@ def body_structure(raw: bytes, part: MimePart, extensible: bool = True) -> bytes
     ]
     if part.message is not None:
         # RFC 9051 §9 body-type-msg: envelope SP body SP body-fld-lines
-        out.append(b" " + envelope_of(raw, part.message))
-        out.append(b" " + body_structure(raw, part.message, extensible))
+        out.append(b" " + envelope_of(raw, part.message, fields_cache))
+        out.append(b" " + body_structure(raw, part.message, extensible, fields_cache))
         out.append(b" %d" % part.lines)
     elif part.content_type in ("message/rfc822", "message/global"):
         # a tree without the encapsulated message: keep the body-type-msg shape clients

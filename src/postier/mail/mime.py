@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import re
 
-from postier.mail.headers import first_field, parse_fields, parse_params_value
+from postier.mail.headers import Fields, first_field, parse_fields, parse_params_value
 from postier.mail.parsed import MimePart
 
 MAX_DEPTH = 50  # nesting beyond this is scanned as text/plain (limit against MIME bombs)
@@ -66,6 +66,8 @@ class _Scanner:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.parts = 0
+        # header fields by (header_start, body_start), reused by the caller (parse_message)
+        self.fields: dict[tuple[int, int], Fields] = {}
 
     def entity(self, start: int, end: int, depth: int, default_type: str) -> MimePart:
         """Parse the entity occupying ``raw[start:end]``."""
@@ -73,6 +75,7 @@ class _Scanner:
         self.parts += 1
         body_start = header_end(raw, start, end)
         fields = parse_fields(raw, start, body_start) if body_start > start else []
+        self.fields[start, body_start] = fields
         ctype, params = _content_type(first_field(fields, b"content-type"), default_type)
         cte = first_field(fields, b"content-transfer-encoding")
         encoding = _encoding(cte)
@@ -235,3 +238,15 @@ def _encoding(value: bytes | None) -> str:
 def scan(raw: bytes) -> MimePart:
     """Scan a whole message into its MIME tree (the root is the message itself)."""
     return _Scanner(raw).entity(0, len(raw), 0, "text/plain")
+
+
+def scan_with_fields(raw: bytes) -> tuple[MimePart, dict[tuple[int, int], Fields]]:
+    """``scan`` plus the parsed header fields of every entity, by (header_start, body_start).
+
+    The fields are ``parse_fields(raw, header_start, body_start)`` of each part, so callers
+    formatting the structure need not parse each header again (the lists are shared: do
+    not modify them).
+    """
+    scanner = _Scanner(raw)
+    root = scanner.entity(0, len(raw), 0, "text/plain")
+    return root, scanner.fields

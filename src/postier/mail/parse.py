@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 
 from postier.mail.headers import (
+    Fields,
     addresses_display,
     decode_charset,
     decode_header_value,
@@ -35,7 +36,7 @@ from postier.mail.headers import (
     parse_params_value,
 )
 from postier.mail.imapfmt import ADDRESS_FIELDS, body_structure, envelope
-from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan
+from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan_with_fields
 from postier.mail.parsed import MimePart, ParsedMessage
 
 MAX_TEXT_CHARS = 1024 * 1024  # searchable body text kept per message (1 MiB of text)
@@ -54,8 +55,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
-    root = scan(raw)
-    fields = parse_fields(raw, root.header_start, root.body_start)
+    root, cache = scan_with_fields(raw)
+    fields = cache.get((root.header_start, root.body_start))
+    if fields is None:
+        fields = parse_fields(raw, root.header_start, root.body_start)
 
     parsed_addresses = {}
     for name in ADDRESS_FIELDS:
@@ -73,8 +76,8 @@ def _parse(raw: bytes) -> ParsedMessage:
     in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
     return ParsedMessage(
         envelope=envelope(fields, parsed_addresses),
-        body=body_structure(raw, root, extensible=False),
-        bodystructure=body_structure(raw, root, extensible=True),
+        body=body_structure(raw, root, False, cache),
+        bodystructure=body_structure(raw, root, True, cache),
         root=root,
         subject=text_of(b"subject"),
         from_=addrs(b"from"),
@@ -87,7 +90,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         message_id=message_ids[0] if message_ids else text_of(b"message-id"),
         in_reply_to=in_reply_to[0] if in_reply_to else "",
         references=parse_msg_ids(first_field(fields, b"references")),
-        has_attachment=_has_attachment(raw, root),
+        has_attachment=_has_attachment(raw, root, cache),
         text=_body_text(raw, root),
         headers_text=_headers_text(fields),
     )
@@ -124,8 +127,12 @@ def _leaves(part: MimePart) -> Iterator[MimePart]:
             yield p
 
 
-def _disposition(raw: bytes, part: MimePart) -> tuple[str, tuple[tuple[str, str], ...]]:
-    fields = parse_fields(raw, part.header_start, part.body_start)
+def _disposition(
+    raw: bytes, part: MimePart, cache: dict[tuple[int, int], Fields]
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    fields = cache.get((part.header_start, part.body_start))
+    if fields is None:
+        fields = parse_fields(raw, part.header_start, part.body_start)
     value = first_field(fields, b"content-disposition")
     if not value:
         return "", ()
@@ -133,12 +140,12 @@ def _disposition(raw: bytes, part: MimePart) -> tuple[str, tuple[tuple[str, str]
     return head.decode("ascii", "replace").strip().lower(), params
 
 
-def _has_attachment(raw: bytes, root: MimePart) -> bool:
+def _has_attachment(raw: bytes, root: MimePart, cache: dict[tuple[int, int], Fields]) -> bool:
     """An attachment: disposition "attachment", or a named non-text leaf (Dovecot-like)."""
     for part in _walk(root):
         if part.children:
             continue
-        kind, dparams = _disposition(raw, part)
+        kind, dparams = _disposition(raw, part, cache)
         if kind == "attachment":
             return True
         if part.content_type in ("message/rfc822", "message/global"):
@@ -183,6 +190,21 @@ def decode_body(raw: bytes, part: MimePart, limit: int = MAX_PART_DECODE_BYTES) 
 _SCRIPT = re.compile(r"<(/?)(script|style)\b[^<>]*>?", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
 _WS = re.compile(r"\s+")
+# Up to this many characters whitespace is collapsed with str.split (several times faster
+# than _WS.sub, which replaces every single space); beyond it the regex keeps the memory
+# bounded (split would hold one string object per word).
+_SPLIT_MAX_CHARS = 256 * 1024
+
+
+def collapse_whitespace(text: str) -> str:
+    r"""Runs of whitespace to one space, stripped: ``_WS.sub(" ", text).strip()``.
+
+    ``str.split``/``str.strip`` and the ``\s`` of a str pattern use the same whitespace
+    definition (``str.isspace``), so both ways give the same result.
+    """
+    if len(text) <= _SPLIT_MAX_CHARS:
+        return " ".join(text.split())
+    return _WS.sub(" ", text).strip()
 
 
 def html_to_text(text: str) -> str:
@@ -216,7 +238,7 @@ def _body_text(raw: bytes, root: MimePart) -> str:
         text = decode_charset(data, part.param("charset") or "us-ascii")
         if part.content_type == "text/html":
             text = html_to_text(text[: remaining * factor])
-        text = _WS.sub(" ", text[: remaining * 2]).strip()
+        text = collapse_whitespace(text[: remaining * 2])
         if not text:
             continue
         chunks.append(text[: MAX_TEXT_CHARS - total])
