@@ -56,7 +56,7 @@ from postier.pop3.core import (
     StartTls,
 )
 from postier.store.interface import Store
-from postier.store.types import AccountId, FlagMode, Mailbox, MessageInfo, Uid
+from postier.store.types import AccountId, Mailbox, MessageInfo, Uid
 
 DeleteMode = Literal["expunge", "trash", "keep"]
 READ_BYTES = 64 * 1024
@@ -464,10 +464,7 @@ class _Session:
             trash = await self._trash(inbox.account_id)
             await self.store.copy(inbox.id, uids, trash.id, move=True)
             return
-        # Two transactions: a crash between them leaves the messages flagged \Deleted, and
-        # a later QUIT removes them (see the report: an atomic Store.remove would be better).
-        await self.store.store_flags(inbox.id, uids, FlagMode.ADD, frozenset({DELETED_FLAG}))
-        await self.store.expunge(inbox.id, uids)
+        await self.store.expunge(inbox.id, uids, only_deleted=False)  # one transaction
 
     async def _trash(self, account_id: AccountId) -> Mailbox:
         mailboxes = await self.store.list_mailboxes(account_id)

@@ -322,3 +322,12 @@ async def test_huge_and_many_line_messages_are_stored_exactly(store: SqliteStore
     metas = await store.fetch_meta(box.id, [Uid(1), Uid(2)])
     assert b'"APPLICATION" "OCTET-STREAM"' in metas[0].bodystructure.upper()
     assert b" 1000000" in metas[1].bodystructure  # line count of the text part
+
+
+async def test_expunge_named_uids_whatever_their_flags(store: SqliteStore, account: Account) -> None:
+    uids = [await add(store, account, msg(i)) for i in range(3)]
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert await store.expunge(box.id, [uids[0], uids[2]]) == []  # not \Deleted: kept
+    assert await store.expunge(box.id, [uids[0], uids[2]], only_deleted=False) == [uids[0], uids[2]]
+    assert [i.uid for i in await store.list_messages(box.id)] == [uids[1]]

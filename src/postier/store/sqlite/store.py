@@ -695,8 +695,14 @@ class SqliteStore:
 
         return await self._write(fn, events)
 
-    async def expunge(self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None) -> list[Uid]:
-        """Remove messages flagged \\Deleted (restricted to ``uids`` when given)."""
+    async def expunge(
+        self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *, only_deleted: bool = True
+    ) -> list[Uid]:
+        """Remove messages flagged \\Deleted (restricted to ``uids`` when given).
+
+        ``only_deleted=False`` removes ``uids`` whatever their flags, in one transaction
+        (POP3's UPDATE state: a crash cannot leave them half-deleted).
+        """
         events: list[ev.Event] = []
 
         def fn(tx: Tx) -> list[Uid]:
@@ -706,9 +712,9 @@ class SqliteStore:
             if mrow is None:
                 raise UserError("no such mailbox")
             rows = tx.execute(
-                "SELECT uid, body_id, size FROM messages WHERE mailbox_id = ? AND (sysflags & ?) != 0"
-                " ORDER BY uid",
-                (mailbox_id, FLAG_DELETED),
+                "SELECT uid, body_id, size FROM messages WHERE mailbox_id = ?"
+                " AND ((sysflags & ?) != 0 OR ?) ORDER BY uid",
+                (mailbox_id, FLAG_DELETED, int(not only_deleted)),
             ).fetchall()
             if uids is not None:
                 wanted = set(uids)
