@@ -152,13 +152,71 @@ async def start_pop3(app: App) -> None:
     )
 
 
+async def start_smtp(app: App) -> None:
+    from postier.smtp.core import Mode
+    from postier.smtp.server import SmtpServer, SmtpSettings
+
+    c = app.config.smtp
+    if not (c.listen or c.submission_listen or c.submissions_listen or c.lmtp_listen):
+        return
+    assert app.store is not None and app.delivery is not None
+    server = SmtpServer(
+        SmtpSettings(
+            hostname=app.hostname,
+            max_message_bytes=c.max_message_bytes,
+            max_recipients=c.max_recipients,
+            max_line_bytes=c.max_line_bytes,
+            max_errors=c.max_errors,
+            command_timeout_s=float(c.command_timeout_s),
+            data_timeout_s=float(c.data_timeout_s),
+            bare_lf=c.bare_lf,
+            require_tls_for_auth=c.require_tls_for_auth,
+            allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
+            sender_must_match=c.sender_must_match,
+            max_connections_per_ip=c.max_connections_per_ip,
+            max_connections=app.config.server.max_connections,
+        ),
+        app.store,
+        app.delivery,
+        app.authenticator,
+        app.tls,
+    )
+    lines: list[str] = []
+    try:
+        for address in c.listen:
+            await server.listen_address(Mode.MTA, address)
+        for address in c.submission_listen:
+            await server.listen_address(Mode.SUBMISSION, address)
+        for address in c.submissions_listen:
+            await server.listen_address(Mode.SUBMISSION, address, implicit_tls=True)
+        for address in c.lmtp_listen:
+            await server.listen_address(Mode.LMTP, address)
+            if address.is_unix:
+                lines.append(f"LMTP        unix:{address.path}")
+    except BaseException:
+        await server.stop()
+        raise
+    labels = {Mode.MTA: "SMTP", Mode.SUBMISSION: "Submission", Mode.LMTP: "LMTP"}
+    for mode, host, port, implicit in server.bound:
+        note = " (implicit TLS)" if implicit else (" (STARTTLS)" if mode is not Mode.LMTP else "")
+        lines.append(f"{labels[mode]:<11} {_hostport(host, port)}{note}")
+    app.add_service(sorted(lines, key=_listener_order), server.stop)
+
+
+def _listener_order(line: str) -> int:
+    for i, label in enumerate(("SMTP", "Submission", "LMTP")):
+        if line.startswith(label):
+            return i
+    return 9
+
+
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _protocol_starters() -> list[Starter]:
     """The protocol services, in start order (each adds its listeners to the app)."""
-    return [start_pop3]
+    return [start_smtp, start_pop3]
 
 
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:

@@ -76,3 +76,37 @@ async def test_delivered_mail_is_read_over_pop3(app: App) -> None:
 
     lines = await asyncio.to_thread(fetch)
     assert b"hello over pop3" in lines and b"Delivered-To: alice@example.org" in lines
+
+
+async def test_mail_received_over_smtp_and_submission_is_read_over_pop3(app: App) -> None:
+    import smtplib
+
+    mta, submission = port_of(app, "SMTP"), port_of(app, "Submission")
+    assert "Submission" in "\n".join(app.listening) and "(implicit TLS)" in "\n".join(app.listening)
+    inbound = b"From: bob@example.net\r\nTo: alice@example.org\r\nSubject: inbound\r\n\r\nfrom afar\r\n"
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", mta, timeout=10) as s:
+            s.sendmail("bob@example.net", ["alice@example.org"], inbound)
+            code, _ = s.docmd("RCPT TO:<someone@elsewhere.test>")
+            assert code in (550, 554)  # never an open relay
+        with smtplib.SMTP("127.0.0.1", submission, timeout=10) as s:
+            s.login("alice@example.org", TEST_PASSWORD)
+            s.sendmail("alice@example.org", ["alice+notes@example.org"],
+                       b"From: alice@example.org\r\nSubject: note to self\r\n\r\nremember\r\n")
+
+    await asyncio.to_thread(send)
+    port = port_of(app, "POP3")
+
+    def fetch() -> list[bytes]:
+        pop = poplib.POP3("127.0.0.1", port, timeout=10)
+        pop.user("alice@example.org")
+        pop.pass_(TEST_PASSWORD)
+        count, _ = pop.stat()
+        messages = [b"\r\n".join(pop.retr(i + 1)[1]) for i in range(count)]
+        pop.quit()
+        return messages
+
+    first, second = await asyncio.to_thread(fetch)
+    assert first.endswith(inbound.rstrip(b"\r\n")) and b"Received: " in first
+    assert b"Subject: note to self" in second and b"Message-ID: " in second
