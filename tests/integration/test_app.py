@@ -88,6 +88,7 @@ async def test_mail_received_over_smtp_and_submission_is_read_over_pop3(app: App
     def send() -> None:
         with smtplib.SMTP("127.0.0.1", mta, timeout=10) as s:
             s.sendmail("bob@example.net", ["alice@example.org"], inbound)
+            s.docmd("MAIL FROM:<bob@example.net>")
             code, _ = s.docmd("RCPT TO:<someone@elsewhere.test>")
             assert code in (550, 554)  # never an open relay
         with smtplib.SMTP("127.0.0.1", submission, timeout=10) as s:
