@@ -194,6 +194,9 @@ _WS = re.compile(r"\s+")
 # than _WS.sub, which replaces every single space); beyond it the regex keeps the memory
 # bounded (split would hold one string object per word).
 _SPLIT_MAX_CHARS = 256 * 1024
+# ASCII whitespace other than SPACE (str.isspace: HT LF VT FF CR and the FS/GS/RS/US
+# separators), all single-character ``in`` tests (memchr)
+_ASCII_WS_NOT_SPACE = ("\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 
 
 def collapse_whitespace(text: str) -> str:
@@ -202,6 +205,12 @@ def collapse_whitespace(text: str) -> str:
     ``str.split``/``str.strip`` and the ``\s`` of a str pattern use the same whitespace
     definition (``str.isspace``), so both ways give the same result.
     """
+    if text.isascii():
+        # ordinary text: words separated by one SPACE or one CRLF, nothing to collapse
+        # once CRLF is a SPACE; twice as fast as splitting into words
+        spaced = text.replace("\r\n", " ")
+        if "  " not in spaced and not any(c in spaced for c in _ASCII_WS_NOT_SPACE):
+            return spaced.strip()
     if len(text) <= _SPLIT_MAX_CHARS:
         return " ".join(text.split())
     return _WS.sub(" ", text).strip()

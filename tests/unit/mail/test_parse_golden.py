@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from postier.mail.parse import encode_parts, parse_message
+from postier.mail.parse import (
+    _ASCII_WS_NOT_SPACE,
+    _WS,
+    collapse_whitespace,
+    encode_parts,
+    parse_message,
+)
 from tests.unit.mail.golden_messages import synthetic_messages
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "messages"
@@ -68,3 +74,32 @@ def test_golden_fixture_covers_everything() -> None:
 @pytest.mark.parametrize("name", sorted(MESSAGES))
 def test_parse_message_output_unchanged(name: str) -> None:
     assert _snapshot(MESSAGES[name]) == _golden()[name]
+
+
+def test_ascii_whitespace_table_is_complete() -> None:
+    ascii_ws = {chr(c) for c in range(128) if chr(c).isspace()}
+    assert ascii_ws == {" ", *_ASCII_WS_NOT_SPACE}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "a",
+        "a b\r\nc",
+        " a b\r\n",
+        "a \r\nb",
+        "a\r\n\r\nb",
+        "a\rb\nc",
+        "a\tb\x0bc\x0cd\x1ce\x1df\x1eg\x1fh",
+        "a\u00a0b\u2003c\x85d\u3000e\u2028f",
+        "caf\u00e9 na\u00efve\r\nx",
+        "word " * 100_000,
+        "w\r\n" * 100_000,
+        "a  b " * 60_000,
+        " " * 300_000 + "x",
+    ],
+)
+def test_collapse_whitespace_matches_regex(text: str) -> None:
+    assert collapse_whitespace(text) == _WS.sub(" ", text).strip()
