@@ -290,6 +290,9 @@ def _strip_comments(text: bytes) -> bytes:
     return bytes(out)
 
 
+_CONTINUATION = re.compile(r"(.+)\*(\d{1,3})")  # RFC 2231 §3 "name*N"
+
+
 def parse_params_value(value: bytes) -> tuple[bytes, tuple[tuple[str, str], ...]]:
     """Parse a Content-Type/Disposition value into its leading token and decoded params.
 
@@ -311,7 +314,7 @@ def parse_params_value(value: bytes) -> tuple[bytes, tuple[tuple[str, str], ...]
             continue
         extended = name.endswith("*")
         base = name[:-1] if extended else name
-        m = re.fullmatch(r"(.+)\*(\d{1,3})", base)
+        m = _CONTINUATION.fullmatch(base) if "*" in base else None
         if m:
             pname = m.group(1)
             if pname not in order:

@@ -216,11 +216,13 @@ def _content_type(
 
 
 _TOKEN_BAD = frozenset(b' ()<>@,;:\\"/[]?=')
+# 0x21-0x7E without the tspecials (no re.IGNORECASE: ranges match these code points only)
+_TOKEN = re.compile(r"[!#-'*+\-.0-9A-Z^-~]+")
 
 
 def _is_token(text: str) -> bool:
     """RFC 2045 §5.1 token: 1*<any (US-ASCII) CHAR except SPACE, CTLs, or tspecials>."""
-    return bool(text) and all(0x20 < ord(c) < 0x7F and ord(c) not in _TOKEN_BAD for c in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def _encoding(value: bytes | None) -> str:

@@ -230,3 +230,14 @@ def test_empty_digest_placeholder_is_text_plain() -> None:
     root = scan(b"Content-Type: multipart/digest; boundary=d\r\n\r\nnothing\r\n")
     (placeholder,) = root.children
     assert placeholder.content_type == "text/plain"  # never a message/rfc822 without message
+
+
+def test_is_token_matches_rfc2045_definition() -> None:
+    from postier.mail.mime import _TOKEN_BAD, _is_token
+
+    for c in range(0x3000):
+        ch = chr(c)
+        assert _is_token(ch) == (0x20 < c < 0x7F and c not in _TOKEN_BAD), hex(c)
+    assert not _is_token("")
+    assert _is_token("multipart") and _is_token("x-foo.bar+baz")
+    assert not _is_token("text plain") and not _is_token("a\n") and not _is_token("caf\u00e9")
