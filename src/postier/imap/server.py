@@ -1,0 +1,1006 @@
+"""IMAP server: the asyncio adapter around the parser (:mod:`postier.imap.parser`) and the
+session state (:mod:`postier.imap.session`).
+
+Read → feed the parser → run the command against the store → write.  Listeners:
+
+* ``listen`` — port-143 style, clear text with STARTTLS (RFC 9051 §6.2.1); passwords are
+  refused before TLS (LOGINDISABLED, RFC 9051 §6.2.3) unless the peer is on loopback and
+  ``allow_plaintext_auth_on_loopback`` is set.
+* ``tls_listen`` — port-993 style, implicit TLS (RFC 8314 §3.3).
+
+Changes made by other sessions arrive on the store's bus; they mark the selected mailbox
+dirty and are reported (EXISTS / EXPUNGE / FETCH FLAGS) after a command, at NOOP and during
+IDLE — EXPUNGE never after FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import re
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
+from postier.auth.sasl import Cancelled, Malformed, decode_client_data
+from postier.errors import TemporaryError, UserError
+from postier.imap import commands as c
+from postier.imap import fetch as fetchmod
+from postier.imap import search as searchmod
+from postier.imap.parser import (
+    Command,
+    CommandParser,
+    ContinuationNeeded,
+    LimitExceeded,
+    Limits,
+    Line,
+    NeedData,
+    ParseError,
+    error_response,
+)
+from postier.imap.session import (
+    ENABLEABLE,
+    MAILBOX_FLAGS,
+    PERMANENT_FLAGS,
+    MailboxView,
+    State,
+    allowed,
+    auth_allowed,
+    capabilities,
+    capability_line,
+)
+from postier.imap.wire import (
+    compress_uids,
+    continuation,
+    flag_list,
+    paren_list,
+    quoted,
+    response_code,
+    tagged,
+    untagged,
+    untagged_status,
+)
+from postier.imap.wire import mailbox as wire_mailbox
+from postier.log import ConnectionLogger, format_peer, get_logger
+from postier.net.addresses import ListenAddress, is_loopback
+from postier.net.tls import describe_tls
+from postier.store import bus as ev
+from postier.store.interface import Store
+from postier.store.types import (
+    HIERARCHY_SEPARATOR,
+    AccountId,
+    FlagMode,
+    Mailbox,
+    MailboxId,
+    MessageInfo,
+    NewMessage,
+    Uid,
+)
+
+log = get_logger("imap")
+READ_BYTES = 64 * 1024
+SEP = HIERARCHY_SEPARATOR
+SASL_MECHANISMS = ("PLAIN", "LOGIN")
+IDLE_REPORT_S = 0.05  # coalesce bursts of bus events during IDLE (well under RFC's "soon")
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    listen: tuple[ListenAddress, ...] = ()
+    tls_listen: tuple[ListenAddress, ...] = ()
+    max_line_bytes: int = 65_536
+    max_literal_bytes: int = 52_428_800
+    # RFC 9051 §5.4: an inactivity autologout timer MUST be at least 30 minutes.
+    idle_timeout_s: float = 1800.0
+    allow_plaintext_auth_on_loopback: bool = True
+    tls_handshake_timeout_s: float = 30.0
+    hostname: str = "postier"
+
+
+class _Closed(Exception):
+    """The peer went away or must be disconnected."""
+
+
+class _No(Exception):
+    """A command failed: tagged NO (RFC 9051 §7.1.2) with an optional response code."""
+
+    def __init__(self, text: str, code: bytes | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class _Bad(_No):
+    """A command the client should not have sent: tagged BAD (RFC 9051 §7.1.3)."""
+
+
+class ImapServer:
+    """Listeners and sessions.  ``await start()`` binds; ``await stop()`` closes everything."""
+
+    def __init__(
+        self,
+        store: Store,
+        authenticator: Authenticator,
+        settings: ImapSettings,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if settings.tls_listen and tls_context is None:
+            raise ValueError("imap: tls_listen needs a TLS context")
+        self.store = store
+        self.authenticator = authenticator
+        self.settings = settings
+        self.tls_context = tls_context
+        self._servers: list[tuple[asyncio.Server, bool]] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        try:
+            for address in self.settings.listen:
+                self._servers.append((await self._bind(address, implicit_tls=False), False))
+            for address in self.settings.tls_listen:
+                self._servers.append((await self._bind(address, implicit_tls=True), True))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _bind(self, address: ListenAddress, *, implicit_tls: bool) -> asyncio.Server:
+        ctx = self.tls_context if implicit_tls else None
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._handle(reader, writer, implicit_tls, str(address))
+
+        if address.is_unix:
+            server = await asyncio.start_unix_server(handler, path=address.path, ssl=ctx)
+        else:
+            server = await asyncio.start_server(
+                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True
+            )
+        log.info("imap listening on %s%s", address, " (TLS)" if implicit_tls else "")
+        return server
+
+    @property
+    def bound(self) -> list[tuple[str, int, bool]]:
+        """``(host, port, implicit_tls)`` of every TCP socket."""
+        out: list[tuple[str, int, bool]] = []
+        for server, implicit in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    out.append((str(name[0]), int(name[1]), implicit))
+        return out
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping = True
+        for server, _ in self._servers:
+            server.close()
+        for server, _ in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+        tasks = list(self._sessions)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    async def _handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        implicit_tls: bool,
+        listener: str,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        peername = writer.get_extra_info("peername")
+        sock = writer.get_extra_info("socket")
+        local = sock is not None and sock.family == socket.AF_UNIX
+        ip = str(peername[0]) if isinstance(peername, tuple) else ""
+        clog = ConnectionLogger("imap", peer=format_peer(peername))
+        clog.info("connected to %s%s", listener, " (TLS)" if implicit_tls else "")
+        session = Connection(self, reader, writer, clog, ip, implicit_tls, local or is_loopback(ip))
+        error: BaseException | None = None
+        try:
+            await session.run()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        except (_Closed, ConnectionError):
+            pass
+        except Exception as exc:
+            error = exc
+            clog.exception("session failed")
+        finally:
+            session.close()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            self._sessions.discard(task)
+            clog.connection_lost(error)
+
+
+_WILDCARD = re.compile(r"[*%]")
+
+
+def list_matcher(reference: str, pattern: str) -> re.Pattern[str]:
+    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the separator."""
+    full = reference + pattern
+    out = [re.escape(part) for part in _WILDCARD.split(full)]
+    regex = ""
+    seps = _WILDCARD.findall(full)
+    for i, part in enumerate(out):
+        regex += part
+        if i < len(seps):
+            regex += ".*" if seps[i] == "*" else "[^" + re.escape(SEP) + "]*"
+    return re.compile(regex + r"\Z")
+
+
+def _name_matches(rx: re.Pattern[str], name: str) -> bool:
+    if rx.match(name):
+        return True
+    # INBOX is case-insensitive (RFC 9051 §5.1).
+    return name == "INBOX" and any(rx.match(v) for v in ("inbox", "Inbox", "INBOX"))
+
+
+def _utc_epoch(value: datetime.datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+class Connection:
+    """One IMAP connection."""
+
+    def __init__(
+        self,
+        server: ImapServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        clog: ConnectionLogger,
+        ip: str,
+        implicit_tls: bool,
+        loopback: bool,
+    ) -> None:
+        self.server = server
+        self.store = server.store
+        self.settings = server.settings
+        self.reader = reader
+        self.writer = writer
+        self.log = clog
+        self.ip = ip
+        self.loopback = loopback
+        self.tls_active = implicit_tls
+        self.state = State.NOT_AUTHENTICATED
+        self.parser = CommandParser(
+            Limits(max_line_bytes=self.settings.max_line_bytes,
+                   max_literal_bytes=self.settings.max_literal_bytes)
+        )
+        self.account_id: AccountId | None = None
+        self.address = ""
+        self.view: MailboxView | None = None
+        self.subscription: ev.Subscription | None = None
+        self.dirty = False
+        self.rev2 = False
+        self._out: list[bytes] = []
+        self._pending_read: asyncio.Task[bytes] | None = None
+
+    # ------------------------------------------------------------ state helpers
+
+    @property
+    def auth_ok(self) -> bool:
+        return auth_allowed(
+            tls_active=self.tls_active,
+            loopback=self.loopback,
+            allow_plaintext_on_loopback=self.settings.allow_plaintext_auth_on_loopback,
+        )
+
+    def caps(self) -> tuple[str, ...]:
+        return capabilities(
+            state=self.state,
+            tls_active=self.tls_active,
+            tls_available=self.server.tls_context is not None,
+            auth_ok=self.auth_ok,
+        )
+
+    def mbox(self, name: str) -> bytes:
+        return wire_mailbox(name, utf8=self.rev2)
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
+            try:
+                await asyncio.wait_for(self.writer.drain(), self.settings.idle_timeout_s)
+            except TimeoutError:
+                raise _Closed() from None
+
+    async def read(self) -> bytes:
+        if self._pending_read is not None:
+            task, self._pending_read = self._pending_read, None
+            data = await task
+        else:
+            try:
+                data = await asyncio.wait_for(
+                    self.reader.read(READ_BYTES), self.settings.idle_timeout_s
+                )
+            except TimeoutError:
+                self.send(untagged_status("BYE", "autologout: idle for too long"))
+                await self.flush()
+                raise _Closed() from None
+        if not data:
+            raise _Closed()
+        return data
+
+    def close(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+        if self._pending_read is not None:
+            self._pending_read.cancel()
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        self.send(
+            untagged_status(
+                "OK", f"{self.settings.hostname} IMAP ready",
+                code=response_code("CAPABILITY", " ".join(self.caps())),
+            )
+        )
+        await self.flush()
+        parser = self.parser
+        while self.state is not State.LOGOUT:
+            event = parser.next_event()
+            match event:
+                case NeedData():
+                    if parser.closed:
+                        return
+                    parser.receive_data(await self.read())
+                case ContinuationNeeded(tag=tag, command=name):
+                    if name == "APPEND" and self.state is State.NOT_AUTHENTICATED:
+                        parser.reject_literal()
+                        self.send(tagged(tag, "BAD", "APPEND needs authentication"))
+                    else:
+                        self.send(continuation("Ready"))
+                case ParseError() | LimitExceeded():
+                    self.send(error_response(event))
+                    if isinstance(event, LimitExceeded) and event.fatal:
+                        await self.flush()
+                        return
+                case Command(tag=tag, command=command):
+                    await self.dispatch(tag, command)
+                case Line():
+                    pass  # only in expect_line mode, consumed by AUTHENTICATE / IDLE
+            await self.flush()
+
+    async def dispatch(self, tag: str, command: c.ImapCommand) -> None:
+        if isinstance(command, c.Unknown):
+            self.send(tagged(tag, "BAD", f"unknown command {command.name}"))
+            return
+        if not allowed(command, self.state):
+            self.send(tagged(tag, "BAD", f"command not allowed in state {self.state.value}"))
+            return
+        handler = getattr(self, "cmd_" + type(command).__name__.lower(), None)
+        if handler is None:
+            self.send(tagged(tag, "BAD", "command not supported"))
+            return
+        try:
+            text = await handler(tag, command)
+        except _Bad as exc:
+            self.send(tagged(tag, "BAD", exc.text, code=exc.code))
+        except _No as exc:
+            self.send(tagged(tag, "NO", exc.text, code=exc.code))
+        except UserError as exc:
+            self.send(tagged(tag, "NO", str(exc)))
+        except TemporaryError as exc:
+            self.send(tagged(tag, "NO", str(exc), code=response_code("UNAVAILABLE")))
+        except (_Closed, asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            self.log.exception("command %s failed", type(command).__name__)
+            self.send(tagged(tag, "NO", "internal error", code=response_code("SERVERBUG")))
+        else:
+            if text is not None:
+                self.send(text)
+
+    # ------------------------------------------------------------ change reporting
+
+    def _drain_bus(self) -> None:
+        sub = self.subscription
+        if sub is None:
+            return
+        while (event := sub.get_nowait()) is not None:
+            self._note(event)
+
+    def _note(self, event: ev.Event) -> None:
+        view = self.view
+        if view is None:
+            return
+        if isinstance(event, ev.Overflow) or (
+            isinstance(event, ev.MessageAdded | ev.FlagsChanged | ev.Expunged)
+            and event.mailbox_id == view.mailbox_id
+        ):
+            self.dirty = True
+
+    async def report_changes(self, *, allow_expunge: bool) -> None:
+        """Untagged EXISTS / EXPUNGE / FETCH for changes since the last report."""
+        self._drain_bus()
+        view = self.view
+        if view is None or not (self.dirty or (allow_expunge and view.ghosts)):
+            return
+        self.dirty = False
+        listing = await self.store.list_messages(MailboxId(view.mailbox_id))
+        for line in view.sync(listing, allow_expunge=allow_expunge):
+            self.send(line)
+
+    # ------------------------------------------------------------ any state
+
+    async def cmd_capability(self, tag: str, cmd: c.Capability) -> bytes:
+        self.send(capability_line(self.caps()))
+        return tagged(tag, "OK", "CAPABILITY completed")
+
+    async def cmd_noop(self, tag: str, cmd: c.Noop) -> bytes:
+        await self.report_changes(allow_expunge=True)
+        return tagged(tag, "OK", "NOOP completed")
+
+    async def cmd_check(self, tag: str, cmd: c.Check) -> bytes:
+        await self.report_changes(allow_expunge=True)
+        return tagged(tag, "OK", "CHECK completed")
+
+    async def cmd_logout(self, tag: str, cmd: c.Logout) -> bytes:
+        self.send(untagged_status("BYE", "logging out"))
+        self.state = State.LOGOUT
+        return tagged(tag, "OK", "LOGOUT completed")
+
+    async def cmd_id(self, tag: str, cmd: c.Id) -> bytes:
+        self.send(untagged(b"ID", paren_list([quoted("name"), quoted("postier")])))
+        return tagged(tag, "OK", "ID completed")
+
+    # ------------------------------------------------------------ not authenticated
+
+    async def cmd_starttls(self, tag: str, cmd: c.StartTLS) -> None:
+        ctx = self.server.tls_context
+        if ctx is None or self.tls_active:
+            raise _Bad("STARTTLS not available")
+        # RFC 9051 §6.2.1 / CVE-2011-0411: anything pipelined after STARTTLS is dropped.
+        # Cleared before the OK goes out: after it, the buffer holds the ClientHello.
+        if self.parser.buffered_bytes:
+            self.log.warning("discarding %d octets pipelined after STARTTLS", self.parser.buffered_bytes)
+            self.parser.clear_buffer()
+        buffered = getattr(self.reader, "_buffer", None)
+        if isinstance(buffered, bytearray) and buffered:
+            self.log.warning("discarding %d octets pipelined after STARTTLS", len(buffered))
+            buffered.clear()
+        self.send(tagged(tag, "OK", "begin TLS negotiation now"))
+        self.writer.write(b"".join(self._out))  # no await between this and start_tls
+        self._out.clear()
+        await self.writer.start_tls(ctx, ssl_handshake_timeout=self.settings.tls_handshake_timeout_s)
+        self.tls_active = True
+        self.log.info("STARTTLS: %s", describe_tls(self.writer.get_extra_info("ssl_object")))
+        return None
+
+    async def cmd_login(self, tag: str, cmd: c.Login) -> bytes:
+        if not self.auth_ok:
+            raise _No("LOGIN disabled before STARTTLS", response_code("PRIVACYREQUIRED"))
+        user = cmd.user.decode("utf-8", "replace")
+        result = await self.server.authenticator.check_password(
+            user, cmd.password.decode("utf-8", "replace"), self.ip
+        )
+        return await self._login_result(tag, result, user)
+
+    async def cmd_authenticate(self, tag: str, cmd: c.Authenticate) -> bytes:
+        if not self.auth_ok:
+            raise _No("authentication disabled before STARTTLS", response_code("PRIVACYREQUIRED"))
+        mech = cmd.mechanism.upper()
+        if mech not in SASL_MECHANISMS:
+            raise _No(f"mechanism {mech} not supported")
+        outcome = await self.server.authenticator.authenticate(
+            mech, cmd.initial_response, self.ip, self._exchange
+        )
+        if isinstance(outcome, Cancelled):
+            raise _Bad("authentication cancelled")
+        if isinstance(outcome, Malformed):
+            raise _Bad("malformed authentication data")
+        return await self._login_result(tag, outcome, f"AUTHENTICATE {mech}")
+
+    async def _exchange(self, challenge: bytes) -> bytes | Cancelled | Malformed:
+        """SASL challenge out (``+ base64``), one client line in (RFC 9051 §6.2.2)."""
+        self.send(continuation(base64.b64encode(challenge)))
+        await self.flush()
+        self.parser.expect_line()
+        while True:
+            event = self.parser.next_event()
+            if isinstance(event, NeedData):
+                self.parser.receive_data(await self.read())
+                continue
+            if isinstance(event, Line):
+                return decode_client_data(event.data)
+            return Malformed("unexpected input during authentication")
+
+    async def _login_result(self, tag: str, result: Ok | Failed | Refused, who: str) -> bytes:
+        match result:
+            case Ok(account_id=account_id, address=address):
+                self.account_id = AccountId(account_id)
+                self.address = address
+                self.state = State.AUTHENTICATED
+                self.subscription = self.store.bus.subscribe(self.account_id)
+                self.log.info("login as %s", address)
+                return tagged(
+                    tag, "OK", "logged in",
+                    code=response_code("CAPABILITY", " ".join(self.caps())),
+                )
+            case Failed(delay_s=delay_s):
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                raise _No("authentication failed", response_code("AUTHENTICATIONFAILED"))
+            case Refused():
+                raise _No("too many failures, try later", response_code("UNAVAILABLE"))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ authenticated
+
+    async def cmd_enable(self, tag: str, cmd: c.Enable) -> bytes:
+        enabled = [cap for cap in cmd.capabilities if cap in ENABLEABLE]
+        if "IMAP4REV2" in enabled and not self.rev2:
+            self.rev2 = True
+            self.parser.utf8 = True
+            self.send(untagged(b"ENABLED", b"IMAP4rev2"))
+        else:
+            self.send(untagged(b"ENABLED"))
+        return tagged(tag, "OK", "ENABLE completed")
+
+    async def _mailbox(self, name: str, *, trycreate: bool = False) -> Mailbox:
+        assert self.account_id is not None
+        found = await self.store.get_mailbox(self.account_id, name)
+        if found is None:
+            raise _No("no such mailbox", response_code("TRYCREATE" if trycreate else "NONEXISTENT"))
+        return found
+
+    async def cmd_select(self, tag: str, cmd: c.Select | c.Examine) -> bytes:
+        readonly = isinstance(cmd, c.Examine)
+        if self.view is not None:
+            self.view = None
+            self.state = State.AUTHENTICATED
+            self.send(untagged_status("OK", "previous mailbox closed", code=response_code("CLOSED")))
+        mb = await self._mailbox(cmd.mailbox)
+        listing = await self.store.list_messages(mb.id)
+        self._drain_bus()
+        self.dirty = False
+        view = MailboxView.open(int(mb.id), mb.name, readonly, mb.uidvalidity, listing)
+        self.send(untagged(b"%d" % view.exists, b"EXISTS"))
+        if not self.rev2:
+            self.send(untagged(b"0", b"RECENT"))
+        keywords = sorted({f for i in listing for f in i.flags if not f.startswith("\\")})
+        self.send(untagged(b"FLAGS", flag_list([*MAILBOX_FLAGS, *keywords])))
+        permanent = [] if readonly else [*PERMANENT_FLAGS, *keywords]
+        self.send(untagged_status("OK", "flags", code=response_code("PERMANENTFLAGS", flag_list(permanent))))
+        if not self.rev2:
+            first_unseen = next(
+                (n for n, u in enumerate(view.uids, 1) if "\\Seen" not in view.infos[u].flags), None
+            )
+            if first_unseen is not None:
+                self.send(untagged_status("OK", "first unseen", code=response_code("UNSEEN", b"%d" % first_unseen)))
+        self.send(untagged_status("OK", "UIDs valid", code=response_code("UIDVALIDITY", b"%d" % mb.uidvalidity)))
+        self.send(untagged_status("OK", "predicted next UID", code=response_code("UIDNEXT", b"%d" % mb.uidnext)))
+        self.send(
+            untagged_status("OK", "highest", code=response_code("HIGHESTMODSEQ", b"%d" % mb.highestmodseq))
+        )
+        if self.rev2:
+            # RFC 9051 §6.3.2: a LIST response with the mailbox name.
+            self.send(untagged(b"LIST", b"()", quoted(SEP), self.mbox(mb.name)))
+        self.view = view
+        self.state = State.SELECTED
+        code = response_code("READ-ONLY" if readonly else "READ-WRITE")
+        return tagged(tag, "OK", "EXAMINE completed" if readonly else "SELECT completed", code=code)
+
+    cmd_examine = cmd_select
+
+    async def cmd_create(self, tag: str, cmd: c.Create) -> bytes:
+        assert self.account_id is not None
+        name = cmd.mailbox.rstrip(SEP)
+        if not name or name.upper() == "INBOX":
+            raise _No("cannot create that mailbox", response_code("ALREADYEXISTS"))
+        if await self.store.get_mailbox(self.account_id, name) is not None:
+            raise _No("mailbox exists", response_code("ALREADYEXISTS"))
+        # RFC 9051 §6.3.4: create the superior hierarchy as needed.
+        parts = name.split(SEP)
+        for i in range(1, len(parts)):
+            parent = SEP.join(parts[:i])
+            if parent and await self.store.get_mailbox(self.account_id, parent) is None:
+                await self.store.create_mailbox(self.account_id, parent)
+        special = cmd.special_use[0] if cmd.special_use else None
+        await self.store.create_mailbox(self.account_id, name, special)
+        return tagged(tag, "OK", "CREATE completed")
+
+    async def cmd_delete(self, tag: str, cmd: c.Delete) -> bytes:
+        if cmd.mailbox.upper() == "INBOX":
+            raise _No("INBOX cannot be deleted", response_code("CANNOT"))
+        mb = await self._mailbox(cmd.mailbox)
+        if self.view is not None and self.view.mailbox_id == mb.id:
+            self.view = None
+            self.state = State.AUTHENTICATED
+        await self.store.delete_mailbox(mb.id)
+        return tagged(tag, "OK", "DELETE completed")
+
+    async def cmd_rename(self, tag: str, cmd: c.Rename) -> bytes:
+        assert self.account_id is not None
+        mb = await self._mailbox(cmd.mailbox)
+        new = cmd.new_name.rstrip(SEP)
+        if await self.store.get_mailbox(self.account_id, new) is not None:
+            raise _No("target exists", response_code("ALREADYEXISTS"))
+        if mb.name == "INBOX":
+            # RFC 9051 §6.3.6: renaming INBOX moves its messages to the new mailbox.
+            target = await self.store.create_mailbox(self.account_id, new)
+            uids = [i.uid for i in await self.store.list_messages(mb.id)]
+            if uids:
+                await self.store.copy(mb.id, uids, target.id, move=True)
+            return tagged(tag, "OK", "RENAME completed")
+        children = [
+            m for m in await self.store.list_mailboxes(self.account_id)
+            if m.name.startswith(mb.name + SEP)
+        ]
+        await self.store.rename_mailbox(mb.id, new)
+        for child in children:
+            if await self.store.get_mailbox_by_id(child.id) is not None:
+                current = await self.store.get_mailbox_by_id(child.id)
+                if current is not None and current.name.startswith(mb.name + SEP):
+                    await self.store.rename_mailbox(child.id, new + current.name[len(mb.name):])
+        return tagged(tag, "OK", "RENAME completed")
+
+    async def cmd_subscribe(self, tag: str, cmd: c.Subscribe) -> bytes:
+        assert self.account_id is not None
+        mb = await self._mailbox(cmd.mailbox)
+        await self.store.set_subscribed(self.account_id, mb.name, True)
+        return tagged(tag, "OK", "SUBSCRIBE completed")
+
+    async def cmd_unsubscribe(self, tag: str, cmd: c.Unsubscribe) -> bytes:
+        assert self.account_id is not None
+        mb = await self.store.get_mailbox(self.account_id, cmd.mailbox)
+        if mb is not None:
+            await self.store.set_subscribed(self.account_id, mb.name, False)
+        return tagged(tag, "OK", "UNSUBSCRIBE completed")
+
+    async def cmd_namespace(self, tag: str, cmd: c.Namespace) -> bytes:
+        self.send(untagged(b"NAMESPACE", b'(("" ' + quoted(SEP) + b"))", b"NIL", b"NIL"))
+        return tagged(tag, "OK", "NAMESPACE completed")
+
+    async def _list(
+        self,
+        reference: str,
+        patterns: Sequence[str],
+        *,
+        lsub: bool,
+        subscribed_only: bool,
+        show_subscribed: bool,
+        special_only: bool = False,
+        status_items: tuple[c.StatusItem, ...] = (),
+    ) -> None:
+        assert self.account_id is not None
+        word = b"LSUB" if lsub else b"LIST"
+        if len(patterns) == 1 and patterns[0] == "":
+            # RFC 9051 §6.3.9: the hierarchy delimiter and root name.
+            self.send(untagged(word, b"(\\Noselect)", quoted(SEP), b'""'))
+            return
+        boxes = await self.store.list_mailboxes(self.account_id)
+        names = {m.name for m in boxes}
+        matchers = [list_matcher(reference, p) for p in patterns]
+        for mb in sorted(boxes, key=lambda m: (m.name != "INBOX", m.name)):
+            if not any(_name_matches(rx, mb.name) for rx in matchers):
+                continue
+            if (subscribed_only or lsub) and not mb.subscribed:
+                continue
+            if special_only and not mb.special_use:
+                continue
+            attrs: list[bytes] = []
+            has_children = any(n.startswith(mb.name + SEP) for n in names)
+            attrs.append(b"\\HasChildren" if has_children else b"\\HasNoChildren")
+            if mb.special_use and not lsub:
+                attrs.append(mb.special_use.encode("ascii"))
+            if show_subscribed and mb.subscribed:
+                attrs.append(b"\\Subscribed")
+            self.send(untagged(word, paren_list(attrs), quoted(SEP), self.mbox(mb.name)))
+            if status_items:
+                self.send(await self._status_line(mb, status_items))
+
+    async def cmd_list(self, tag: str, cmd: c.List) -> bytes:
+        await self._list(
+            cmd.reference,
+            cmd.patterns,
+            lsub=False,
+            subscribed_only=c.ListSelect.SUBSCRIBED in cmd.select,
+            show_subscribed=c.ListReturn.SUBSCRIBED in cmd.returns or c.ListSelect.SUBSCRIBED in cmd.select,
+            special_only=c.ListSelect.SPECIAL_USE in cmd.select,
+            status_items=cmd.status_items,
+        )
+        return tagged(tag, "OK", "LIST completed")
+
+    async def cmd_lsub(self, tag: str, cmd: c.Lsub) -> bytes:
+        await self._list(cmd.reference, (cmd.pattern,), lsub=True, subscribed_only=True, show_subscribed=False)
+        return tagged(tag, "OK", "LSUB completed")
+
+    async def _status_line(self, mb: Mailbox, items: Sequence[c.StatusItem]) -> bytes:
+        st = await self.store.mailbox_status(mb.id)
+        values = {
+            c.StatusItem.MESSAGES: st.messages,
+            c.StatusItem.UIDNEXT: int(st.mailbox.uidnext),
+            c.StatusItem.UIDVALIDITY: st.mailbox.uidvalidity,
+            c.StatusItem.UNSEEN: st.unseen,
+            c.StatusItem.DELETED: st.deleted,
+            c.StatusItem.SIZE: st.size,
+            c.StatusItem.RECENT: 0,
+            c.StatusItem.HIGHESTMODSEQ: int(st.mailbox.highestmodseq),
+            c.StatusItem.APPENDLIMIT: self.settings.max_literal_bytes,
+        }
+        out: list[bytes] = []
+        for item in items:
+            if item in values:
+                out += [item.value.encode("ascii"), b"%d" % values[item]]
+        return untagged(b"STATUS", self.mbox(mb.name), paren_list(out))
+
+    async def cmd_status(self, tag: str, cmd: c.Status) -> bytes:
+        mb = await self._mailbox(cmd.mailbox)
+        self.send(await self._status_line(mb, cmd.items))
+        return tagged(tag, "OK", "STATUS completed")
+
+    async def cmd_append(self, tag: str, cmd: c.Append) -> bytes:
+        mb = await self._mailbox(cmd.mailbox, trycreate=True)
+        news: list[NewMessage] = []
+        for msg in cmd.messages:
+            if not msg.data:
+                raise _No("empty message")
+            body = await self.store.prepare_body(msg.data)
+            flags = frozenset(f for f in msg.flags if f.lower() != "\\recent")
+            news.append(NewMessage(mb.id, body, flags=flags, internal_date=_utc_epoch(msg.internal_date)))
+        appended = await self.store.append(news)
+        await self.report_changes(allow_expunge=True)
+        uids = compress_uids(int(a.uid) for a in appended)
+        code = response_code("APPENDUID", b"%d %s" % (appended[0].uidvalidity, uids))
+        return tagged(tag, "OK", "APPEND completed", code=code)
+
+    async def cmd_idle(self, tag: str, cmd: c.Idle) -> bytes:
+        """RFC 2177: report changes as they happen until DONE."""
+        await self.report_changes(allow_expunge=True)
+        self.send(continuation("idling"))
+        await self.flush()
+        self.parser.expect_line()
+        sub = self.subscription
+        while True:
+            event = self.parser.next_event()
+            if isinstance(event, Line):
+                if event.data.strip().upper() == b"DONE":
+                    return tagged(tag, "OK", "IDLE terminated")
+                raise _Bad("expected DONE")
+            if not isinstance(event, NeedData):
+                raise _Bad("expected DONE")
+            if self._pending_read is None:
+                self._pending_read = asyncio.ensure_future(self.reader.read(READ_BYTES))
+            waiters: set[asyncio.Future[object]] = {self._pending_read}  # type: ignore[arg-type]
+            bus_wait: asyncio.Task[ev.Event] | None = None
+            if sub is not None:
+                bus_wait = asyncio.ensure_future(sub.get())
+                waiters.add(bus_wait)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(
+                waiters, timeout=self.settings.idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if bus_wait is not None and bus_wait not in done:
+                bus_wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bus_wait
+            if not done:
+                self.send(untagged_status("BYE", "autologout: idle for too long"))
+                await self.flush()
+                raise _Closed()
+            if bus_wait is not None and bus_wait in done:
+                self._note(bus_wait.result())
+                await asyncio.sleep(IDLE_REPORT_S)
+                await self.report_changes(allow_expunge=True)
+                await self.flush()
+            if self._pending_read in done:
+                self.parser.receive_data(await self.read())
+
+    # ------------------------------------------------------------ selected
+
+    def _view(self) -> MailboxView:
+        assert self.view is not None
+        return self.view
+
+    def _writable(self) -> MailboxView:
+        view = self._view()
+        if view.readonly:
+            raise _No("mailbox is read-only", response_code("READ-ONLY"))
+        return view
+
+    def _resolve(self, seqset: c.SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        if seqset.saved:
+            raise _Bad("$ is not supported")
+        pairs = self._view().resolve(seqset, uid=uid)
+        if pairs is None:
+            raise _Bad("invalid message sequence number")
+        return pairs
+
+    def _deselect(self) -> None:
+        self.view = None
+        self.state = State.AUTHENTICATED
+        self.dirty = False
+
+    async def cmd_close(self, tag: str, cmd: c.Close) -> bytes:
+        view = self._view()
+        if not view.readonly:
+            await self.store.expunge(MailboxId(view.mailbox_id))  # silently (RFC 9051 §6.4.1)
+        self._deselect()
+        return tagged(tag, "OK", "CLOSE completed")
+
+    async def cmd_unselect(self, tag: str, cmd: c.Unselect) -> bytes:
+        self._deselect()
+        return tagged(tag, "OK", "UNSELECT completed")
+
+    async def cmd_expunge(self, tag: str, cmd: c.Expunge) -> bytes:
+        view = self._writable()
+        gone = await self.store.expunge(MailboxId(view.mailbox_id))
+        for line in view.remove(int(u) for u in gone):
+            self.send(line)
+        await self.report_changes(allow_expunge=True)
+        return tagged(tag, "OK", "EXPUNGE completed")
+
+    async def cmd_uidexpunge(self, tag: str, cmd: c.UidExpunge) -> bytes:
+        view = self._writable()
+        uids = [Uid(u) for _, u in view.live(self._resolve(cmd.seqset, True))]
+        gone = await self.store.expunge(MailboxId(view.mailbox_id), uids) if uids else []
+        for line in view.remove(int(u) for u in gone):
+            self.send(line)
+        await self.report_changes(allow_expunge=True)
+        return tagged(tag, "OK", "UID EXPUNGE completed")
+
+    async def cmd_fetch(self, tag: str, cmd: c.Fetch) -> bytes:
+        view = self._view()
+        await self.report_changes(allow_expunge=cmd.uid)
+        pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        need = fetchmod.needs(cmd.items)
+        mid = MailboxId(view.mailbox_id)
+        seen_set: set[int] = set()
+        if need.sets_seen and not view.readonly:
+            unseen = [Uid(u) for _, u in pairs if "\\Seen" not in view.infos[u].flags]
+            if unseen:
+                result = await self.store.store_flags(mid, unseen, FlagMode.ADD, frozenset({"\\Seen"}))
+                for upd in result.updated:
+                    old = view.infos.get(int(upd.uid))
+                    if old is not None:
+                        view.update(_with_flags(old, upd.flags, int(upd.modseq)))
+                        seen_set.add(int(upd.uid))
+        for start in range(0, len(pairs), 200):
+            chunk = pairs[start : start + 200]
+            metas = {}
+            if need.meta:
+                metas = {int(m.info.uid): m for m in await self.store.fetch_meta(mid, [Uid(u) for _, u in chunk])}
+            for seq, uid in chunk:
+                info = view.infos.get(uid)
+                if info is None:
+                    continue
+                data = fetchmod.MessageData(info, metas.get(uid))
+                if need.meta and data.meta is None:
+                    continue  # expunged meanwhile
+                if need.raw:
+                    data.raw = await self.store.read_message(mid, Uid(uid))
+                    if data.raw is None:
+                        continue
+                self.send(fetchmod.render(seq, data, cmd.items, uid=cmd.uid, add_flags=uid in seen_set))
+            await self.flush()
+        await self.report_changes(allow_expunge=cmd.uid)
+        return tagged(tag, "OK", "UID FETCH completed" if cmd.uid else "FETCH completed")
+
+    async def cmd_store(self, tag: str, cmd: c.Store) -> bytes:
+        view = self._writable()
+        await self.report_changes(allow_expunge=cmd.uid)
+        pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        mode = {c.StoreMode.ADD: FlagMode.ADD, c.StoreMode.REMOVE: FlagMode.REMOVE,
+                c.StoreMode.REPLACE: FlagMode.REPLACE}[cmd.mode]
+        flags = frozenset(f for f in cmd.flags if f.lower() != "\\recent")
+        uids = [Uid(u) for _, u in pairs]
+        result = await self.store.store_flags(
+            MailboxId(view.mailbox_id), uids, mode, flags, cmd.unchangedsince  # type: ignore[arg-type]
+        ) if uids else None
+        updated = {int(u.uid): u for u in result.updated} if result else {}
+        for seq, uid in pairs:
+            old = view.infos.get(uid)
+            if old is None:
+                continue
+            upd = updated.get(uid)
+            if upd is not None:
+                view.update(_with_flags(old, upd.flags, int(upd.modseq)))
+            if not cmd.silent and (upd is not None or cmd.unchangedsince is None):
+                info = view.infos[uid]
+                items = [b"FLAGS", flag_list(sorted(info.flags))]
+                if cmd.uid:
+                    items += [b"UID", b"%d" % uid]
+                if cmd.unchangedsince is not None:
+                    items += [b"MODSEQ", b"(%d)" % info.modseq]
+                self.send(untagged(b"%d" % seq, b"FETCH", paren_list(items)))
+        await self.report_changes(allow_expunge=cmd.uid)
+        code = None
+        if result is not None and result.failed:
+            code = response_code("MODIFIED", compress_uids(int(u) for u in result.failed))
+        return tagged(tag, "OK", "STORE completed", code=code)
+
+    async def _copy(self, tag: str, cmd: c.Copy | c.Move, move: bool) -> bytes:
+        view = self._writable() if move else self._view()
+        await self.report_changes(allow_expunge=cmd.uid or move)
+        pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        dest = await self._mailbox(cmd.mailbox, trycreate=True)
+        name = "MOVE" if move else "COPY"
+        if not pairs:
+            return tagged(tag, "OK", f"{name} completed (nothing to do)")
+        result = await self.store.copy(
+            MailboxId(view.mailbox_id), [Uid(u) for _, u in pairs], dest.id, move=move
+        )
+        code = response_code(
+            "COPYUID",
+            b"%d %s %s" % (
+                result.uidvalidity,
+                b",".join(b"%d" % u for u in result.source_uids),
+                b",".join(b"%d" % u for u in result.dest_uids),
+            ),
+        )
+        if move:
+            # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+            self.send(untagged_status("OK", "moved", code=code))
+            for line in view.remove(int(u) for u in result.source_uids):
+                self.send(line)
+            await self.report_changes(allow_expunge=True)
+            return tagged(tag, "OK", "MOVE completed")
+        await self.report_changes(allow_expunge=cmd.uid)
+        return tagged(tag, "OK", "COPY completed", code=code)
+
+    async def cmd_copy(self, tag: str, cmd: c.Copy) -> bytes:
+        return await self._copy(tag, cmd, False)
+
+    async def cmd_move(self, tag: str, cmd: c.Move) -> bytes:
+        return await self._copy(tag, cmd, True)
+
+    async def cmd_search(self, tag: str, cmd: c.Search) -> bytes:
+        view = self._view()
+        await self.report_changes(allow_expunge=cmd.uid)
+        mid = MailboxId(view.mailbox_id)
+        hits: dict[searchmod.TextQuery, frozenset[int]] = {}
+        for field, needle in searchmod.text_queries(cmd.criteria):
+            hits[(field, needle)] = frozenset(int(u) for u in await self.store.search_text(mid, field, needle))
+        ctx = searchmod.Context(
+            max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits
+        )
+        messages = [(seq, view.infos[u]) for seq, u in enumerate(view.uids, 1) if u not in view.ghosts]
+        found = searchmod.run(cmd.criteria, messages, ctx)
+        numbers = [u if cmd.uid else s for s, u in found]
+        if cmd.returns is None and not self.rev2:
+            self.send(untagged(b"SEARCH", *[b"%d" % n for n in numbers]) if numbers else b"* SEARCH\r\n")
+        else:
+            returns = cmd.returns or frozenset({c.SearchReturn.ALL})
+            parts = [b"(TAG " + quoted(tag) + b")"]
+            if cmd.uid:
+                parts.append(b"UID")
+            if numbers:
+                if c.SearchReturn.MIN in returns:
+                    parts += [b"MIN", b"%d" % min(numbers)]
+                if c.SearchReturn.MAX in returns:
+                    parts += [b"MAX", b"%d" % max(numbers)]
+                if c.SearchReturn.ALL in returns:
+                    parts += [b"ALL", compress_uids(numbers)]
+            if c.SearchReturn.COUNT in returns:
+                parts += [b"COUNT", b"%d" % len(numbers)]
+            self.send(untagged(b"ESEARCH", *parts))
+        await self.report_changes(allow_expunge=cmd.uid)
+        return tagged(tag, "OK", "SEARCH completed")
+
+
+def _with_flags(info: MessageInfo, flags: frozenset[str], modseq: int) -> MessageInfo:
+    from dataclasses import replace
+
+    from postier.store.types import ModSeq
+
+    return replace(info, flags=flags, modseq=ModSeq(modseq))

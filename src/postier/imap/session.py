@@ -1,0 +1,256 @@
+"""IMAP session state: the connection states, the commands each allows, the capabilities,
+and the per-session view of the selected mailbox (message sequence numbers).
+
+Pure data and decisions, no I/O (the asyncio adapter in :mod:`postier.imap.server` awaits
+the store and feeds the results in here):
+
+- States and transitions (RFC 9051 §3, figure in §3.5): :class:`State` and the table
+  :data:`ALLOWED_STATES` of which command may run in which state.
+- CAPABILITY (RFC 9051 §6.1.1, §7.2.2): :func:`capabilities` — ``STARTTLS`` and
+  ``LOGINDISABLED`` before TLS (RFC 9051 §6.2.3), except on loopback when allowed.
+- :class:`MailboxView`: the session's own list of UIDs, so sequence numbers stay stable
+  while other sessions expunge (RFC 9051 §7.5.1, §5.5): a vanished message is reported
+  with untagged EXPUNGE only at a moment the RFC allows — never during FETCH, STORE or
+  SEARCH (RFC 9051 §7.5.1 "MUST NOT send EXPUNGE ... while responding to FETCH, STORE,
+  SEARCH") — and stays as a *ghost* in the view until then.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from postier.imap import commands as c
+from postier.imap.wire import flag_list, untagged
+from postier.store.types import MessageInfo
+
+
+class State(enum.Enum):
+    """RFC 9051 §3."""
+
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+_ANY: Final = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
+_NOT_AUTH: Final = frozenset({State.NOT_AUTHENTICATED})
+_AUTH: Final = frozenset({State.AUTHENTICATED, State.SELECTED})
+_SELECTED: Final = frozenset({State.SELECTED})
+
+# RFC 9051 §6.1-§6.4: which command is valid in which state (anything else → BAD).
+ALLOWED_STATES: Final[dict[type[c.ImapCommand], frozenset[State]]] = {
+    c.Capability: _ANY,
+    c.Noop: _ANY,
+    c.Logout: _ANY,
+    c.Id: _ANY,
+    c.StartTLS: _NOT_AUTH,
+    c.Authenticate: _NOT_AUTH,
+    c.Login: _NOT_AUTH,
+    c.Enable: _AUTH,
+    c.Select: _AUTH,
+    c.Examine: _AUTH,
+    c.Create: _AUTH,
+    c.Delete: _AUTH,
+    c.Rename: _AUTH,
+    c.Subscribe: _AUTH,
+    c.Unsubscribe: _AUTH,
+    c.List: _AUTH,
+    c.Lsub: _AUTH,
+    c.Namespace: _AUTH,
+    c.Status: _AUTH,
+    c.Append: _AUTH,
+    c.Idle: _AUTH,
+    c.Check: _SELECTED,
+    c.Close: _SELECTED,
+    c.Unselect: _SELECTED,
+    c.Expunge: _SELECTED,
+    c.UidExpunge: _SELECTED,
+    c.Search: _SELECTED,
+    c.Fetch: _SELECTED,
+    c.Store: _SELECTED,
+    c.Copy: _SELECTED,
+    c.Move: _SELECTED,
+}
+
+
+def allowed(command: c.ImapCommand, state: State) -> bool:
+    return state in ALLOWED_STATES.get(type(command), frozenset())
+
+
+BASE_CAPABILITIES: Final = (
+    "IMAP4rev1",
+    "IMAP4rev2",
+    "LITERAL+",
+    "SASL-IR",
+    "ENABLE",
+    "IDLE",
+    "UIDPLUS",
+    "MOVE",
+    "UNSELECT",
+    "NAMESPACE",
+    "ID",
+    "CHILDREN",
+    "SPECIAL-USE",
+)
+ENABLEABLE: Final = frozenset({"IMAP4REV2"})
+
+
+def auth_allowed(*, tls_active: bool, loopback: bool, allow_plaintext_on_loopback: bool) -> bool:
+    """Whether passwords may be sent (RFC 9051 §6.2.3: not before TLS)."""
+    return tls_active or (loopback and allow_plaintext_on_loopback)
+
+
+def capabilities(
+    *, state: State, tls_active: bool, tls_available: bool, auth_ok: bool
+) -> tuple[str, ...]:
+    """The CAPABILITY list for the current moment (RFC 9051 §6.1.1)."""
+    caps = list(BASE_CAPABILITIES)
+    if state is State.NOT_AUTHENTICATED:
+        if tls_available and not tls_active:
+            caps.append("STARTTLS")
+        if auth_ok:
+            caps.append("AUTH=PLAIN")
+        else:
+            caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
+    return tuple(caps)
+
+
+def capability_line(caps: Iterable[str]) -> bytes:
+    return untagged(b"CAPABILITY", " ".join(caps).encode("ascii"))
+
+
+# --------------------------------------------------------------------------- selected view
+
+
+def fetch_flags_line(seq: int, uid: int, flags: Iterable[str], modseq: int | None = None) -> bytes:
+    items = [b"FLAGS", flag_list(sorted(flags)), b"UID", b"%d" % uid]
+    if modseq is not None:
+        items += [b"MODSEQ", b"(%d)" % modseq]
+    return untagged(b"%d" % seq, b"FETCH", b"(" + b" ".join(items) + b")")
+
+
+@dataclass
+class MailboxView:
+    """The selected mailbox as this session knows it (RFC 9051 §2.3.1.2)."""
+
+    mailbox_id: int
+    name: str
+    readonly: bool
+    uidvalidity: int
+    uids: list[int] = field(default_factory=list)
+    infos: dict[int, MessageInfo] = field(default_factory=dict)
+    ghosts: set[int] = field(default_factory=set)
+    """Expunged by someone else, not reported yet: they keep their sequence number."""
+
+    @classmethod
+    def open(
+        cls,
+        mailbox_id: int,
+        name: str,
+        readonly: bool,
+        uidvalidity: int,
+        listing: Sequence[MessageInfo],
+    ) -> MailboxView:
+        view = cls(mailbox_id, name, readonly, uidvalidity)
+        for info in sorted(listing, key=lambda i: i.uid):
+            view.uids.append(int(info.uid))
+            view.infos[int(info.uid)] = info
+        return view
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, seqset: c.SequenceSet, *, uid: bool) -> list[tuple[int, int]] | None:
+        """``[(seq, uid)]`` of a sequence set, ascending.
+
+        None when a message sequence number is beyond the mailbox (RFC 9051 §6.4.5: BAD).
+        UID sets silently skip UIDs that do not exist (RFC 9051 §6.4.9); ``*`` is the
+        highest UID in use, so ``N:*`` always contains the last message.
+        """
+        if uid:
+            if not self.uids:
+                return []
+            out: list[tuple[int, int]] = []
+            for low, high in seqset.normalized(self.uids[-1]):
+                i = bisect.bisect_left(self.uids, low)
+                while i < len(self.uids) and self.uids[i] <= high:
+                    out.append((i + 1, self.uids[i]))
+                    i += 1
+            return out
+        if seqset.max_explicit() > len(self.uids) or (not self.uids and seqset.ranges):
+            return None
+        return [(n, self.uids[n - 1]) for n in seqset.iter(len(self.uids))]
+
+    def live(self, pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Without the ghosts (expunged elsewhere: nothing left to fetch or store)."""
+        return [(s, u) for s, u in pairs if u not in self.ghosts]
+
+    def update(self, info: MessageInfo) -> None:
+        if info.uid in self.infos:
+            self.infos[int(info.uid)] = info
+
+    def remove(self, uids: Iterable[int]) -> list[bytes]:
+        """Untagged EXPUNGE lines for messages this session expunged itself."""
+        return self._expunge_lines(set(uids))
+
+    def _expunge_lines(self, gone: set[int]) -> list[bytes]:
+        lines: list[bytes] = []
+        # Highest sequence number first, so each number is right when the client reads it
+        # (RFC 9051 §7.5.1: later numbers shift down after each EXPUNGE).
+        for i in range(len(self.uids) - 1, -1, -1):
+            uid = self.uids[i]
+            if uid in gone:
+                lines.append(untagged(b"%d" % (i + 1), b"EXPUNGE"))
+                del self.uids[i]
+                self.infos.pop(uid, None)
+                self.ghosts.discard(uid)
+        return lines
+
+    def sync(
+        self, listing: Sequence[MessageInfo], *, allow_expunge: bool, modseq: bool = False
+    ) -> list[bytes]:
+        """Compare with the store's listing; the untagged responses that tell the client.
+
+        EXPUNGE first (only when *allow_expunge*, RFC 9051 §7.5.1), then EXISTS, then
+        FETCH FLAGS for flags changed by others (RFC 9051 §7.5.2).
+        """
+        current = {int(i.uid): i for i in listing}
+        lines: list[bytes] = []
+        vanished = {u for u in self.uids if u not in current}
+        if allow_expunge:
+            lines += self._expunge_lines(vanished | self.ghosts)
+        else:
+            self.ghosts |= vanished
+        top = self.max_uid()
+        new = sorted(u for u in current if u > top)
+        for seq, uid in enumerate(self.uids, 1):
+            info = current.get(uid)
+            if info is None:
+                continue
+            old = self.infos[uid]
+            self.infos[uid] = info
+            if info.flags != old.flags:
+                lines.append(fetch_flags_line(seq, uid, info.flags, info.modseq if modseq else None))
+        if new:
+            for u in new:
+                self.uids.append(u)
+                self.infos[u] = current[u]
+            lines.append(untagged(b"%d" % len(self.uids), b"EXISTS"))
+        return lines
+
+
+PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
+MAILBOX_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")

@@ -1,0 +1,296 @@
+"""IMAP over real sockets on 127.0.0.1 with imaplib and imapclient (in threads), against the
+real SqliteStore, delivery and Authenticator."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import trustme
+from imapclient import IMAPClient  # type: ignore[import-untyped]
+
+from postier.delivery import Delivery
+from postier.imap.server import ImapServer, ImapSettings
+from postier.store.sqlite import SqliteStore
+from postier.store.types import Account
+from tests.conftest import TEST_PASSWORD
+from tests.integration.test_imap_support import LOOPBACK, port_of, start_server
+
+USER = "alice@example.org"
+T = TypeVar("T")
+
+SIMPLE = (
+    b"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: lunch plans\r\n"
+    b"Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.net>\r\n\r\n"
+    b"Shall we meet at the harbour?\r\n"
+)
+MULTIPART = (
+    b"From: carol@example.net\r\nTo: alice@example.org\r\nSubject: report attached\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+    b"preamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee the attachment\r\n"
+    b"--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"aGVsbG8=\r\n--XX--\r\n"
+)
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
+@pytest.fixture
+async def server(store: SqliteStore, account: Account) -> AsyncIterator[ImapServer]:
+    srv = await start_server(store)
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+def client(port: int) -> IMAPClient:
+    c = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=10)
+    c.login(USER, TEST_PASSWORD)
+    return c
+
+
+def imaplib_login(port: int) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    m.login(USER, TEST_PASSWORD)
+    return m
+
+
+async def test_login_list_select(server: ImapServer) -> None:
+    port = port_of(server)
+
+    def run() -> None:
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        assert "IMAP4REV2" in m.capabilities and "AUTH=PLAIN" in m.capabilities
+        assert "LOGINDISABLED" not in m.capabilities  # loopback + allow_plaintext
+        typ, _ = m.login(USER, TEST_PASSWORD)
+        assert typ == "OK"
+        typ, lines = m.list()
+        assert typ == "OK"
+        assert b'(\\HasNoChildren) "/" INBOX' in lines
+        assert b'(\\HasNoChildren \\Sent) "/" Sent' in lines
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and data == [b"0"]
+        assert m.untagged_responses["UIDNEXT"] == [b"1"]
+        m.create("Projects/2026")
+        typ, lines = m.list('""', "Projects/%")
+        assert lines == [b'(\\HasNoChildren) "/" Projects/2026']
+        typ, lines = m.list('""', "Proj*")
+        assert b'(\\HasChildren) "/" Projects' in lines
+        assert m.logout()[0] == "BYE"
+
+    await in_thread(run)
+
+
+async def test_wrong_password_then_bad_command_session_continues(server: ImapServer) -> None:
+    port = port_of(server)
+
+    def run() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            f = s.makefile("rwb")
+            assert f.readline().startswith(b"* OK [CAPABILITY ")
+            for line, expected in [
+                (b"a1 LOGIN alice@example.org wrong\r\n", b"a1 NO [AUTHENTICATIONFAILED]"),
+                (b"a2 FROBNICATE\r\n", b"a2 BAD"),
+                (b"a3 SELECT INBOX\r\n", b"a3 BAD"),  # not authenticated yet
+                (b"a4 FETCH 1:* (FLAGS\r\n", b"a4 BAD"),
+                (b"a5 NOOP\r\n", b"a5 OK"),
+                (b"a6 LOGIN alice@example.org {%d+}\r\n" % len(TEST_PASSWORD) + TEST_PASSWORD.encode() + b"\r\n", b"a6 OK"),
+                (b"a7 FETCH 1 FLAGS\r\n", b"a7 BAD"),  # no mailbox selected
+            ]:
+                f.write(line)
+                f.flush()
+                reply = f.readline()
+                while reply.startswith(b"* "):
+                    reply = f.readline()
+                assert reply.startswith(expected), (line, reply)
+
+    await in_thread(run)
+
+
+async def test_append_then_fetch_byte_identical(server: ImapServer) -> None:
+    port = port_of(server)
+
+    def run() -> None:
+        c = client(port)
+        c.select_folder("INBOX")
+        for raw in (SIMPLE, MULTIPART):
+            reply = c.append("INBOX", raw, flags=("\\Draft", "$Work"))
+            assert b"APPENDUID" in reply
+        data = c.fetch([1, 2], ["BODY.PEEK[]", "RFC822.SIZE", "FLAGS", "ENVELOPE", "BODYSTRUCTURE"])
+        assert data[1][b"BODY[]"] == SIMPLE
+        assert data[2][b"BODY[]"] == MULTIPART
+        assert data[2][b"RFC822.SIZE"] == len(MULTIPART)
+        assert set(data[1][b"FLAGS"]) == {b"\\Draft", b"$Work"}  # PEEK: no \Seen
+        assert data[1][b"ENVELOPE"].subject == b"lunch plans"
+        assert data[2][b"BODYSTRUCTURE"].is_multipart
+        parts = c.fetch([2], ["BODY.PEEK[1]", "BODY.PEEK[2]", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]",
+                              "BINARY.PEEK[2]", "BODY.PEEK[TEXT]<0.8>"])[2]
+        assert parts[b"BODY[1]"] == b"see the attachment"
+        assert parts[b"BODY[2]"] == b"aGVsbG8="
+        assert parts[b"BINARY[2]"] == b"hello"
+        assert parts[b"BODY[HEADER.FIELDS (SUBJECT)]"] == b"Subject: report attached\r\n\r\n"
+        assert parts[b"BODY[TEXT]<0>"] == b"preamble"
+        # BODY[] without PEEK sets \Seen (RFC 9051 §6.4.5).
+        c.fetch([1], ["BODY[TEXT]"])
+        assert b"\\Seen" in c.get_flags([1])[1]
+        c.logout()
+
+    await in_thread(run)
+
+
+async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) -> None:
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    await delivery.deliver(MULTIPART, "carol@example.net", [USER])
+    port = port_of(server)
+
+    def run() -> None:
+        c = client(port)
+        c.select_folder("INBOX")
+        c.add_flags([2], ["\\Flagged", "$Important"])
+        assert set(c.get_flags([2])[2]) == {b"\\Flagged", b"$Important"}
+        assert c.search(["FLAGGED"]) == [2]
+        assert c.search(["UNFLAGGED"]) == [1]
+        assert c.search(["SUBJECT", "lunch"]) == [1]
+        assert c.search(["FROM", "carol"]) == [2]
+        assert c.search(["BODY", "harbour"]) == [1]
+        assert c.search(["OR", "SUBJECT", "lunch", "KEYWORD", "$Important"]) == [1, 2]
+        assert c.search(["NOT", "SUBJECT", "lunch"]) == [2]
+        sizes = c.fetch([1, 2], ["RFC822.SIZE"])
+        assert c.search(["LARGER", str(sizes[1][b"RFC822.SIZE"])]) == [2]
+        assert c.search(["SMALLER", str(sizes[2][b"RFC822.SIZE"])]) == [1]
+        assert c.search(["UID", "2:*"]) == [2]
+        assert c.search(["SINCE", "1-Jan-2020"]) == [1, 2]
+        c.remove_flags([2], ["\\Flagged"])
+        c.set_flags([1], ["\\Answered"])
+        assert c.get_flags([1, 2]) == {1: (b"\\Answered",), 2: (b"$Important",)}
+        c.logout()
+
+    await in_thread(run)
+
+
+async def test_copy_and_move_report_copyuid(server: ImapServer, delivery: Delivery) -> None:
+    for _ in range(3):
+        await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    port = port_of(server)
+
+    def run() -> None:
+        c = client(port)
+        c.select_folder("INBOX")
+        c.copy([1], "Archive")
+        c.move([2, 3], "Trash")
+        assert c.search(["ALL"]) == [1]
+        assert c.folder_status("Trash", ["MESSAGES"])[b"MESSAGES"] == 2
+        c.select_folder("Trash")
+        assert c.fetch([1, 2], ["BODY.PEEK[]"])[1][b"BODY[]"].endswith(SIMPLE)  # after trace fields
+        try:
+            c.copy([1], "Nowhere")
+        except Exception as exc:
+            assert "TRYCREATE" in str(exc)
+        else:
+            raise AssertionError("COPY to a missing mailbox succeeded")
+        c.logout()
+
+    await in_thread(run)
+
+
+async def test_expunge_seen_from_second_connection(server: ImapServer, delivery: Delivery) -> None:
+    for _ in range(3):
+        await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    port = port_of(server)
+
+    def run() -> None:
+        a, b = client(port), client(port)
+        a.use_uid = b.use_uid = False  # sequence numbers are the point here
+        a.select_folder("INBOX")
+        b.select_folder("INBOX")
+        a.add_flags([2], ["\\Deleted"])
+        assert a.expunge()[1] == [(2, b"EXPUNGE")]
+        # B may not hear EXPUNGE during FETCH (RFC 9051 §7.5.1): message 3 keeps number 3.
+        fetched = b.fetch([3], ["UID"])
+        assert fetched[3][b"UID"] == 3
+        assert all(b"EXPUNGE" not in r for r in _untagged(b))
+        _, responses = b.noop()
+        assert (2, b"EXPUNGE") in responses
+        assert b.fetch([2], ["UID"])[2][b"UID"] == 3
+        # A flag change by A reaches B as FETCH FLAGS.
+        a.add_flags([1], ["\\Seen"])
+        _, responses = b.noop()
+        assert any(r[1] == b"FETCH" for r in responses)
+        a.logout()
+        b.logout()
+
+    await in_thread(run)
+
+
+def _untagged(c: IMAPClient) -> list[bytes]:
+    return [str(x).encode() for x in c._imap.untagged_responses.get("EXPUNGE", [])]
+
+
+async def test_idle_hears_delivery_within_one_second(
+    server: ImapServer, delivery: Delivery
+) -> None:
+    port = port_of(server)
+    c = await in_thread(lambda: client(port))
+    await in_thread(lambda: c.select_folder("INBOX"))
+    await in_thread(c.idle)
+    started = time.monotonic()
+    check = asyncio.ensure_future(in_thread(lambda: c.idle_check(timeout=5)))
+    await asyncio.sleep(0.1)
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    responses = await check
+    assert (1, b"EXISTS") in responses
+    assert time.monotonic() - started < 1.5
+    await in_thread(c.idle_done)
+    assert (await in_thread(lambda: c.search(["ALL"]))) == [1]
+    await in_thread(c.logout)
+
+
+async def test_authenticate_plain_with_sasl_ir(server: ImapServer) -> None:
+    port = port_of(server)
+
+    def run() -> None:
+        c = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=10)
+        c.plain_login(USER, TEST_PASSWORD)
+        assert b"INBOX" in [f[2].encode() for f in c.list_folders()]
+        c.logout()
+
+    await in_thread(run)
+
+
+async def test_starttls_and_implicit_tls(store: SqliteStore, account: Account, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    srv = await start_server(
+        store, ImapSettings(listen=(LOOPBACK,), tls_listen=(LOOPBACK,)), tls_context=ctx
+    )
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    client_ctx.check_hostname = False
+
+    def run() -> None:
+        m = imaplib.IMAP4("127.0.0.1", port_of(srv), timeout=10)
+        assert "STARTTLS" in m.capabilities
+        m.starttls(client_ctx)
+        assert "STARTTLS" not in m.capabilities
+        assert m.login(USER, TEST_PASSWORD)[0] == "OK"
+        m.logout()
+        s = imaplib.IMAP4_SSL("127.0.0.1", port_of(srv, implicit_tls=True), ssl_context=client_ctx, timeout=10)
+        assert s.login(USER, TEST_PASSWORD)[0] == "OK"
+        s.logout()
+
+    try:
+        await in_thread(run)
+    finally:
+        await srv.stop()
