@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import NewType
 
@@ -50,7 +51,9 @@ def flags_to_mask(flags: frozenset[str] | set[str] | tuple[str, ...]) -> tuple[i
     return mask, " ".join(sorted(keywords))
 
 
+@functools.lru_cache(maxsize=4096)
 def mask_to_flags(mask: int, keywords: str) -> frozenset[str]:
+    """Flag sets repeat endlessly across a mailbox: one shared frozenset per combination."""
     flags = {name for name, bit in SYSTEM_FLAGS.items() if mask & bit}
     if keywords:
         flags.update(keywords.split(" "))
