@@ -294,3 +294,75 @@ async def test_starttls_and_implicit_tls(store: SqliteStore, account: Account, t
         await in_thread(run)
     finally:
         await srv.stop()
+
+
+def _raw_session(port: int, lines: list[bytes]) -> list[bytes]:
+    """Send each chunk, collect everything the server answers until the last tag."""
+    out: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rwb")
+        out.append(f.readline())
+        for chunk in lines:
+            f.write(chunk)
+            f.flush()
+            tag = chunk.split(b" ", 1)[0]
+            while True:
+                line = f.readline()
+                out.append(line)
+                if not line or line.startswith(tag + b" ") or line.startswith(b"+ "):
+                    break
+    return out
+
+
+async def test_starttls_command_injection_is_discarded(
+    store: SqliteStore, account: Account
+) -> None:
+    """CVE-2011-0411 class: commands pipelined after STARTTLS must not run inside TLS."""
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    srv = await start_server(store, tls_context=ctx)
+
+    def run() -> None:
+        with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=10) as s:
+            s.recv(4096)
+            s.sendall(b"a STARTTLS\r\nb CAPABILITY\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += s.recv(1)
+            assert reply.startswith(b"a OK")
+            tls = client_ctx.wrap_socket(s, server_hostname="127.0.0.1")
+            tls.sendall(b"c NOOP\r\n")
+            answer = tls.recv(4096)
+            assert answer.startswith(b"c OK"), answer  # "b CAPABILITY" was dropped
+            tls.close()
+
+    try:
+        await in_thread(run)
+    finally:
+        await srv.stop()
+
+
+async def test_append_literal_refused_before_login(server: ImapServer) -> None:
+    out = await in_thread(lambda: _raw_session(port_of(server), [b"a APPEND INBOX {5}\r\n", b"b NOOP\r\n"]))
+    assert out[1].startswith(b"a BAD") and out[2].startswith(b"b OK")
+
+
+async def test_enable_imap4rev2_gives_esearch(server: ImapServer, delivery: Delivery) -> None:
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
+    out = await in_thread(
+        lambda: _raw_session(
+            port_of(server),
+            [login, b"e ENABLE IMAP4rev2\r\n", b"s SELECT inbox\r\n", b"f SEARCH ALL\r\n",
+             b"u UID SEARCH RETURN (COUNT MIN) UNSEEN\r\n", b"x LOGOUT\r\n"],
+        )
+    )
+    text = b"".join(out)
+    assert b"* ENABLED IMAP4rev2\r\n" in text
+    assert b'* LIST () "/" INBOX\r\n' in text
+    assert b'* ESEARCH (TAG "f") ALL 1\r\n' in text
+    assert b'* ESEARCH (TAG "u") UID MIN 1 COUNT 1\r\n' in text
+    assert b"* BYE" in text

@@ -1,0 +1,149 @@
+"""Session state without sockets: capabilities, the state table, the selected-mailbox view,
+FETCH sections and SEARCH evaluation."""
+
+from __future__ import annotations
+
+import datetime
+
+from postier.imap import commands as c
+from postier.imap import fetch, search
+from postier.imap.session import MailboxView, State, allowed, auth_allowed, capabilities
+from postier.mail.parse import decode_parts, encode_parts, parse_message
+from postier.store.types import BodyId, MessageInfo, ModSeq, Uid
+
+
+def info(uid: int, flags: frozenset[str] = frozenset(), size: int = 100, date: int = 0) -> MessageInfo:
+    return MessageInfo(Uid(uid), ModSeq(uid), flags, date, size, BodyId(uid))
+
+
+# ---------------------------------------------------------------- capabilities
+
+
+def test_logindisabled_before_tls_on_public_address() -> None:
+    ok = auth_allowed(tls_active=False, loopback=False, allow_plaintext_on_loopback=True)
+    assert not ok
+    caps = capabilities(state=State.NOT_AUTHENTICATED, tls_active=False, tls_available=True, auth_ok=ok)
+    assert "LOGINDISABLED" in caps and "STARTTLS" in caps and "AUTH=PLAIN" not in caps
+
+
+def test_loopback_plaintext_allowed_only_when_configured() -> None:
+    assert auth_allowed(tls_active=False, loopback=True, allow_plaintext_on_loopback=True)
+    assert not auth_allowed(tls_active=False, loopback=True, allow_plaintext_on_loopback=False)
+
+
+def test_after_tls_auth_plain_and_no_starttls() -> None:
+    caps = capabilities(state=State.NOT_AUTHENTICATED, tls_active=True, tls_available=True, auth_ok=True)
+    assert "AUTH=PLAIN" in caps and "STARTTLS" not in caps and "LOGINDISABLED" not in caps
+    assert {"IMAP4rev1", "IMAP4rev2", "IDLE", "UIDPLUS", "MOVE", "LITERAL+"} <= set(caps)
+
+
+def test_authenticated_capabilities_have_no_auth_words() -> None:
+    caps = capabilities(state=State.AUTHENTICATED, tls_active=False, tls_available=True, auth_ok=False)
+    assert not {"STARTTLS", "LOGINDISABLED", "AUTH=PLAIN"} & set(caps)
+
+
+def test_state_table() -> None:
+    assert allowed(c.Capability(), State.NOT_AUTHENTICATED)
+    assert not allowed(c.Select("INBOX"), State.NOT_AUTHENTICATED)
+    assert allowed(c.Select("INBOX"), State.SELECTED)
+    assert not allowed(c.Login(b"a", b"b"), State.AUTHENTICATED)
+    assert not allowed(c.Expunge(), State.AUTHENTICATED)
+    assert not allowed(c.StartTLS(), State.AUTHENTICATED)
+    assert not allowed(c.Noop(), State.LOGOUT)
+
+
+# ---------------------------------------------------------------- mailbox view
+
+
+def seqset(*ranges: tuple[int | None, int | None]) -> c.SequenceSet:
+    return c.SequenceSet(tuple(c.SeqRange(a, b) for a, b in ranges))
+
+
+def test_resolve_sequence_and_uid_sets() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(3), info(5), info(9)])
+    assert view.resolve(seqset((2, None)), uid=False) == [(2, 5), (3, 9)]
+    assert view.resolve(seqset((4, 4)), uid=False) is None  # RFC 9051 §6.4.5: BAD
+    assert view.resolve(seqset((4, 8)), uid=True) == [(2, 5)]
+    assert view.resolve(seqset((20, None)), uid=True) == [(3, 9)]  # "*" is the last UID
+
+
+def test_expunge_by_others_waits_until_allowed() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(1), info(2), info(3)])
+    # During FETCH/STORE/SEARCH: no EXPUNGE (RFC 9051 §7.5.1); numbers stay stable.
+    assert view.sync([info(1), info(3)], allow_expunge=False) == []
+    assert view.exists == 3 and view.seq_of(3) == 3
+    assert view.live(view.resolve(seqset((1, 3)), uid=False) or []) == [(1, 1), (3, 3)]
+    # At NOOP: EXPUNGE, highest first.
+    assert view.sync([info(1), info(3)], allow_expunge=True) == [b"* 2 EXPUNGE\r\n"]
+    assert view.seq_of(3) == 2
+
+
+def test_sync_reports_new_messages_and_flag_changes() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(1), info(2)])
+    lines = view.sync([info(1, frozenset({"\\Seen"})), info(2), info(4)], allow_expunge=True)
+    assert lines == [b"* 1 FETCH (FLAGS (\\Seen) UID 1)\r\n", b"* 3 EXISTS\r\n"]
+    assert view.sync([info(1, frozenset({"\\Seen"})), info(2), info(4)], allow_expunge=True) == []
+
+
+def test_own_expunge_lines_descend() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(u) for u in (1, 2, 3, 4)])
+    assert view.remove([2, 4]) == [b"* 4 EXPUNGE\r\n", b"* 2 EXPUNGE\r\n"]
+    assert view.uids == [1, 3]
+
+
+# ---------------------------------------------------------------- fetch
+
+
+RAW = (
+    b"From: a@example.org\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+    b"--B\r\nContent-Type: text/plain\r\n\r\none\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nX-A: 1\r\n\r\ninner body\r\n--B--\r\n"
+)
+
+
+def test_sections_from_stored_offsets() -> None:
+    root = decode_parts(encode_parts(parse_message(RAW).root))
+    prefix = b"Return-Path: <x@y>\r\n"
+    whole = prefix + RAW
+
+    def sect(part: tuple[int, ...] = (), text: c.SectionText | None = None, fields: tuple[str, ...] = ()) -> bytes:
+        return fetch.section_bytes(whole, len(prefix), root, c.Section(part, text, fields))
+
+    assert sect() == whole
+    assert sect(text=c.SectionText.HEADER).startswith(prefix) and sect(text=c.SectionText.HEADER).endswith(b"\r\n\r\n")
+    assert sect((1,)) == b"one"
+    assert sect((2,)) == b"Subject: inner\r\nX-A: 1\r\n\r\ninner body"
+    assert sect((2,), c.SectionText.TEXT) == b"inner body"
+    assert sect((2,), c.SectionText.HEADER) == b"Subject: inner\r\nX-A: 1\r\n\r\n"
+    assert sect((2,), c.SectionText.HEADER_FIELDS, ("x-a",)) == b"X-A: 1\r\n\r\n"
+    assert sect(text=c.SectionText.HEADER_FIELDS_NOT, fields=("From", "Content-Type", "Return-Path")) == (
+        b"Subject: hi\r\n\r\n"
+    )
+    assert sect((1,), c.SectionText.MIME) == b"Content-Type: text/plain\r\n\r\n"
+    assert sect((7,)) == b""
+
+
+def test_internal_date_format() -> None:
+    ts = int(datetime.datetime(2026, 3, 5, 4, 5, 6, tzinfo=datetime.UTC).timestamp())
+    assert fetch.internal_date(ts) == b'" 5-Mar-2026 04:05:06 +0000"'
+
+
+def test_needs_and_seen() -> None:
+    assert fetch.needs([c.FetchAttr.FLAGS, c.FetchAttr.UID]) == fetch.Needs(False, False, False)
+    assert fetch.needs([c.FetchBody(c.Section(), peek=True)]).sets_seen is False
+    assert fetch.needs([c.FetchAttr.RFC822]).sets_seen is True
+
+
+# ---------------------------------------------------------------- search
+
+
+def test_search_program() -> None:
+    messages = [(1, info(1, frozenset({"\\Seen"}), 50)), (2, info(2, frozenset({"$Work"}), 500))]
+    hits = {("subject", "lunch"): frozenset({2})}
+    ctx = search.Context(max_seq=2, max_uid=2, now_s=0, text_hits=hits)
+    key = c.SearchAnd((c.SearchFlag("\\Seen", False), c.SearchHeader("subject", "lunch")))
+    assert search.text_queries(key) == {("subject", "lunch")}
+    assert search.run(key, messages, ctx) == [(2, 2)]
+    assert search.run(c.SearchOr(c.SearchSize(True, 100), c.SearchFlag("\\Seen")), messages, ctx) == [(1, 1), (2, 2)]
+    assert search.run(c.SearchNot(c.SearchFlag("$work")), messages, ctx) == [(1, 1)]
+    assert search.run(c.SearchUid(seqset((2, None))), messages, ctx) == [(2, 2)]
