@@ -366,3 +366,75 @@ async def test_enable_imap4rev2_gives_esearch(server: ImapServer, delivery: Deli
     assert b'* ESEARCH (TAG "f") ALL 1\r\n' in text
     assert b'* ESEARCH (TAG "u") UID MIN 1 COUNT 1\r\n' in text
     assert b"* BYE" in text
+
+
+async def test_authenticate_plain_exchange_and_login_mechanism(server: ImapServer) -> None:
+    import base64
+
+    plain = base64.b64encode(b"\0" + USER.encode() + b"\0" + TEST_PASSWORD.encode()) + b"\r\n"
+
+    def run() -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            f.write(b"a AUTHENTICATE PLAIN\r\n")
+            f.flush()
+            first = f.readline()
+            f.write(plain)
+            f.flush()
+            return [first, f.readline()]
+
+    first, result = await in_thread(run)
+    assert first.startswith(b"+")
+    assert result.startswith(b"a OK [CAPABILITY ")
+
+    def run_login() -> None:
+        m = imaplib.IMAP4("127.0.0.1", port_of(server), timeout=10)
+        answers = iter([USER.encode(), TEST_PASSWORD.encode()])
+        assert m.authenticate("LOGIN", lambda _challenge: next(answers))[0] == "OK"
+        m.logout()
+
+    await in_thread(run_login)
+
+
+async def test_idle_timeout_says_bye(store: SqliteStore, account: Account) -> None:
+    srv = await start_server(store, ImapSettings(idle_timeout_s=0.3))
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=10) as s:
+            f = s.makefile("rb")
+            f.readline()
+            return f.readline()
+
+    try:
+        assert (await in_thread(run)).startswith(b"* BYE")
+    finally:
+        await srv.stop()
+
+
+async def test_misbehaving_client_is_disconnected(server: ImapServer) -> None:
+    def run() -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as s:
+            s.sendall(b"x GARBAGE\r\n" * 30)
+            return s.makefile("rb").readlines()
+
+    lines = await in_thread(run)
+    assert lines[-1].startswith(b"* BYE")
+    assert sum(1 for line in lines if line.startswith(b"x BAD")) == 20
+
+
+async def test_condstore_changedsince(server: ImapServer, delivery: Delivery) -> None:
+    for _ in range(3):
+        await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+
+    def run() -> None:
+        c = client(port_of(server))
+        status = c.select_folder("INBOX")
+        highest = status[b"HIGHESTMODSEQ"]
+        c.add_flags([2], ["\\Flagged"])
+        changed = c.fetch([1, 2, 3], ["FLAGS"], modifiers=[f"CHANGEDSINCE {highest}"])
+        assert list(changed) == [2]
+        assert changed[2][b"MODSEQ"][0] > highest
+        c.logout()
+
+    await in_thread(run)

@@ -46,6 +46,7 @@ from postier.imap.parser import (
 from postier.imap.session import (
     ENABLEABLE,
     MAILBOX_FLAGS,
+    MAX_BAD_COMMANDS,
     PERMANENT_FLAGS,
     MailboxView,
     State,
@@ -286,6 +287,8 @@ class Connection:
         self.subscription: ev.Subscription | None = None
         self.dirty = False
         self.rev2 = False
+        self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
+        self.bad_count = 0
         self._out: list[bytes] = []
         self._pending_read: asyncio.Task[bytes] | None = None
 
@@ -305,6 +308,7 @@ class Connection:
             tls_active=self.tls_active,
             tls_available=self.server.tls_context is not None,
             auth_ok=self.auth_ok,
+            append_limit=self.settings.max_literal_bytes,
         )
 
     def mbox(self, name: str) -> bytes:
@@ -375,27 +379,38 @@ class Connection:
                     if isinstance(event, LimitExceeded) and event.fatal:
                         await self.flush()
                         return
+                    self.bad_count += 1
                 case Command(tag=tag, command=command):
-                    await self.dispatch(tag, command)
+                    if await self.dispatch(tag, command):
+                        self.bad_count = 0
+                    else:
+                        self.bad_count += 1
                 case Line():
                     pass  # only in expect_line mode, consumed by AUTHENTICATE / IDLE
+            if self.bad_count >= MAX_BAD_COMMANDS:
+                self.send(untagged_status("BYE", "too many invalid commands"))
+                self.log.info("closing: %d invalid commands in a row", self.bad_count)
+                await self.flush()
+                return
             await self.flush()
 
-    async def dispatch(self, tag: str, command: c.ImapCommand) -> None:
+    async def dispatch(self, tag: str, command: c.ImapCommand) -> bool:
+        """Run one command; False when it was answered with BAD."""
         if isinstance(command, c.Unknown):
             self.send(tagged(tag, "BAD", f"unknown command {command.name}"))
-            return
+            return False
         if not allowed(command, self.state):
             self.send(tagged(tag, "BAD", f"command not allowed in state {self.state.value}"))
-            return
+            return False
         handler = getattr(self, "cmd_" + type(command).__name__.lower(), None)
         if handler is None:
             self.send(tagged(tag, "BAD", "command not supported"))
-            return
+            return False
         try:
             text = await handler(tag, command)
         except _Bad as exc:
             self.send(tagged(tag, "BAD", exc.text, code=exc.code))
+            return False
         except _No as exc:
             self.send(tagged(tag, "NO", exc.text, code=exc.code))
         except UserError as exc:
@@ -410,6 +425,7 @@ class Connection:
         else:
             if text is not None:
                 self.send(text)
+        return True
 
     # ------------------------------------------------------------ change reporting
 
@@ -438,7 +454,7 @@ class Connection:
             return
         self.dirty = False
         listing = await self.store.list_messages(MailboxId(view.mailbox_id))
-        for line in view.sync(listing, allow_expunge=allow_expunge):
+        for line in view.sync(listing, allow_expunge=allow_expunge, modseq=self.condstore):
             self.send(line)
 
     # ------------------------------------------------------------ any state
@@ -548,13 +564,18 @@ class Connection:
     # ------------------------------------------------------------ authenticated
 
     async def cmd_enable(self, tag: str, cmd: c.Enable) -> bytes:
-        enabled = [cap for cap in cmd.capabilities if cap in ENABLEABLE]
-        if "IMAP4REV2" in enabled and not self.rev2:
-            self.rev2 = True
-            self.parser.utf8 = True
-            self.send(untagged(b"ENABLED", b"IMAP4rev2"))
-        else:
-            self.send(untagged(b"ENABLED"))
+        done: list[bytes] = []
+        for cap in cmd.capabilities:
+            if cap not in ENABLEABLE:
+                continue
+            if cap == "IMAP4REV2" and not self.rev2:
+                self.rev2 = True
+                self.parser.utf8 = True  # RFC 9051 §5.1: UTF-8 mailbox names
+                done.append(b"IMAP4rev2")
+            elif cap == "CONDSTORE" and not self.condstore:
+                self.condstore = True
+                done.append(b"CONDSTORE")
+        self.send(untagged(b"ENABLED", *done) if done else b"* ENABLED\r\n")
         return tagged(tag, "OK", "ENABLE completed")
 
     async def _mailbox(self, name: str, *, trycreate: bool = False) -> Mailbox:
@@ -566,6 +587,10 @@ class Connection:
 
     async def cmd_select(self, tag: str, cmd: c.Select | c.Examine) -> bytes:
         readonly = isinstance(cmd, c.Examine)
+        if cmd.condstore:
+            self.condstore = True  # RFC 7162 §3.1.8: SELECT (CONDSTORE) enables it
+        if cmd.qresync is not None:
+            raise _Bad("QRESYNC is not supported")
         if self.view is not None:
             self.view = None
             self.state = State.AUTHENTICATED
@@ -863,6 +888,12 @@ class Connection:
         view = self._view()
         await self.report_changes(allow_expunge=cmd.uid)
         pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        if cmd.vanished:
+            raise _Bad("VANISHED needs QRESYNC, which is not supported")
+        if cmd.changedsince is not None:
+            # RFC 7162 §3.1.4.1: only messages whose MODSEQ is higher; enables CONDSTORE.
+            self.condstore = True
+            pairs = [(s, u) for s, u in pairs if int(view.infos[u].modseq) > cmd.changedsince]
         need = fetchmod.needs(cmd.items)
         mid = MailboxId(view.mailbox_id)
         seen_set: set[int] = set()
@@ -891,7 +922,12 @@ class Connection:
                     data.raw = await self.store.read_message(mid, Uid(uid))
                     if data.raw is None:
                         continue
-                self.send(fetchmod.render(seq, data, cmd.items, uid=cmd.uid, add_flags=uid in seen_set))
+                self.send(
+                    fetchmod.render(
+                        seq, data, cmd.items, uid=cmd.uid, add_flags=uid in seen_set,
+                        modseq=self.condstore,
+                    )
+                )
             await self.flush()
         await self.report_changes(allow_expunge=cmd.uid)
         return tagged(tag, "OK", "UID FETCH completed" if cmd.uid else "FETCH completed")
@@ -920,7 +956,7 @@ class Connection:
                 items = [b"FLAGS", flag_list(sorted(info.flags))]
                 if cmd.uid:
                     items += [b"UID", b"%d" % uid]
-                if cmd.unchangedsince is not None:
+                if cmd.unchangedsince is not None or self.condstore:
                     items += [b"MODSEQ", b"(%d)" % info.modseq]
                 self.send(untagged(b"%d" % seq, b"FETCH", paren_list(items)))
         await self.report_changes(allow_expunge=cmd.uid)

@@ -96,8 +96,15 @@ BASE_CAPABILITIES: Final = (
     "ID",
     "CHILDREN",
     "SPECIAL-USE",
+    "CONDSTORE",
+    "LIST-STATUS",
+    "ESEARCH",
+    "STATUS=SIZE",
 )
-ENABLEABLE: Final = frozenset({"IMAP4REV2"})
+ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE"})
+MAX_BAD_COMMANDS: Final = 20
+"""Consecutive BAD responses before the connection is closed with BYE (issue 4: "a client
+that keeps misbehaving is disconnected"); a real client never comes near it."""
 
 
 def auth_allowed(*, tls_active: bool, loopback: bool, allow_plaintext_on_loopback: bool) -> bool:
@@ -106,15 +113,22 @@ def auth_allowed(*, tls_active: bool, loopback: bool, allow_plaintext_on_loopbac
 
 
 def capabilities(
-    *, state: State, tls_active: bool, tls_available: bool, auth_ok: bool
+    *,
+    state: State,
+    tls_active: bool,
+    tls_available: bool,
+    auth_ok: bool,
+    append_limit: int | None = None,
 ) -> tuple[str, ...]:
     """The CAPABILITY list for the current moment (RFC 9051 §6.1.1)."""
     caps = list(BASE_CAPABILITIES)
+    if append_limit is not None:
+        caps.append(f"APPENDLIMIT={append_limit}")  # RFC 7889
     if state is State.NOT_AUTHENTICATED:
         if tls_available and not tls_active:
             caps.append("STARTTLS")
         if auth_ok:
-            caps.append("AUTH=PLAIN")
+            caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
         else:
             caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
     return tuple(caps)
