@@ -216,7 +216,9 @@ def _hostport(host: str, port: int) -> str:
 
 def _protocol_starters() -> list[Starter]:
     """The protocol services, in start order (each adds its listeners to the app)."""
-    return [start_smtp, start_pop3]
+    from postier.imap.service import start_imap
+
+    return [start_smtp, start_imap, start_pop3]
 
 
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:

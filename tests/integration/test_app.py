@@ -54,7 +54,8 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
 
 async def test_every_service_reports_where_it_listens(app: App) -> None:
     text = "\n".join(app.listening)
-    assert "POP3" in text
+    for label in ("SMTP", "Submission", "IMAP", "POP3"):
+        assert label in text
     assert (app.data_dir / "tls").exists()  # a self-signed certificate was made
 
 
@@ -111,3 +112,25 @@ async def test_mail_received_over_smtp_and_submission_is_read_over_pop3(app: App
     first, second = await asyncio.to_thread(fetch)
     assert first.endswith(inbound.rstrip(b"\r\n")) and b"Received: " in first
     assert b"Subject: note to self" in second and b"Message-ID: " in second
+
+
+async def test_imap_sees_delivered_mail(app: App) -> None:
+    import imaplib
+
+    assert app.delivery is not None
+    raw = b"From: bob@example.net\r\nSubject: over imap\r\n\r\nhello imap\r\n"
+    await app.delivery.deliver(raw, "bob@example.net", ["alice@example.org"])
+    port = port_of(app, "IMAP")
+
+    def fetch() -> bytes:
+        imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        imap.login("alice@example.org", TEST_PASSWORD)
+        imap.select("INBOX")
+        _, data = imap.fetch("1", "(BODY.PEEK[])")
+        imap.logout()
+        item = data[0]
+        assert isinstance(item, tuple)
+        return item[1]
+
+    body = await asyncio.to_thread(fetch)
+    assert body.endswith(raw) and body.startswith(b"Return-Path: <bob@example.net>")
