@@ -438,3 +438,23 @@ async def test_condstore_changedsince(server: ImapServer, delivery: Delivery) ->
         c.logout()
 
     await in_thread(run)
+
+
+async def test_quota_multiappend_and_overquota(store: SqliteStore, server: ImapServer) -> None:
+    await store.set_quota(USER, 4096)
+
+    def run() -> None:
+        m = imaplib_login(port_of(server))
+        typ, data = m.getquotaroot("INBOX")
+        assert typ == "OK"
+        assert data[1] == [b'"" (STORAGE 0 4)']
+        # MULTIAPPEND (RFC 3502): two messages, one command, consecutive UIDs.
+        tag = m._new_tag()
+        m.send(tag + b" APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(SIMPLE), SIMPLE, len(SIMPLE), SIMPLE))
+        typ, data = m._command_complete("APPEND", tag)
+        assert typ == "OK" and b"[APPENDUID " in data[0] and b" 1:2]" in data[0]
+        typ, data = m.append("INBOX", "", None, b"X: y\r\n\r\n" + b"z" * 5000)
+        assert typ == "NO" and b"OVERQUOTA" in data[0]
+        m.logout()
+
+    await in_thread(run)

@@ -33,7 +33,9 @@ class Needs:
     sets_seen: bool  # RFC 9051 §6.4.5: BODY[...] (not PEEK), RFC822, RFC822.TEXT, BINARY
 
 
-_META_ATTRS: Final = frozenset({c.FetchAttr.ENVELOPE, c.FetchAttr.BODY, c.FetchAttr.BODYSTRUCTURE})
+_META_ATTRS: Final = frozenset(
+    {c.FetchAttr.ENVELOPE, c.FetchAttr.BODY, c.FetchAttr.BODYSTRUCTURE, c.FetchAttr.SAVEDATE}
+)
 _RAW_ATTRS: Final = frozenset({c.FetchAttr.RFC822, c.FetchAttr.RFC822_HEADER, c.FetchAttr.RFC822_TEXT})
 
 

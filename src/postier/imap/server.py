@@ -72,6 +72,7 @@ from postier.net.addresses import ListenAddress, is_loopback
 from postier.net.tls import describe_tls
 from postier.store import bus as ev
 from postier.store.interface import Store
+from postier.store.sqlite.store import QuotaExceeded  # TODO(store): move to store.interface
 from postier.store.types import (
     HIERARCHY_SEPARATOR,
     AccountId,
@@ -287,6 +288,7 @@ class Connection:
         self.subscription: ev.Subscription | None = None
         self.dirty = False
         self.rev2 = False
+        self.utf8 = False
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
         self.bad_count = 0
         self._out: list[bytes] = []
@@ -312,7 +314,7 @@ class Connection:
         )
 
     def mbox(self, name: str) -> bytes:
-        return wire_mailbox(name, utf8=self.rev2)
+        return wire_mailbox(name, utf8=self.rev2 or self.utf8)
 
     def send(self, data: bytes) -> None:
         self._out.append(data)
@@ -572,6 +574,10 @@ class Connection:
                 self.rev2 = True
                 self.parser.utf8 = True  # RFC 9051 §5.1: UTF-8 mailbox names
                 done.append(b"IMAP4rev2")
+            elif cap == "UTF8=ACCEPT" and not self.utf8:
+                self.utf8 = True  # RFC 6855 §3
+                self.parser.utf8 = True
+                done.append(b"UTF8=ACCEPT")
             elif cap == "CONDSTORE" and not self.condstore:
                 self.condstore = True
                 done.append(b"CONDSTORE")
@@ -784,7 +790,10 @@ class Connection:
             body = await self.store.prepare_body(msg.data)
             flags = frozenset(f for f in msg.flags if f.lower() != "\\recent")
             news.append(NewMessage(mb.id, body, flags=flags, internal_date=_utc_epoch(msg.internal_date)))
-        appended = await self.store.append(news)
+        try:
+            appended = await self.store.append(news)
+        except QuotaExceeded as exc:
+            raise _No(str(exc), response_code("OVERQUOTA")) from None  # RFC 9208 §4.3
         await self.report_changes(allow_expunge=True)
         uids = compress_uids(int(a.uid) for a in appended)
         code = response_code("APPENDUID", b"%d %s" % (appended[0].uidvalidity, uids))
@@ -830,6 +839,33 @@ class Connection:
                 await self.flush()
             if self._pending_read in done:
                 self.parser.receive_data(await self.read())
+
+    # ------------------------------------------------------------ QUOTA (RFC 9208)
+
+    async def _quota_line(self) -> bytes:
+        assert self.account_id is not None
+        account = await self.store.get_account_by_id(self.account_id)
+        resources: list[bytes] = []
+        if account is not None and account.quota_bytes > 0:
+            # RFC 9208 §5.1: STORAGE is in units of 1024 octets.
+            used_kib = (account.used_bytes + 1023) // 1024
+            resources = [b"STORAGE", b"%d" % used_kib, b"%d" % (account.quota_bytes // 1024)]
+        return untagged(b"QUOTA", b'""', paren_list(resources))
+
+    async def cmd_getquotaroot(self, tag: str, cmd: c.GetQuotaRoot) -> bytes:
+        mb = await self._mailbox(cmd.mailbox)
+        self.send(untagged(b"QUOTAROOT", self.mbox(mb.name), b'""'))
+        self.send(await self._quota_line())
+        return tagged(tag, "OK", "GETQUOTAROOT completed")
+
+    async def cmd_getquota(self, tag: str, cmd: c.GetQuota) -> bytes:
+        if cmd.root != "":
+            raise _No("no such quota root", response_code("NONEXISTENT"))
+        self.send(await self._quota_line())
+        return tagged(tag, "OK", "GETQUOTA completed")
+
+    async def cmd_setquota(self, tag: str, cmd: c.SetQuota) -> bytes:
+        raise _No("quotas are set by the administrator", response_code("NOPERM"))
 
     # ------------------------------------------------------------ selected
 

@@ -75,6 +75,9 @@ ALLOWED_STATES: Final[dict[type[c.ImapCommand], frozenset[State]]] = {
     c.Store: _SELECTED,
     c.Copy: _SELECTED,
     c.Move: _SELECTED,
+    c.GetQuota: _AUTH,
+    c.GetQuotaRoot: _AUTH,
+    c.SetQuota: _AUTH,
 }
 
 
@@ -100,8 +103,14 @@ BASE_CAPABILITIES: Final = (
     "LIST-STATUS",
     "ESEARCH",
     "STATUS=SIZE",
+    "LIST-EXTENDED",
+    "MULTIAPPEND",
+    "BINARY",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "UTF8=ACCEPT",
 )
-ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE"})
+ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE", "UTF8=ACCEPT"})
 MAX_BAD_COMMANDS: Final = 20
 """Consecutive BAD responses before the connection is closed with BYE (issue 4: "a client
 that keeps misbehaving is disconnected"); a real client never comes near it."""
