@@ -8,15 +8,16 @@ Two steps, so the evaluation stays pure:
 2. :func:`matches` evaluates the program for one message from its ``MessageInfo``, its
    sequence number and those answers.
 
-Dates compare in UTC, disregarding time (RFC 9051 §6.4.4).  SENT* keys use the internal
-date (the Date: header is not in the listing): an approximation, noted in the report.
+Dates compare disregarding time (RFC 9051 §6.4.4): the internal date in UTC; SENT* keys the
+Date: header's day, read from the stored ENVELOPE; SAVED* keys use the internal date.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from postier.imap import commands as c
@@ -63,6 +64,44 @@ class Context:
     now_s: int
     text_hits: Mapping[TextQuery, frozenset[int]]
     saved: frozenset[int] = frozenset()
+    sent_dates: Mapping[int, datetime.date] = field(default_factory=dict)
+    """UID → the day of its Date: header, in the header's own zone (SENT* keys)."""
+
+
+def uses_sent_date(key: c.SearchKey) -> bool:
+    stack: list[c.SearchKey] = [key]
+    while stack:
+        k = stack.pop()
+        if isinstance(k, c.SearchDate) and k.field is c.DateField.SENT:
+            return True
+        if isinstance(k, c.SearchNot):
+            stack.append(k.key)
+        elif isinstance(k, c.SearchOr):
+            stack += [k.left, k.right]
+        elif isinstance(k, c.SearchAnd):
+            stack += list(k.keys)
+    return False
+
+
+_ENVELOPE_DATE: Final = re.compile(rb'\(\s*"[^"]*?(\d{1,2})\s+([A-Za-z]{3})[a-z]*\s+(\d{2,4})')
+_MONTHS: Final = {m: i for i, m in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1
+)}
+
+
+def envelope_date(envelope: bytes) -> datetime.date | None:
+    """The day of the ENVELOPE's date field (RFC 9051 §6.4.4: time and zone disregarded)."""
+    m = _ENVELOPE_DATE.match(envelope)
+    if m is None:
+        return None
+    month = _MONTHS.get(m.group(2).lower())
+    year = int(m.group(3))
+    if year < 100:  # RFC 5322 §4.3 obsolete two-digit years
+        year += 2000 if year < 50 else 1900
+    try:
+        return datetime.date(year, month, int(m.group(1))) if month else None
+    except ValueError:
+        return None
 
 
 def _date_of(epoch_s: int) -> datetime.date:
@@ -87,8 +126,14 @@ def matches(key: c.SearchKey, seq: int, info: MessageInfo, ctx: Context) -> bool
             if not key.value:
                 return True  # empty string: every message has it (approximation for HEADER)
             return int(info.uid) in ctx.text_hits.get(text_query(key), frozenset())
-        case c.SearchDate(op=op, date=date):
-            day = _date_of(info.internal_date)
+        case c.SearchDate(field=which, op=op, date=date):
+            if which is c.DateField.SENT:
+                sent = ctx.sent_dates.get(int(info.uid))
+                if sent is None:
+                    return False
+                day = sent
+            else:
+                day = _date_of(info.internal_date)
             if op is c.DateOp.BEFORE:
                 return day < date
             if op is c.DateOp.ON:

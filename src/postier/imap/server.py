@@ -1043,8 +1043,17 @@ class Connection:
         hits: dict[searchmod.TextQuery, frozenset[int]] = {}
         for field, needle in searchmod.text_queries(cmd.criteria):
             hits[(field, needle)] = frozenset(int(u) for u in await self.store.search_text(mid, field, needle))
+        sent: dict[int, datetime.date] = {}
+        if searchmod.uses_sent_date(cmd.criteria):
+            live = [Uid(u) for u in view.uids if u not in view.ghosts]
+            for start in range(0, len(live), 500):
+                for meta in await self.store.fetch_meta(mid, live[start : start + 500]):
+                    day = searchmod.envelope_date(meta.envelope)
+                    if day is not None:
+                        sent[int(meta.info.uid)] = day
         ctx = searchmod.Context(
-            max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits
+            max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits,
+            sent_dates=sent,
         )
         messages = [(seq, view.infos[u]) for seq, u in enumerate(view.uids, 1) if u not in view.ghosts]
         found = searchmod.run(cmd.criteria, messages, ctx)

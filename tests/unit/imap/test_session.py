@@ -148,3 +148,12 @@ def test_search_program() -> None:
     assert search.run(c.SearchOr(c.SearchSize(True, 100), c.SearchFlag("\\Seen")), messages, ctx) == [(1, 1), (2, 2)]
     assert search.run(c.SearchNot(c.SearchFlag("$work")), messages, ctx) == [(1, 1)]
     assert search.run(c.SearchUid(seqset((2, None))), messages, ctx) == [(2, 2)]
+
+
+def test_envelope_date_and_sent_keys() -> None:
+    assert search.envelope_date(b'("Mon, 2 Nov 2026 23:30:00 -0800" "s" NIL)') == datetime.date(2026, 11, 2)
+    assert search.envelope_date(b'(NIL "s")') is None
+    ctx = search.Context(1, 1, 0, {}, sent_dates={1: datetime.date(2026, 11, 2)})
+    key = c.SearchDate(c.DateField.SENT, c.DateOp.ON, datetime.date(2026, 11, 2))
+    assert search.run(key, [(1, info(1))], ctx) == [(1, 1)]
+    assert search.run(key, [(1, info(2))], ctx) == []
