@@ -459,3 +459,28 @@ async def test_quota_multiappend_and_overquota(store: SqliteStore, server: ImapS
         m.logout()
 
     await in_thread(run)
+
+
+async def test_compress_deflate(server: ImapServer) -> None:
+    import zlib
+
+    def run() -> bytes:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            f.write(b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode()))
+            f.flush()
+            assert f.readline().startswith(b"l OK")
+            f.write(b"c COMPRESS DEFLATE\r\n")
+            f.flush()
+            assert f.readline().startswith(b"c OK")
+            out = zlib.compressobj(6, zlib.DEFLATED, -15)
+            inflate = zlib.decompressobj(-15)
+            s.sendall(out.compress(b"n NOOP\r\nx LIST \"\" INBOX\r\n") + out.flush(zlib.Z_SYNC_FLUSH))
+            text = b""
+            while b"x OK" not in text:
+                text += inflate.decompress(s.recv(4096))
+            return text
+
+    text = await in_thread(run)
+    assert b"n OK" in text and b'* LIST (\\HasNoChildren) "/" INBOX\r\n' in text

@@ -23,6 +23,7 @@ import re
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -291,6 +292,8 @@ class Connection:
         self.utf8 = False
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
         self.bad_count = 0
+        self._inflate: zlib._Decompress | None = None  # COMPRESS=DEFLATE (RFC 4978)
+        self._deflate: zlib._Compress | None = None
         self._out: list[bytes] = []
         self._pending_read: asyncio.Task[bytes] | None = None
 
@@ -321,14 +324,33 @@ class Connection:
 
     async def flush(self) -> None:
         if self._out:
-            self.writer.write(b"".join(self._out))
+            data = b"".join(self._out)
             self._out.clear()
+            if self._deflate is not None:
+                data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+            self.writer.write(data)
             try:
                 await asyncio.wait_for(self.writer.drain(), self.settings.idle_timeout_s)
             except TimeoutError:
                 raise _Closed() from None
 
     async def read(self) -> bytes:
+        """The next bytes from the client (inflated under COMPRESS=DEFLATE)."""
+        while True:
+            pending = self._inflate is not None and bool(self._inflate.unconsumed_tail)
+            data = b"" if pending else await self._read_raw()
+            if self._inflate is None:
+                return data
+            try:
+                # Bounded per call, so a compression bomb cannot take all memory at once.
+                data = self._inflate.decompress(self._inflate.unconsumed_tail + data, READ_BYTES * 16)
+            except zlib.error:
+                self.send(untagged_status("BYE", "invalid compressed data"))
+                raise _Closed() from None
+            if data:
+                return data
+
+    async def _read_raw(self) -> bytes:
         if self._pending_read is not None:
             task, self._pending_read = self._pending_read, None
             data = await task
@@ -839,6 +861,24 @@ class Connection:
                 await self.flush()
             if self._pending_read in done:
                 self.parser.receive_data(await self.read())
+
+    async def cmd_compress(self, tag: str, cmd: c.Compress) -> None:
+        """RFC 4978: raw DEFLATE (RFC 1951) both ways after the OK."""
+        if self._deflate is not None:
+            raise _No("compression already active", response_code("COMPRESSIONACTIVE"))
+        if cmd.mechanism != "DEFLATE":
+            raise _Bad("only DEFLATE is supported")
+        # Input pipelined before the OK would be read in the wrong layer: drop it.
+        if self.parser.buffered_bytes:
+            self.parser.clear_buffer()
+        buffered = getattr(self.reader, "_buffer", None)
+        if isinstance(buffered, bytearray) and buffered:
+            buffered.clear()
+        self.send(tagged(tag, "OK", "DEFLATE active"))
+        await self.flush()
+        self._inflate = zlib.decompressobj(-15)
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return None
 
     # ------------------------------------------------------------ QUOTA (RFC 9208)
 

@@ -75,6 +75,7 @@ ALLOWED_STATES: Final[dict[type[c.ImapCommand], frozenset[State]]] = {
     c.Store: _SELECTED,
     c.Copy: _SELECTED,
     c.Move: _SELECTED,
+    c.Compress: _AUTH,
     c.GetQuota: _AUTH,
     c.GetQuotaRoot: _AUTH,
     c.SetQuota: _AUTH,
@@ -109,6 +110,7 @@ BASE_CAPABILITIES: Final = (
     "QUOTA",
     "QUOTA=RES-STORAGE",
     "UTF8=ACCEPT",
+    "COMPRESS=DEFLATE",
 )
 ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE", "UTF8=ACCEPT"})
 MAX_BAD_COMMANDS: Final = 20
