@@ -1,0 +1,232 @@
+"""Online backup, verify and restore: identity survives, damage is refused before writing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from postier.admin.backup import (
+    BackupError,
+    backup,
+    list_snapshots,
+    restore,
+    verify,
+)
+from postier.store.sqlite import SqliteStore
+from postier.store.types import Account, FlagMode, Uid
+
+from .helpers import add_messages, inbox, make_message, state
+
+BIG = 100 * 1024  # above INLINE_BODY_MAX: stored as a body file
+
+
+async def _fill(store: SqliteStore, account: Account) -> None:
+    mb = await inbox(store, account)
+    await add_messages(store, mb, [make_message(i) for i in range(5)], internal_date=1_600_000_000)
+    await add_messages(store, mb, [make_message(100 + i, BIG) for i in range(3)])
+    await store.store_flags(mb, [Uid(1), Uid(6)], FlagMode.ADD, frozenset({"\\Seen", "$Work"}))
+    await store.expunge(mb, [Uid(2)], only_deleted=False)
+    sent = await store.get_mailbox(account.id, "Sent")
+    assert sent is not None
+    await add_messages(store, sent.id, [make_message(200, BIG)], flags=frozenset({"\\Seen"}))
+    await store.add_alias("info@example.org", ["alice@example.org"])
+
+
+async def test_backup_while_appending_then_restore_keeps_identity(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    mb = await inbox(store, account)
+    stop = asyncio.Event()
+    appended = 0
+
+    async def keep_appending() -> None:
+        nonlocal appended
+        while not stop.is_set():
+            size = BIG if appended % 3 == 0 else 0
+            await add_messages(store, mb, [make_message(1000 + appended, size)])
+            appended += 1
+
+    writer = asyncio.create_task(keep_appending())
+    await asyncio.sleep(0.05)
+    calls: list[tuple[int, int, str]] = []
+    summary = await asyncio.to_thread(
+        backup, store.data_dir, tmp_path / "bk", lambda n, t, w: calls.append((n, t, w))
+    )
+    stop.set()
+    await writer
+    assert appended > 0
+    assert {w for _, _, w in calls} >= {"database", "bodies"}
+    assert summary.counts.accounts == 1
+    assert verify(tmp_path / "bk").ok
+
+    # The snapshot is one consistent moment: restore it and compare with what it counted.
+    restored_dir = tmp_path / "restored"
+    result = restore(tmp_path / "bk", restored_dir)
+    assert result.counts == summary.counts
+    copy = await SqliteStore.open(restored_dir)
+    try:
+        got = await state(copy)
+        assert await copy.alias_targets("info@example.org") == ["alice@example.org"]
+        copy_account = await copy.get_account("alice@example.org")
+        assert copy_account is not None
+        assert copy_account.password_hash == account.password_hash
+    finally:
+        await copy.close()
+    now = await state(store)
+    # Every message in the restored copy is identical (UID, MODSEQ, flags, date, bytes) to
+    # the live store's; the live store only has more (appended after the snapshot).
+    for key, (uidvalidity, _uidnext, _hms, special, msgs) in got.items():
+        live = now[key]
+        assert live[0] == uidvalidity and live[3] == special
+        live_msgs = {m[0]: m for m in live[4]}
+        for m in msgs:
+            assert live_msgs[m[0]] == m
+    inbox_msgs = got["alice@example.org/INBOX"][4]
+    assert len(inbox_msgs) == summary.counts.messages - 1  # one is in Sent
+
+
+async def test_restored_store_is_identical_when_idle(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    before = await state(store)
+    backup(store.data_dir, tmp_path / "bk")
+    restore(tmp_path / "bk", tmp_path / "r")
+    copy = await SqliteStore.open(tmp_path / "r")
+    try:
+        assert await state(copy) == before
+        # UIDVALIDITY counter came back too: a new mailbox never reuses a value.
+        new = await copy.create_mailbox(account.id, "New")
+        olds = {v[0] for v in before.values()}
+        assert new.uidvalidity > max(olds)
+    finally:
+        await copy.close()
+
+
+async def test_incremental_backup_copies_only_new_bodies(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    first = backup(store.data_dir, tmp_path / "bk")
+    assert first.blobs == 4 and first.blobs_copied == 4
+    await add_messages(store, await inbox(store, account), [make_message(300, BIG)])
+    second = backup(store.data_dir, tmp_path / "bk")
+    assert second.blobs == 5 and second.blobs_copied == 1
+    assert len(list_snapshots(tmp_path / "bk")) == 2
+    assert second.snapshot != first.snapshot
+    # The older snapshot still verifies and restores.
+    assert verify(tmp_path / "bk", first.snapshot.name).ok
+    restore(tmp_path / "bk", tmp_path / "r", snapshot=first.snapshot.name)
+
+
+async def test_tampered_body_fails_verify_and_restore_writes_nothing(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    blob = next(p for p in (tmp_path / "bk" / "blobs").rglob("*") if p.is_file())
+    data = bytearray(blob.read_bytes())
+    data[500] ^= 1
+    blob.write_bytes(bytes(data))
+    report = verify(tmp_path / "bk")
+    assert not report.ok
+    assert any(blob.name in e and "damaged" in e for e in report.errors)
+    with pytest.raises(BackupError, match="verification"):
+        restore(tmp_path / "bk", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    assert summary.blobs == report.blobs_checked
+
+
+async def test_missing_body_fails_verify(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    backup(store.data_dir, tmp_path / "bk")
+    next(p for p in (tmp_path / "bk" / "blobs").rglob("*") if p.is_file()).unlink()
+    report = verify(tmp_path / "bk")
+    assert any("missing" in e for e in report.errors)
+
+
+async def test_truncated_database_refused_before_writing(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    db = summary.snapshot / "postier.db"
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    report = verify(tmp_path / "bk")
+    assert any("truncated" in e for e in report.errors)
+    target = tmp_path / "r"
+    target.mkdir()
+    with pytest.raises(BackupError, match="verification"):
+        restore(tmp_path / "bk", target)
+    assert list(target.iterdir()) == []
+
+
+async def test_database_modified_in_place_detected(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    conn = sqlite3.connect(summary.snapshot / "postier.db")
+    conn.execute("UPDATE messages SET sysflags = 0")
+    conn.commit()
+    conn.close()
+    assert any("sha256" in e for e in verify(tmp_path / "bk").errors)
+
+
+async def test_manifest_must_match_database_references(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    path = summary.snapshot / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["blobs"]["sha256"] = manifest["blobs"]["sha256"][1:]
+    path.write_text(json.dumps(manifest))
+    assert any("references" in e for e in verify(tmp_path / "bk").errors)
+
+
+async def test_restore_into_non_empty_folder_needs_force(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    backup(store.data_dir, tmp_path / "bk")
+    target = tmp_path / "r"
+    target.mkdir()
+    (target / "postier.db").write_bytes(b"precious")
+    with pytest.raises(BackupError, match="not empty"):
+        restore(tmp_path / "bk", target)
+    assert (target / "postier.db").read_bytes() == b"precious"
+    result = restore(tmp_path / "bk", target, force=True)
+    assert result.moved_aside is not None
+    assert (result.moved_aside / "postier.db").read_bytes() == b"precious"
+    copy = await SqliteStore.open(target)
+    try:
+        assert await copy.get_account("alice@example.org") is not None
+    finally:
+        await copy.close()
+
+
+async def test_incomplete_snapshot_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "bk" / "snapshots" / ".tmp-x").mkdir(parents=True)
+    with pytest.raises(BackupError, match="no complete backup"):
+        restore(tmp_path / "bk", tmp_path / "r")
+
+
+async def test_tls_files_are_backed_up(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    tls = store.data_dir / "tls"
+    tls.mkdir()
+    (tls / "key.pem").write_bytes(b"secret")
+    (tls / "key.pem").chmod(0o600)
+    backup(store.data_dir, tmp_path / "bk")
+    restore(tmp_path / "bk", tmp_path / "r")
+    assert (tmp_path / "r" / "tls" / "key.pem").read_bytes() == b"secret"
+    assert (tmp_path / "r" / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
