@@ -484,3 +484,23 @@ async def test_compress_deflate(server: ImapServer) -> None:
 
     text = await in_thread(run)
     assert b"n OK" in text and b'* LIST (\\HasNoChildren) "/" INBOX\r\n' in text
+
+
+async def test_sort_and_thread(server: ImapServer, delivery: Delivery) -> None:
+    first = SIMPLE
+    reply = SIMPLE.replace(b"Subject: lunch plans", b"Subject: Re: lunch plans").replace(
+        b"Message-ID: <1@example.net>", b"Message-ID: <3@example.net>\r\nIn-Reply-To: <1@example.net>"
+    ).replace(b"02 Nov", b"03 Nov")
+    for raw in (first, MULTIPART, reply):
+        await delivery.deliver(raw, "bob@example.net", [USER])
+
+    def run() -> None:
+        c = client(port_of(server))
+        c.select_folder("INBOX")
+        assert c.sort(["SUBJECT"]) == [1, 3, 2]  # "lunch plans" (x2) < "report attached"
+        assert c.sort(["REVERSE", "SIZE"])[0] == 2
+        assert c.thread("REFERENCES") == ((1, 3), (2,))
+        assert c.thread("ORDEREDSUBJECT") == ((1, 3), (2,))
+        c.logout()
+
+    await in_thread(run)

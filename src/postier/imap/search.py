@@ -172,3 +172,259 @@ def run(
 ) -> list[tuple[int, int]]:
     """``[(seq, uid)]`` of the matching messages, ascending."""
     return [(seq, int(info.uid)) for seq, info in messages if matches(key, seq, info, ctx)]
+
+
+# --------------------------------------------------------------------------- SORT / THREAD
+# RFC 5256.  Sort keys come from the stored ENVELOPE (parse once at delivery): no message
+# is read.
+
+
+def _sexp(data: bytes) -> object:
+    """Read one IMAP value (NIL, number, quoted, literal, parenthesised list) from *data*."""
+    pos = 0
+
+    def value() -> object:
+        nonlocal pos
+        while pos < len(data) and data[pos] == 0x20:
+            pos += 1
+        if pos >= len(data):
+            raise ValueError("truncated")
+        ch = data[pos]
+        if ch == 0x28:  # (
+            pos += 1
+            items: list[object] = []
+            while True:
+                while pos < len(data) and data[pos] == 0x20:
+                    pos += 1
+                if pos >= len(data):
+                    raise ValueError("unclosed list")
+                if data[pos] == 0x29:
+                    pos += 1
+                    return items
+                items.append(value())
+        if ch == 0x22:  # "
+            pos += 1
+            out = bytearray()
+            while pos < len(data) and data[pos] != 0x22:
+                if data[pos] == 0x5C:
+                    pos += 1
+                out.append(data[pos])
+                pos += 1
+            pos += 1
+            return bytes(out)
+        if ch == 0x7B:  # {n}CRLF
+            end = data.index(b"}", pos)
+            size = int(data[pos + 1 : end])
+            start = end + 3
+            pos = start + size
+            return data[start:pos]
+        end = pos
+        while end < len(data) and data[end] not in b" ()":
+            end += 1
+        atom = data[pos:end]
+        pos = end
+        return None if atom.upper() == b"NIL" else atom
+
+    return value()
+
+
+@dataclass(frozen=True, slots=True)
+class SortFields:
+    """What SORT and THREAD need of one message, from its ENVELOPE."""
+
+    date: datetime.date | None
+    date_text: bytes
+    subject: str  # RFC 5256 §2.1 base subject
+    is_reply: bool
+    from_: str
+    to: str
+    cc: str
+    display_from: str
+    display_to: str
+    message_id: str
+    in_reply_to: str
+
+
+_REPLY_PREFIX: Final = re.compile(r"^\s*((re|fwd?)\s*(\[[^\]]*\])?\s*:|\[[^\]]*\]\s*)", re.IGNORECASE)
+_FWD_TRAILER: Final = re.compile(r"\s*\(fwd\)\s*$", re.IGNORECASE)
+
+
+def base_subject(raw: bytes) -> tuple[str, bool]:
+    """RFC 5256 §2.1: the subject without Re:/Fwd:/[tag] prefixes and (fwd) trailers."""
+    from postier.mail.headers import decode_header_value
+
+    text = decode_header_value(raw)
+    reply = False
+    while True:
+        before = text
+        text = _FWD_TRAILER.sub("", text)
+        m = _REPLY_PREFIX.match(text)
+        if m and text[m.end():].strip():
+            reply |= m.group(2) is not None
+            text = text[m.end():]
+        if text.startswith("[fwd:") and text.endswith("]"):
+            text, reply = text[5:-1], True
+        if text == before:
+            break
+    return " ".join(text.split()).upper(), reply
+
+
+def _first_address(value: object, display: bool) -> str:
+    if not isinstance(value, list) or not value or not isinstance(value[0], list):
+        return ""
+    name, _adl, mailbox, host = (list(value[0]) + [None] * 4)[:4]
+    if display and isinstance(name, bytes) and name:
+        from postier.mail.headers import decode_header_value
+
+        return decode_header_value(name).upper()
+    local = mailbox.decode("utf-8", "replace") if isinstance(mailbox, bytes) else ""
+    if display:
+        dom = host.decode("utf-8", "replace") if isinstance(host, bytes) else ""
+        return f"{local}@{dom}".upper() if dom else local.upper()
+    return local.upper()  # RFC 5256 §3: the mailbox part of the first address
+
+
+def sort_fields(envelope: bytes) -> SortFields:
+    try:
+        env = _sexp(envelope)
+    except (ValueError, IndexError):
+        env = []
+    items = env if isinstance(env, list) else []
+    items = items + [None] * (10 - len(items))
+
+    def text(i: int) -> bytes:
+        v = items[i]
+        return v if isinstance(v, bytes) else b""
+
+    subject, reply = base_subject(text(1))
+    return SortFields(
+        date=envelope_date(envelope),
+        date_text=text(0),
+        subject=subject,
+        is_reply=reply,
+        from_=_first_address(items[2], False),
+        to=_first_address(items[5], False),
+        cc=_first_address(items[6], False),
+        display_from=_first_address(items[2], True),
+        display_to=_first_address(items[5], True),
+        message_id=text(9).decode("utf-8", "replace").strip(),
+        in_reply_to=text(8).decode("utf-8", "replace").strip(),
+    )
+
+
+def sort_messages(
+    criteria: Iterable[c.SortCriterion],
+    messages: list[tuple[int, MessageInfo]],
+    fields: Mapping[int, SortFields],
+) -> list[tuple[int, int]]:
+    """RFC 5256 §3: sort by the criteria, ties broken by sequence number."""
+
+    def sent(seq_info: tuple[int, MessageInfo]) -> str:
+        f = fields.get(int(seq_info[1].uid))
+        if f is not None and f.date is not None:
+            return f.date.isoformat()
+        return _date_of(seq_info[1].internal_date).isoformat()  # RFC 5256 §3: fallback
+
+    ordered = sorted(messages, key=lambda m: m[0])
+    for crit in reversed(list(criteria)):
+        key = crit.key
+
+        def k(m: tuple[int, MessageInfo], key: str = key) -> object:
+            info = m[1]
+            f = fields.get(int(info.uid))
+            match key:
+                case "ARRIVAL":
+                    return info.internal_date
+                case "SIZE":
+                    return info.size
+                case "DATE":
+                    return sent(m)
+                case _:
+                    if f is None:
+                        return ""
+                    return {
+                        "SUBJECT": f.subject, "FROM": f.from_, "TO": f.to, "CC": f.cc,
+                        "DISPLAYFROM": f.display_from, "DISPLAYTO": f.display_to,
+                    }.get(key, "")
+
+        ordered.sort(key=k, reverse=crit.reverse)  # type: ignore[arg-type]
+    return [(seq, int(info.uid)) for seq, info in ordered]
+
+
+Tree = list["ThreadNode"]
+
+
+@dataclass
+class ThreadNode:
+    number: int | None  # None: a dummy parent
+    children: list[ThreadNode] = field(default_factory=list)
+
+
+def render_threads(roots: Tree) -> bytes:
+    """RFC 5256 §4 thread-list: ``(3 6 (4 23)(44 7 96))``."""
+
+    def node(n: ThreadNode) -> bytes:
+        parts = [] if n.number is None else [b"%d" % n.number]
+        if len(n.children) == 1 and n.number is not None:
+            parts.append(node(n.children[0]))
+        elif n.children:
+            parts.append(b"".join(b"(" + node(k) + b")" for k in n.children))
+        return b" ".join(parts)
+
+    return b"".join(b"(" + node(r) + b")" for r in roots)
+
+
+def thread_orderedsubject(
+    messages: list[tuple[int, MessageInfo]], fields: Mapping[int, SortFields], uid: bool
+) -> Tree:
+    """RFC 5256 §4 ORDEREDSUBJECT: group by base subject, sorted by sent date within;
+    threads ordered by the date of their first message."""
+    groups: dict[str, list[tuple[str, int, int]]] = {}
+    for seq, info in messages:
+        f = fields.get(int(info.uid))
+        subject = f.subject if f else ""
+        day = f.date.isoformat() if f and f.date else _date_of(info.internal_date).isoformat()
+        groups.setdefault(subject, []).append((day, seq, int(info.uid) if uid else seq))
+    threads = sorted((sorted(items) for items in groups.values()), key=lambda g: g[0][:2])
+    roots: Tree = []
+    for items in threads:
+        first = ThreadNode(items[0][2])
+        first.children = [ThreadNode(n) for _, _, n in items[1:]]
+        roots.append(first)
+    return roots
+
+
+def thread_references(
+    messages: list[tuple[int, MessageInfo]], fields: Mapping[int, SortFields], uid: bool
+) -> Tree:
+    """RFC 5256 §4 REFERENCES, linking by Message-ID / In-Reply-To (the ENVELOPE's
+    fields; the References: header is not consulted — a simplification)."""
+    by_id: dict[str, ThreadNode] = {}
+    nodes: list[tuple[ThreadNode, str, str, tuple[str, int]]] = []
+    for seq, info in messages:
+        f = fields.get(int(info.uid))
+        node = ThreadNode(int(info.uid) if uid else seq)
+        mid = f.message_id if f else ""
+        parent = f.in_reply_to.split()[-1] if f and f.in_reply_to else ""
+        day = f.date.isoformat() if f and f.date else _date_of(info.internal_date).isoformat()
+        if mid and mid not in by_id:
+            by_id[mid] = node
+        nodes.append((node, mid, parent, (day, seq)))
+    roots: list[tuple[ThreadNode, tuple[str, int]]] = []
+    for node, _mid, parent, order in sorted(nodes, key=lambda n: n[3]):
+        target = by_id.get(parent)
+        if target is not None and target is not node and not _descends(target, node):
+            target.children.append(node)
+        else:
+            roots.append((node, order))
+    return [n for n, _ in sorted(roots, key=lambda r: r[1])]
+
+
+def _descends(node: ThreadNode, ancestor: ThreadNode) -> bool:
+    stack = list(ancestor.children)
+    while stack:
+        n = stack.pop()
+        if n is node:
+            return True
+        stack += n.children
+    return False

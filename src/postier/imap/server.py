@@ -81,6 +81,7 @@ from postier.store.types import (
     Mailbox,
     MailboxId,
     MessageInfo,
+    MessageMeta,
     NewMessage,
     Uid,
 )
@@ -1076,27 +1077,67 @@ class Connection:
     async def cmd_move(self, tag: str, cmd: c.Move) -> bytes:
         return await self._copy(tag, cmd, True)
 
-    async def cmd_search(self, tag: str, cmd: c.Search) -> bytes:
+    async def _search(self, criteria: c.SearchKey) -> list[tuple[int, MessageInfo]]:
+        """The messages matching *criteria*: ``[(seq, info)]`` ascending."""
         view = self._view()
-        await self.report_changes(allow_expunge=cmd.uid)
         mid = MailboxId(view.mailbox_id)
         hits: dict[searchmod.TextQuery, frozenset[int]] = {}
-        for field, needle in searchmod.text_queries(cmd.criteria):
+        for field, needle in searchmod.text_queries(criteria):
             hits[(field, needle)] = frozenset(int(u) for u in await self.store.search_text(mid, field, needle))
         sent: dict[int, datetime.date] = {}
-        if searchmod.uses_sent_date(cmd.criteria):
+        if searchmod.uses_sent_date(criteria):
             live = [Uid(u) for u in view.uids if u not in view.ghosts]
-            for start in range(0, len(live), 500):
-                for meta in await self.store.fetch_meta(mid, live[start : start + 500]):
-                    day = searchmod.envelope_date(meta.envelope)
-                    if day is not None:
-                        sent[int(meta.info.uid)] = day
+            for meta in await self._metas(live):
+                day = searchmod.envelope_date(meta.envelope)
+                if day is not None:
+                    sent[int(meta.info.uid)] = day
         ctx = searchmod.Context(
             max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits,
             sent_dates=sent,
         )
         messages = [(seq, view.infos[u]) for seq, u in enumerate(view.uids, 1) if u not in view.ghosts]
-        found = searchmod.run(cmd.criteria, messages, ctx)
+        return [(seq, info) for seq, info in messages if searchmod.matches(criteria, seq, info, ctx)]
+
+    async def _metas(self, uids: Sequence[Uid]) -> list[MessageMeta]:
+        out: list[MessageMeta] = []
+        mid = MailboxId(self._view().mailbox_id)
+        for start in range(0, len(uids), 500):
+            out += await self.store.fetch_meta(mid, uids[start : start + 500])
+        return out
+
+    async def _sort_fields(self, found: list[tuple[int, MessageInfo]]) -> dict[int, searchmod.SortFields]:
+        metas = await self._metas([info.uid for _, info in found])
+        return {int(m.info.uid): searchmod.sort_fields(m.envelope) for m in metas}
+
+    async def cmd_sort(self, tag: str, cmd: c.Sort) -> bytes:
+        """RFC 5256 §3 (SORT=DISPLAY, RFC 5957)."""
+        await self.report_changes(allow_expunge=cmd.uid)
+        found = await self._search(cmd.search)
+        ordered = searchmod.sort_messages(cmd.criteria, found, await self._sort_fields(found))
+        numbers = [u if cmd.uid else s for s, u in ordered]
+        self.send(untagged(b"SORT", *[b"%d" % n for n in numbers]) if numbers else b"* SORT\r\n")
+        await self.report_changes(allow_expunge=cmd.uid)
+        return tagged(tag, "OK", "SORT completed")
+
+    async def cmd_thread(self, tag: str, cmd: c.Thread) -> bytes:
+        """RFC 5256 §4."""
+        if cmd.algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+            raise _Bad(f"unknown threading algorithm {cmd.algorithm}")
+        await self.report_changes(allow_expunge=cmd.uid)
+        found = await self._search(cmd.search)
+        fields = await self._sort_fields(found)
+        if cmd.algorithm == "ORDEREDSUBJECT":
+            roots = searchmod.thread_orderedsubject(found, fields, cmd.uid)
+        else:
+            roots = searchmod.thread_references(found, fields, cmd.uid)
+        threads = searchmod.render_threads(roots)
+        self.send(b"* THREAD " + threads + b"\r\n" if threads else b"* THREAD\r\n")
+        await self.report_changes(allow_expunge=cmd.uid)
+        return tagged(tag, "OK", "THREAD completed")
+
+    async def cmd_search(self, tag: str, cmd: c.Search) -> bytes:
+        await self.report_changes(allow_expunge=cmd.uid)
+        found = [(seq, int(info.uid)) for seq, info in await self._search(cmd.criteria)]
         numbers = [u if cmd.uid else s for s, u in found]
         if cmd.returns is None and not self.rev2:
             self.send(untagged(b"SEARCH", *[b"%d" % n for n in numbers]) if numbers else b"* SEARCH\r\n")

@@ -76,6 +76,8 @@ ALLOWED_STATES: Final[dict[type[c.ImapCommand], frozenset[State]]] = {
     c.Copy: _SELECTED,
     c.Move: _SELECTED,
     c.Compress: _AUTH,
+    c.Sort: _SELECTED,
+    c.Thread: _SELECTED,
     c.GetQuota: _AUTH,
     c.GetQuotaRoot: _AUTH,
     c.SetQuota: _AUTH,
@@ -111,6 +113,10 @@ BASE_CAPABILITIES: Final = (
     "QUOTA=RES-STORAGE",
     "UTF8=ACCEPT",
     "COMPRESS=DEFLATE",
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE", "UTF8=ACCEPT"})
 MAX_BAD_COMMANDS: Final = 20

@@ -157,3 +157,37 @@ def test_envelope_date_and_sent_keys() -> None:
     key = c.SearchDate(c.DateField.SENT, c.DateOp.ON, datetime.date(2026, 11, 2))
     assert search.run(key, [(1, info(1))], ctx) == [(1, 1)]
     assert search.run(key, [(1, info(2))], ctx) == []
+
+
+def test_base_subject_rfc5256() -> None:
+    assert search.base_subject(b"Re: [list] Fwd: Hello  world (fwd)") == ("HELLO WORLD", True)
+    assert search.base_subject(b"=?utf-8?q?caf=C3=A9?=") == ("CAFÉ", False)
+    assert search.base_subject(b"[fwd: Plans]") == ("PLANS", True)
+
+
+def test_sort_fields_from_envelope() -> None:
+    env = (
+        b'("Tue, 3 Nov 2026 08:00:00 +0100" "Re: plans" (("Bob" NIL "bob" "example.net")) NIL NIL'
+        b' ((NIL NIL "alice" "example.org")) NIL NIL "<1@x>" "<2@x>")'
+    )
+    f = search.sort_fields(env)
+    assert (f.subject, f.is_reply, f.from_, f.to) == ("PLANS", True, "BOB", "ALICE")
+    assert (f.display_from, f.message_id, f.in_reply_to) == ("BOB", "<2@x>", "<1@x>")
+    assert f.date == datetime.date(2026, 11, 3)
+
+
+def test_sort_and_threads() -> None:
+    def env(subject: str, mid: str, parent: str, day: int) -> search.SortFields:
+        return search.sort_fields(
+            f'("{day} Nov 2026 10:00 +0000" "{subject}" NIL NIL NIL NIL NIL NIL "{parent}" "{mid}")'.encode()
+        )
+
+    messages = [(1, info(1, size=30)), (2, info(2, size=10)), (3, info(3, size=20))]
+    fields = {1: env("b", "<1>", "", 3), 2: env("a", "<2>", "", 1), 3: env("Re: b", "<3>", "<1>", 4)}
+    assert search.sort_messages([c.SortCriterion("SIZE")], messages, fields) == [(2, 2), (3, 3), (1, 1)]
+    by_subject_then_date = [c.SortCriterion("SUBJECT"), c.SortCriterion("DATE", reverse=True)]
+    assert search.sort_messages(by_subject_then_date, messages, fields) == [(2, 2), (3, 3), (1, 1)]
+    roots = search.thread_references(messages, fields, uid=False)
+    assert search.render_threads(roots) == b"(2)(1 3)"
+    roots = search.thread_orderedsubject(messages, fields, uid=True)
+    assert search.render_threads(roots) == b"(2)(1 3)"
