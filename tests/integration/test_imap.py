@@ -504,3 +504,46 @@ async def test_sort_and_thread(server: ImapServer, delivery: Delivery) -> None:
         c.logout()
 
     await in_thread(run)
+
+
+async def test_qresync_vanished(server: ImapServer, delivery: Delivery) -> None:
+    for _ in range(3):
+        await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
+
+    def run() -> None:
+        other = client(port_of(server))
+        other.select_folder("INBOX")
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as s:
+            f = s.makefile("rwb")
+
+            def command(line: bytes) -> bytes:
+                f.write(line)
+                f.flush()
+                tag = line.split(b" ", 1)[0] + b" "
+                text = b""
+                while not (reply := f.readline()).startswith(tag):
+                    text += reply
+                assert reply.startswith(tag + b"OK"), reply
+                return text + reply
+
+            f.readline()
+            command(login)
+            assert b"* ENABLED QRESYNC" in command(b"e ENABLE QRESYNC\r\n")
+            selected = command(b"s SELECT INBOX\r\n")
+            uidvalidity = int(selected.split(b"[UIDVALIDITY ")[1].split(b"]")[0])
+            modseq = int(selected.split(b"[HIGHESTMODSEQ ")[1].split(b"]")[0])
+            other.add_flags([2], ["\\Deleted"])
+            other.expunge()
+            other.add_flags([3], ["\\Flagged"])
+            noop = command(b"n NOOP\r\n")
+            assert b"* VANISHED 2\r\n" in noop and b"EXPUNGE" not in noop
+            command(b"u UNSELECT\r\n")
+            again = command(b"r SELECT INBOX (QRESYNC (%d %d 1:3))\r\n" % (uidvalidity, modseq))
+            assert b"* VANISHED (EARLIER) 2\r\n" in again
+            assert b"* 2 FETCH (FLAGS (\\Flagged) UID 3 MODSEQ (" in again
+            fetched = command(b"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % modseq)
+            assert b"* VANISHED (EARLIER) 2\r\n" in fetched
+        other.logout()
+
+    await in_thread(run)

@@ -55,6 +55,7 @@ from postier.imap.session import (
     auth_allowed,
     capabilities,
     capability_line,
+    fetch_flags_line,
 )
 from postier.imap.wire import (
     compress_uids,
@@ -82,6 +83,7 @@ from postier.store.types import (
     MailboxId,
     MessageInfo,
     MessageMeta,
+    ModSeq,
     NewMessage,
     Uid,
 )
@@ -291,6 +293,7 @@ class Connection:
         self.dirty = False
         self.rev2 = False
         self.utf8 = False
+        self.qresync = False
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
         self.bad_count = 0
         self._inflate: zlib._Decompress | None = None  # COMPRESS=DEFLATE (RFC 4978)
@@ -601,6 +604,11 @@ class Connection:
                 self.utf8 = True  # RFC 6855 §3
                 self.parser.utf8 = True
                 done.append(b"UTF8=ACCEPT")
+            elif cap == "QRESYNC" and not self.qresync:
+                self.qresync = self.condstore = True  # RFC 7162 §3.2.3: implies CONDSTORE
+                if self.view is not None:
+                    self.view.vanished = True
+                done.append(b"QRESYNC")
             elif cap == "CONDSTORE" and not self.condstore:
                 self.condstore = True
                 done.append(b"CONDSTORE")
@@ -618,8 +626,8 @@ class Connection:
         readonly = isinstance(cmd, c.Examine)
         if cmd.condstore:
             self.condstore = True  # RFC 7162 §3.1.8: SELECT (CONDSTORE) enables it
-        if cmd.qresync is not None:
-            raise _Bad("QRESYNC is not supported")
+        if cmd.qresync is not None and not self.qresync:
+            raise _Bad("QRESYNC parameter without ENABLE QRESYNC")  # RFC 7162 §3.2.5
         if self.view is not None:
             self.view = None
             self.state = State.AUTHENTICATED
@@ -629,6 +637,7 @@ class Connection:
         self._drain_bus()
         self.dirty = False
         view = MailboxView.open(int(mb.id), mb.name, readonly, mb.uidvalidity, listing)
+        view.vanished = self.qresync
         self.send(untagged(b"%d" % view.exists, b"EXISTS"))
         if not self.rev2:
             self.send(untagged(b"0", b"RECENT"))
@@ -652,10 +661,29 @@ class Connection:
             self.send(untagged(b"LIST", b"()", quoted(SEP), self.mbox(mb.name)))
         self.view = view
         self.state = State.SELECTED
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mb.uidvalidity:
+            await self._resync(view, cmd.qresync)
         code = response_code("READ-ONLY" if readonly else "READ-WRITE")
         return tagged(tag, "OK", "EXAMINE completed" if readonly else "SELECT completed", code=code)
 
     cmd_examine = cmd_select
+
+    async def _resync(self, view: MailboxView, q: c.QResync) -> None:
+        """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH for what changed since *q*."""
+        changes = await self.store.changes_since(MailboxId(view.mailbox_id), ModSeq(q.modseq))
+        top = max(view.max_uid(), max((int(u) for u in changes.vanished), default=0))
+        known = q.known_uids
+        vanished = [
+            int(u) for u in changes.vanished
+            if known is None or known.contains(int(u), top)
+        ]
+        if vanished:
+            self.send(untagged(b"VANISHED", b"(EARLIER)", compress_uids(vanished)))
+        for info in changes.changed:
+            seq = view.seq_of(int(info.uid))
+            if seq is not None:
+                self.send(fetch_flags_line(seq, int(info.uid), info.flags, int(info.modseq)))
+
 
     async def cmd_create(self, tag: str, cmd: c.Create) -> bytes:
         assert self.account_id is not None
@@ -966,7 +994,14 @@ class Connection:
         await self.report_changes(allow_expunge=cmd.uid)
         pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
         if cmd.vanished:
-            raise _Bad("VANISHED needs QRESYNC, which is not supported")
+            # RFC 7162 §3.2.6: UID FETCH ... (CHANGEDSINCE m VANISHED) needs QRESYNC.
+            if not (self.qresync and cmd.uid and cmd.changedsince is not None):
+                raise _Bad("VANISHED needs QRESYNC, UID FETCH and CHANGEDSINCE")
+            changes = await self.store.changes_since(MailboxId(view.mailbox_id), ModSeq(cmd.changedsince))
+            top = max(view.max_uid(), max((int(u) for u in changes.vanished), default=0))
+            gone = [int(u) for u in changes.vanished if cmd.seqset.contains(int(u), top)]
+            if gone:
+                self.send(untagged(b"VANISHED", b"(EARLIER)", compress_uids(gone)))
         if cmd.changedsince is not None:
             # RFC 7162 §3.1.4.1: only messages whose MODSEQ is higher; enables CONDSTORE.
             self.condstore = True

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from postier.imap import commands as c
-from postier.imap.wire import flag_list, untagged
+from postier.imap.wire import compress_uids, flag_list, untagged
 from postier.store.types import MessageInfo
 
 
@@ -103,6 +103,7 @@ BASE_CAPABILITIES: Final = (
     "CHILDREN",
     "SPECIAL-USE",
     "CONDSTORE",
+    "QRESYNC",
     "LIST-STATUS",
     "ESEARCH",
     "STATUS=SIZE",
@@ -118,7 +119,7 @@ BASE_CAPABILITIES: Final = (
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
 )
-ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE", "UTF8=ACCEPT"})
+ENABLEABLE: Final = frozenset({"IMAP4REV2", "CONDSTORE", "QRESYNC", "UTF8=ACCEPT"})
 MAX_BAD_COMMANDS: Final = 20
 """Consecutive BAD responses before the connection is closed with BYE (issue 4: "a client
 that keeps misbehaving is disconnected"); a real client never comes near it."""
@@ -177,6 +178,8 @@ class MailboxView:
     infos: dict[int, MessageInfo] = field(default_factory=dict)
     ghosts: set[int] = field(default_factory=set)
     """Expunged by someone else, not reported yet: they keep their sequence number."""
+    vanished: bool = False
+    """QRESYNC enabled: expunges are reported as ``* VANISHED uid-set`` (RFC 7162 §3.2.10)."""
 
     @classmethod
     def open(
@@ -238,6 +241,15 @@ class MailboxView:
         return self._expunge_lines(set(uids))
 
     def _expunge_lines(self, gone: set[int]) -> list[bytes]:
+        if self.vanished:
+            present = gone & set(self.uids)
+            if not present:
+                return []
+            self.uids = [u for u in self.uids if u not in present]
+            for uid in present:
+                self.infos.pop(uid, None)
+                self.ghosts.discard(uid)
+            return [untagged(b"VANISHED", compress_uids(present))]
         lines: list[bytes] = []
         # Highest sequence number first, so each number is right when the client reads it
         # (RFC 9051 §7.5.1: later numbers shift down after each EXPUNGE).
