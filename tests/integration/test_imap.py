@@ -547,3 +547,20 @@ async def test_qresync_vanished(server: ImapServer, delivery: Delivery) -> None:
         other.logout()
 
     await in_thread(run)
+
+
+async def test_searchres_saved_result(server: ImapServer, delivery: Delivery) -> None:
+    for raw in (SIMPLE, MULTIPART, SIMPLE):
+        await delivery.deliver(raw, "bob@example.net", [USER])
+    login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
+    out = await in_thread(
+        lambda: _raw_session(
+            port_of(server),
+            [login, b"s SELECT INBOX\r\n", b"a SEARCH RETURN (SAVE) SUBJECT lunch\r\n",
+             b"f FETCH $ (UID)\r\n", b"b SEARCH NOT UID $\r\n"],
+        )
+    )
+    text = b"".join(out)
+    assert b"* ESEARCH" not in text
+    assert b"* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\nf OK" in text
+    assert b"* SEARCH 2\r\n" in text

@@ -294,6 +294,7 @@ class Connection:
         self.rev2 = False
         self.utf8 = False
         self.qresync = False
+        self.saved_uids: list[int] = []  # SEARCHRES (RFC 5182)
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
         self.bad_count = 0
         self._inflate: zlib._Decompress | None = None  # COMPRESS=DEFLATE (RFC 4978)
@@ -637,6 +638,7 @@ class Connection:
         self._drain_bus()
         self.dirty = False
         view = MailboxView.open(int(mb.id), mb.name, readonly, mb.uidvalidity, listing)
+        self.saved_uids = []
         view.vanished = self.qresync
         self.send(untagged(b"%d" % view.exists, b"EXISTS"))
         if not self.rev2:
@@ -949,9 +951,11 @@ class Connection:
         return view
 
     def _resolve(self, seqset: c.SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        view = self._view()
         if seqset.saved:
-            raise _Bad("$ is not supported")
-        pairs = self._view().resolve(seqset, uid=uid)
+            # RFC 5182 §2.1: "$" is the saved result (UIDs kept, so expunges drop out).
+            return [(s, u) for u in self.saved_uids if (s := view.seq_of(u)) is not None]
+        pairs = view.resolve(seqset, uid=uid)
         if pairs is None:
             raise _Bad("invalid message sequence number")
         return pairs
@@ -1128,7 +1132,7 @@ class Connection:
                     sent[int(meta.info.uid)] = day
         ctx = searchmod.Context(
             max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits,
-            sent_dates=sent,
+            sent_dates=sent, saved=frozenset(self.saved_uids),
         )
         messages = [(seq, view.infos[u]) for seq, u in enumerate(view.uids, 1) if u not in view.ghosts]
         return [(seq, info) for seq, info in messages if searchmod.matches(criteria, seq, info, ctx)]
@@ -1174,7 +1178,11 @@ class Connection:
         await self.report_changes(allow_expunge=cmd.uid)
         found = [(seq, int(info.uid)) for seq, info in await self._search(cmd.criteria)]
         numbers = [u if cmd.uid else s for s, u in found]
-        if cmd.returns is None and not self.rev2:
+        if cmd.returns is not None and c.SearchReturn.SAVE in cmd.returns:
+            self.saved_uids = [u for _, u in found]  # RFC 5182 §2.1
+        if cmd.returns == frozenset({c.SearchReturn.SAVE}):
+            pass  # RFC 5182 §2.4: SAVE alone gives no ESEARCH response
+        elif cmd.returns is None and not self.rev2:
             self.send(untagged(b"SEARCH", *[b"%d" % n for n in numbers]) if numbers else b"* SEARCH\r\n")
         else:
             returns = cmd.returns or frozenset({c.SearchReturn.ALL})
