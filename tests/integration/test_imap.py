@@ -564,3 +564,60 @@ async def test_searchres_saved_result(server: ImapServer, delivery: Delivery) ->
     assert b"* ESEARCH" not in text
     assert b"* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\nf OK" in text
     assert b"* SEARCH 2\r\n" in text
+
+
+async def test_mailbox_management(server: ImapServer, delivery: Delivery) -> None:
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+
+    def run() -> None:
+        c = client(port_of(server))
+        assert c.namespace().personal == (("", "/"),)
+        assert c.id_({"name": "test"}) == ((b"name", b"postier"),)
+        c.create_folder("Projects/2026/Q1")
+        names = {f[2] for f in c.list_folders()}
+        assert {"Projects", "Projects/2026", "Projects/2026/Q1"} <= names
+        c.rename_folder("Projects", "Old")
+        names = {f[2] for f in c.list_folders()}
+        assert {"Old", "Old/2026", "Old/2026/Q1"} <= names and "Projects/2026" not in names
+        c.unsubscribe_folder("Old/2026")  # new mailboxes start subscribed
+        assert "Old/2026" not in [f[2] for f in c.list_sub_folders("", "Old*")]
+        c.subscribe_folder("Old/2026")
+        assert "Old/2026" in [f[2] for f in c.list_sub_folders("", "Old*")]
+        c.delete_folder("Old/2026/Q1")
+        assert "Old/2026/Q1" not in {f[2] for f in c.list_folders()}
+        status = c.folder_status("INBOX", ["MESSAGES", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "UIDNEXT"])
+        assert status[b"MESSAGES"] == 1 and status[b"UNSEEN"] == 1 and status[b"UIDNEXT"] == 2
+        # RFC 9051 §6.3.6: renaming INBOX moves its messages and leaves INBOX empty.
+        c.rename_folder("INBOX", "Before")
+        assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+        assert c.folder_status("Before", ["MESSAGES"])[b"MESSAGES"] == 1
+        special = [f for f in c.list_folders() if f[2] == "Sent"]
+        assert b"\\Sent" in special[0][0]
+        c.logout()
+
+    await in_thread(run)
+
+
+async def test_examine_is_read_only_and_close_expunges(server: ImapServer, delivery: Delivery) -> None:
+    for _ in range(2):
+        await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+
+    def run() -> None:
+        c = client(port_of(server))
+        c.select_folder("INBOX", readonly=True)
+        c.fetch([1], ["BODY[]"])
+        assert c.get_flags([1])[1] == ()  # EXAMINE: no implicit \Seen
+        try:
+            c.add_flags([1], ["\\Flagged"])
+        except Exception as exc:
+            assert "READ-ONLY" in str(exc) or "read-only" in str(exc)
+        else:
+            raise AssertionError("STORE worked in a read-only mailbox")
+        c.unselect_folder()
+        c.select_folder("INBOX")
+        c.add_flags([1], ["\\Deleted"])
+        c.close_folder()  # RFC 9051 §6.4.1: expunges silently
+        assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 1
+        c.logout()
+
+    await in_thread(run)
