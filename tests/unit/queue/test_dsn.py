@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 import pytest
 
@@ -27,6 +27,14 @@ def parse(raw: bytes) -> EmailMessage:
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
+
+def groups_of(part: Message) -> list[Message]:
+    """The field groups of a message/delivery-status part (or the message of a
+    message/rfc822 part), as the stdlib parses them."""
+    payload = part.get_payload()
+    assert isinstance(payload, list)
+    return [m for m in payload if isinstance(m, Message)]
+
 
 
 def test_notify_rules() -> None:
@@ -66,8 +74,8 @@ def test_failure_dsn_parses_back() -> None:
     ]
     assert "carol@example.net" in parts[0].get_content()
     # message/delivery-status: the stdlib gives one block per field group.
-    groups = parts[1].get_payload()
-    assert isinstance(groups, list) and len(groups) == 2
+    groups = groups_of(parts[1])
+    assert len(groups) == 2
     assert groups[0]["Reporting-MTA"] == "dns; mail.example.org"
     assert groups[0]["Original-Envelope-Id"] == "env-1"
     rcpt = groups[1]
@@ -77,7 +85,7 @@ def test_failure_dsn_parses_back() -> None:
     assert rcpt["Status"] == "5.1.1"
     assert rcpt["Remote-MTA"] == "dns; mx.example.net"
     assert rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
-    returned = parts[2].get_payload()[0]
+    returned = groups_of(parts[2])[0]
     assert returned["Message-ID"] == "<m1@example.org>"
     assert ORIGINAL in dsn.message  # the whole original, byte for byte
 
@@ -100,8 +108,8 @@ def test_delay_dsn_has_will_retry_until_and_headers_only() -> None:
     msg = parse(dsn.message)
     assert "Delayed" in msg["Subject"]
     parts = list(msg.iter_parts())
-    assert parts[1].get_payload()[1]["Action"] == "delayed"
-    assert parts[1].get_payload()[1]["Will-Retry-Until"]
+    assert groups_of(parts[1])[1]["Action"] == "delayed"
+    assert groups_of(parts[1])[1]["Will-Retry-Until"]
     assert parts[2].get_content_type() == "text/rfc822-headers"
 
 
