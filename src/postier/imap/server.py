@@ -291,6 +291,7 @@ class Connection:
         self.view: MailboxView | None = None
         self.subscription: ev.Subscription | None = None
         self.dirty = False
+        self.overflowed = False
         self.rev2 = False
         self.utf8 = False
         self.qresync = False
@@ -482,8 +483,20 @@ class Connection:
         if view is None or not (self.dirty or (allow_expunge and view.ghosts)):
             return
         self.dirty = False
-        listing = await self.store.list_messages(MailboxId(view.mailbox_id))
-        for line in view.sync(listing, allow_expunge=allow_expunge, modseq=self.condstore):
+        mid = MailboxId(view.mailbox_id)
+        if self.overflowed:
+            # Lost bus events: compare the whole listing (rare; the bus said so).
+            self.overflowed = False
+            listing = await self.store.list_messages(mid)
+            lines = view.sync(listing, allow_expunge=allow_expunge, modseq=self.condstore)
+            view.highestmodseq = max((int(i.modseq) for i in listing), default=view.highestmodseq)
+        else:
+            changes = await self.store.changes_since(mid, ModSeq(view.highestmodseq))
+            lines = view.apply(
+                changes.changed, changes.vanished, int(changes.highestmodseq),
+                allow_expunge=allow_expunge, modseq=self.condstore,
+            )
+        for line in lines:
             self.send(line)
 
     # ------------------------------------------------------------ any state
@@ -640,6 +653,9 @@ class Connection:
         view = MailboxView.open(int(mb.id), mb.name, readonly, mb.uidvalidity, listing)
         self.saved_uids = []
         view.vanished = self.qresync
+        # Read before the listing, so every later change is after it (and replaying one
+        # that the listing already holds is harmless: nothing differs).
+        view.highestmodseq = int(mb.highestmodseq)
         self.send(untagged(b"%d" % view.exists, b"EXISTS"))
         if not self.rev2:
             self.send(untagged(b"0", b"RECENT"))

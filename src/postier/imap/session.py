@@ -180,6 +180,8 @@ class MailboxView:
     infos: dict[int, MessageInfo] = field(default_factory=dict)
     ghosts: set[int] = field(default_factory=set)
     """Expunged by someone else, not reported yet: they keep their sequence number."""
+    highestmodseq: int = 0
+    """Changes up to here are in the view; :meth:`apply` asks the store for later ones."""
     vanished: bool = False
     """QRESYNC enabled: expunges are reported as ``* VANISHED uid-set`` (RFC 7162 §3.2.10)."""
 
@@ -196,6 +198,7 @@ class MailboxView:
         for info in sorted(listing, key=lambda i: i.uid):
             view.uids.append(int(info.uid))
             view.infos[int(info.uid)] = info
+        view.highestmodseq = max((int(i.modseq) for i in listing), default=0)
         return view
 
     @property
@@ -294,6 +297,47 @@ class MailboxView:
                 self.uids.append(u)
                 self.infos[u] = current[u]
             lines.append(untagged(b"%d" % len(self.uids), b"EXISTS"))
+        return lines
+
+
+    def apply(
+        self,
+        changed: Sequence[MessageInfo],
+        vanished: Iterable[int],
+        highestmodseq: int,
+        *,
+        allow_expunge: bool,
+        modseq: bool = False,
+    ) -> list[bytes]:
+        """Like :meth:`sync`, from the store's ``changes_since(highestmodseq)``: the cost is
+        that of the changes, not of the mailbox (RFC 7162 §3.1 MODSEQ bookkeeping)."""
+        lines: list[bytes] = []
+        gone = {int(u) for u in vanished} & set(self.infos)
+        if allow_expunge:
+            lines += self._expunge_lines(gone | self.ghosts)
+        else:
+            self.ghosts |= gone
+        top = self.max_uid()
+        new: list[MessageInfo] = []
+        for info in changed:
+            uid = int(info.uid)
+            if uid > top:
+                new.append(info)
+                continue
+            old = self.infos.get(uid)
+            if old is None or uid in self.ghosts:
+                continue
+            self.infos[uid] = info
+            if info.flags != old.flags:
+                seq = self.seq_of(uid)
+                assert seq is not None
+                lines.append(fetch_flags_line(seq, uid, info.flags, info.modseq if modseq else None))
+        if new:
+            for info in sorted(new, key=lambda i: i.uid):
+                self.uids.append(int(info.uid))
+                self.infos[int(info.uid)] = info
+            lines.append(untagged(b"%d" % len(self.uids), b"EXISTS"))
+        self.highestmodseq = max(self.highestmodseq, highestmodseq)
         return lines
 
 

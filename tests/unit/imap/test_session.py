@@ -191,3 +191,15 @@ def test_sort_and_threads() -> None:
     assert search.render_threads(roots) == b"(2)(1 3)"
     roots = search.thread_orderedsubject(messages, fields, uid=True)
     assert search.render_threads(roots) == b"(2)(1 3)"
+
+
+def test_apply_changes_like_sync() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(1), info(2), info(3)])
+    seen = MessageInfo(Uid(1), ModSeq(9), frozenset({"\\Seen"}), 0, 100, BodyId(1))
+    lines = view.apply([seen, info(5)], [2], 9, allow_expunge=False)
+    assert lines == [b"* 1 FETCH (FLAGS (\\Seen) UID 1)\r\n", b"* 4 EXISTS\r\n"]
+    assert view.ghosts == {2} and view.highestmodseq == 9
+    assert view.apply([], [], 9, allow_expunge=True) == [b"* 2 EXPUNGE\r\n"]
+    view.vanished = True
+    assert view.apply([], [3, 5], 10, allow_expunge=True) == [b"* VANISHED 3,5\r\n"]
+    assert view.uids == [1]
