@@ -436,6 +436,9 @@ async def test_condstore_changedsince(server: ImapServer, delivery: Delivery) ->
         changed = c.fetch([1, 2, 3], ["FLAGS"], modifiers=[f"CHANGEDSINCE {highest}"])
         assert list(changed) == [2]
         assert changed[2][b"MODSEQ"][0] > highest
+        c._imap.untagged_responses.clear()
+        typ, data = c._imap.search(None, "MODSEQ", str(highest + 1))
+        assert typ == "OK" and data[0] == b"2 (MODSEQ %d)" % changed[2][b"MODSEQ"][0]
         c.logout()
 
     await in_thread(run)
@@ -621,3 +624,23 @@ async def test_examine_is_read_only_and_close_expunges(server: ImapServer, deliv
         c.logout()
 
     await in_thread(run)
+
+
+async def test_command_rate_is_paced(store: SqliteStore, account: Account) -> None:
+    srv = await start_server(store, ImapSettings(max_commands_per_s=50))
+
+    def run() -> float:
+        with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=10) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            started = time.monotonic()
+            f.write(b"".join(b"n%d NOOP\r\n" % i for i in range(75)))
+            f.flush()
+            while not f.readline().startswith(b"n74 OK"):
+                pass
+            return time.monotonic() - started
+
+    try:
+        assert await in_thread(run) >= 0.45  # 50 at once, then 25 at 50/s
+    finally:
+        await srv.stop()

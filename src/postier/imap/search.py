@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -69,10 +69,18 @@ class Context:
 
 
 def uses_sent_date(key: c.SearchKey) -> bool:
+    return _any_key(key, lambda k: isinstance(k, c.SearchDate) and k.field is c.DateField.SENT)
+
+
+def uses_modseq(key: c.SearchKey) -> bool:
+    return _any_key(key, lambda k: isinstance(k, c.SearchModSeq))
+
+
+def _any_key(key: c.SearchKey, test: Callable[[c.SearchKey], bool]) -> bool:
     stack: list[c.SearchKey] = [key]
     while stack:
         k = stack.pop()
-        if isinstance(k, c.SearchDate) and k.field is c.DateField.SENT:
+        if test(k):
             return True
         if isinstance(k, c.SearchNot):
             stack.append(k.key)

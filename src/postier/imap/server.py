@@ -106,6 +106,9 @@ class ImapSettings:
     allow_plaintext_auth_on_loopback: bool = True
     tls_handshake_timeout_s: float = 30.0
     hostname: str = "postier"
+    max_commands_per_s: float = 500.0
+    """Past this rate a connection is slowed down (each command waits its turn), so one
+    client cannot monopolise the store; 0 disables.  Far above any real client."""
 
 
 class _Closed(Exception):
@@ -298,6 +301,8 @@ class Connection:
         self.saved_uids: list[int] = []  # SEARCHRES (RFC 5182)
         self.condstore = False  # RFC 7162 §3.1: MODSEQ in FETCH responses once enabled
         self.bad_count = 0
+        self._tokens = self.settings.max_commands_per_s
+        self._last_command = time.monotonic()
         self._inflate: zlib._Decompress | None = None  # COMPRESS=DEFLATE (RFC 4978)
         self._deflate: zlib._Compress | None = None
         self._out: list[bytes] = []
@@ -411,6 +416,7 @@ class Connection:
                         return
                     self.bad_count += 1
                 case Command(tag=tag, command=command):
+                    await self._pace()
                     if await self.dispatch(tag, command):
                         self.bad_count = 0
                     else:
@@ -423,6 +429,21 @@ class Connection:
                 await self.flush()
                 return
             await self.flush()
+
+    async def _pace(self) -> None:
+        """Token bucket of ``max_commands_per_s`` (burst of one second's worth)."""
+        rate = self.settings.max_commands_per_s
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        self._tokens = min(rate, self._tokens + (now - self._last_command) * rate)
+        self._last_command = now
+        if self._tokens < 1:
+            await self.flush()
+            await asyncio.sleep((1 - self._tokens) / rate)
+            self._tokens = 1
+            self._last_command = time.monotonic()
+        self._tokens -= 1
 
     async def dispatch(self, tag: str, command: c.ImapCommand) -> bool:
         """Run one command; False when it was answered with BAD."""
@@ -1194,12 +1215,19 @@ class Connection:
         await self.report_changes(allow_expunge=cmd.uid)
         found = [(seq, int(info.uid)) for seq, info in await self._search(cmd.criteria)]
         numbers = [u if cmd.uid else s for s, u in found]
+        # RFC 7162 §3.1.5: a search with MODSEQ reports the highest MODSEQ of the results.
+        modseq_key = searchmod.uses_modseq(cmd.criteria)
+        view = self._view()
+        highest = max((int(view.infos[u].modseq) for _, u in found), default=0)
         if cmd.returns is not None and c.SearchReturn.SAVE in cmd.returns:
             self.saved_uids = [u for _, u in found]  # RFC 5182 §2.1
         if cmd.returns == frozenset({c.SearchReturn.SAVE}):
             pass  # RFC 5182 §2.4: SAVE alone gives no ESEARCH response
         elif cmd.returns is None and not self.rev2:
-            self.send(untagged(b"SEARCH", *[b"%d" % n for n in numbers]) if numbers else b"* SEARCH\r\n")
+            items = [b"%d" % n for n in numbers]
+            if numbers and modseq_key:
+                items.append(b"(MODSEQ %d)" % highest)
+            self.send(untagged(b"SEARCH", *items) if items else b"* SEARCH\r\n")
         else:
             returns = cmd.returns or frozenset({c.SearchReturn.ALL})
             parts = [b"(TAG " + quoted(tag) + b")"]
@@ -1214,6 +1242,8 @@ class Connection:
                     parts += [b"ALL", compress_uids(numbers)]
             if c.SearchReturn.COUNT in returns:
                 parts += [b"COUNT", b"%d" % len(numbers)]
+            if numbers and modseq_key:
+                parts += [b"MODSEQ", b"%d" % highest]
             self.send(untagged(b"ESEARCH", *parts))
         await self.report_changes(allow_expunge=cmd.uid)
         return tagged(tag, "OK", "SEARCH completed")
