@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 import pytest
+import trustme
+from aiosmtpd.controller import Controller
 
 from postier.queue import Dsn, QueueRunner, QueueSettings
 from postier.store.sqlite import SqliteStore
@@ -277,3 +281,50 @@ async def test_cli_operations(world: World) -> None:
     world.tempfail.tempfail = False
     assert await world.runner.flush() == 1
     assert await world.queue.list() == []
+
+
+async def test_signer_header_prepended(world: World) -> None:
+    seen: list[str] = []
+
+    async def signer(sender: str, message: bytes) -> bytes:
+        seen.append(sender)
+        assert message == MESSAGE
+        return b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; b=fake\r\n"
+
+    runner = QueueRunner(world.store, world.runner.settings, world.runner.resolver,
+                         signer=signer, deliver_bounce=world.bounces, clock=world.clock)
+    await world.enqueue(["bob@accept.test"])
+    await runner.run_once()
+    assert seen == ["alice@example.org"]
+    assert [m.data for m in world.accept.messages] == [
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; b=fake\r\n" + MESSAGE
+    ]
+
+
+async def test_opportunistic_starttls(store: SqliteStore) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.tls.test").configure_cert(server_ctx)
+    port = free_port(["127.0.0.6"])
+    rec = Recorder()
+    seen_tls: list[bool] = []
+
+    class TlsRecorder(Recorder):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            seen_tls.append(session.ssl is not None)
+            return await rec.handle_DATA(server, session, envelope)
+
+    c = Controller(TlsRecorder(), hostname="127.0.0.6", port=port, tls_context=server_ctx,
+                   require_starttls=True, ready_timeout=5.0)
+    c.start()
+    try:
+        runner = QueueRunner(store, QueueSettings(port=port, connect_timeout_s=5),
+                             resolver({"tls.test": "127.0.0.6"}), clock=Clock())
+        body = await store.prepare_body(MESSAGE)
+        await store.enqueue("alice@example.org", [QueuedRecipient("t@tls.test")], body)
+        await runner.run_once()
+        assert seen_tls == [True]  # self-signed by an unknown CA: still used (RFC 7435)
+        assert [m.data for m in rec.messages] == [MESSAGE]
+        assert await SqliteQueue(store).list() == []
+    finally:
+        c.stop()
