@@ -5,6 +5,7 @@ Delivery and Authenticator behind the server."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import shutil
 import smtplib
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import scramp
 
+from postier.auth.passwords import scram_credentials
 from postier.delivery import Delivery
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
@@ -396,6 +399,19 @@ async def test_starttls_discards_pipelined_plaintext(smtp: Running) -> None:
     assert second.startswith(b"503 5.5.1")  # RFC 3207 §4.2: EHLO needed again
 
 
+async def test_failed_tls_handshake_then_next_client_served(smtp: Running) -> None:
+    def send() -> None:
+        c = Raw(smtp.mta)
+        c.reply()
+        c.send(b"EHLO c\r\nSTARTTLS\r\n")
+        c.replies(2)
+        c.send(b"this is not a TLS ClientHello\r\n" * 10)
+        assert c.closed()
+        serves_next_client(smtp.mta)
+
+    await in_thread(send)
+
+
 # ------------------------------------------------------------ submission
 
 
@@ -603,3 +619,30 @@ async def test_swaks_pipelining_port_25(smtp: Running, store: SqliteStore) -> No
     rc, out = await run_swaks("--port", str(smtp.mta), "--pipeline", "--from", "bob@example.net", "--to", USER)
     assert rc == 0, out
     assert len(await inbox(store)) == 1
+
+
+async def test_auth_scram_sha_256(smtp: Running, store: SqliteStore) -> None:
+    """RFC 7677 over RFC 4954: server-final data in a 334, empty answer, then 235."""
+    await store.set_password(USER, cheap_hash(TEST_PASSWORD), scram_credentials(TEST_PASSWORD, 4096))
+
+    def send(password: str) -> list[str]:
+        c = Raw(smtp.submission)
+        c.reply()
+        c.send(b"EHLO c\r\n")
+        assert b"AUTH SCRAM-SHA-256 PLAIN LOGIN" in c.reply()
+        client = scramp.ScramClient(["SCRAM-SHA-256"], USER, password)
+        first = base64.b64encode(client.get_client_first().encode())
+        c.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        challenge = c.reply()
+        assert challenge.startswith(b"334 ")
+        client.set_server_first(base64.b64decode(challenge[4:].strip()).decode())
+        c.send(base64.b64encode(client.get_client_final().encode()) + b"\r\n")
+        final = c.reply()
+        if not final.startswith(b"334 "):
+            return [final.decode()[:9]]
+        client.set_server_final(base64.b64decode(final[4:].strip()).decode())
+        c.send(b"\r\n")
+        return ["334", c.reply().decode()[:9]]
+
+    assert await in_thread(lambda: send(TEST_PASSWORD)) == ["334", "235 2.7.0"]
+    assert await in_thread(lambda: send("wrong")) == ["535 5.7.8"]

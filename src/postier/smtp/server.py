@@ -103,7 +103,8 @@ class SmtpSettings:
     sender_must_match: bool = True
     max_connections_per_ip: int = 20
     max_connections: int = 1000
-    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    # RFC 4954 over TLS; SCRAM-SHA-256 (RFC 7677) for accounts with stored SCRAM credentials.
+    auth_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "PLAIN", "LOGIN")
     stop_grace_s: float = 10.0  # how long stop() lets transactions in progress finish
 
 
@@ -458,13 +459,14 @@ class SmtpServer:
             async with asyncio.timeout(timeout):
                 data = await stream.read()
         except TimeoutError:
-            session.log.info("timeout after %.0f s", timeout)
+            session.log.info("timeout after %g s: 421", timeout)
             conn.timed_out()
             await stream.write(conn.data_to_send())
             raise _Gone from None
         finally:
             session.idle = False
         if data is None:  # stopping
+            session.log.info("server stopping: 421")
             conn.shutdown()
             await stream.write(conn.data_to_send())
             raise _Gone
@@ -517,7 +519,11 @@ class SmtpServer:
         conn.accept()  # the core drops what it buffered after STARTTLS
         await stream.write(conn.data_to_send())
         # RFC 3207 §4.2 / CVE-2011-0411: drop plaintext the adapter buffered too.
-        await stream.start_tls(self.tls_context)
+        try:
+            await stream.start_tls(self.tls_context)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:  # a client's failure, not ours
+            session.log.info("STARTTLS handshake failed: %s", str(exc) or type(exc).__name__)
+            raise _Gone from None
         session.helo = ""
         session.log.info("STARTTLS done: %s", stream.tls_description)
 
@@ -714,6 +720,8 @@ class SmtpServer:
         local_addresses = [await self._rcpt_address(r) for r in local]
         try:
             if session.mode is not Mode.LMTP:
+                # Every quota is checked before the first copy is written (an address may
+                # be an alias of several accounts), so a full mailbox refuses the whole.
                 full = await self._over_quota(local_addresses, len(raw))
                 if full:
                     log.info("message refused: %s over quota", full)

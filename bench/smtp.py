@@ -1,0 +1,171 @@
+"""SMTP benchmark: messages per second accepted over port-25 SMTP and durably stored.
+
+    .venv/bin/python bench/smtp.py [--messages 2000] [--senders 10 50] [--sizes 10240 1048576]
+
+The server runs in its own process (real SqliteStore, synchronous=FULL, fsync'd bodies,
+parse-once at delivery) so its CPU time per message can be measured apart from the
+clients'.  Each sender is one connection that sends its messages one after the other with
+a pipelined MAIL/RCPT/DATA (RFC 2920).  Every message counts only after its 250, i.e. once
+durable.
+
+The side-by-side comparison with Postfix → LMTP → Dovecot (issue 3) is not here yet: it
+needs both installed and configured on loopback ports by this script; the figures of the
+issue (≈300 msg/s at ≈5 ms server CPU per message for Postfix/Dovecot) are the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORDS = (b"alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+         b"november oscar papa quebec romeo sierra tango uniform victor whiskey xray").split()
+
+
+def make_message(n: int, size: int) -> bytes:
+    header = (
+        b"From: Sender <sender%d@example.net>\r\nTo: alice@example.org\r\n"
+        b"Subject: benchmark message %d\r\nMessage-ID: <%d@bench.example.net>\r\n"
+        b"Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nContent-Type: text/plain\r\n\r\n" % (n % 97, n, n)
+    )
+    line = b" ".join(WORDS[(n + i) % len(WORDS)] for i in range(12)) + b"\r\n"
+    body = line * (max(0, size - len(header)) // len(line) + 1)
+    return header + body[: max(0, size - len(header) - 2)].rstrip(b"\r\n") + b"\r\n"
+
+
+# ---------------------------------------------------------------- server process
+
+
+def server_main(data_dir: str, pipe: Connection) -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    asyncio.run(_server(Path(data_dir), pipe))
+
+
+async def _server(data_dir: Path, pipe: Connection) -> None:
+    from argon2 import PasswordHasher
+
+    from postier.delivery import Delivery
+    from postier.smtp.server import Mode, SmtpServer, SmtpSettings
+    from postier.store.sqlite import SqliteStore
+
+    if os.environ.get("BENCH_LOG"):
+        from postier.log import setup_logging
+
+        setup_logging(os.environ["BENCH_LOG"])
+    store = await SqliteStore.open(data_dir)
+    await store.add_domain("example.org")
+    pw = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("x")
+    await store.create_account("alice@example.org", pw, None)
+    server = SmtpServer(
+        SmtpSettings(hostname="bench.example.org", max_connections_per_ip=1000), store, Delivery(store)
+    )
+    _, port = await server.listen(Mode.MTA, "127.0.0.1", 0)
+    pipe.send(port)
+    loop = asyncio.get_running_loop()
+    while True:
+        command = await loop.run_in_executor(None, pipe.recv)
+        if command == "times":
+            t = os.times()
+            pipe.send(t.user + t.system)
+        elif command == "stop":
+            break
+    await server.stop()
+    await store.close()
+    pipe.send("stopped")
+
+
+# ---------------------------------------------------------------- clients
+
+
+async def sender(port: int, messages: list[bytes]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if len(line) < 4 or line[3:4] != b"-":
+                return line
+
+    assert (await reply()).startswith(b"220")
+    writer.write(b"EHLO bench.example.net\r\n")
+    assert (await reply()).startswith(b"250")
+    for raw in messages:
+        writer.write(
+            b"MAIL FROM:<sender@example.net> SIZE=%d\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+            % len(raw)
+        )
+        for expected in (b"250", b"250", b"354"):
+            line = await reply()
+            assert line.startswith(expected), line
+        writer.write(raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        line = await reply()
+        assert line.startswith(b"250"), line
+    writer.write(b"QUIT\r\n")
+    await reply()
+    writer.close()
+
+
+async def run_case(port: int, pipe: Connection, senders: int, size: int, count: int) -> dict[str, float]:
+    per_sender = max(1, count // senders)
+    batches = [
+        [make_message(s * per_sender + i, size) for i in range(per_sender)] for s in range(senders)
+    ]
+    pipe.send("times")
+    cpu0 = pipe.recv()
+    start = time.perf_counter()
+    await asyncio.gather(*(sender(port, batch) for batch in batches))
+    elapsed = time.perf_counter() - start
+    pipe.send("times")
+    cpu1 = pipe.recv()
+    total = per_sender * senders
+    return {
+        "messages": total,
+        "seconds": elapsed,
+        "per_s": total / elapsed,
+        "cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / total,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000, help="per 10 KB case (1 MB: /10)")
+    parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: temporary)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="postier-bench-smtp-") as tmp:
+        data_dir = args.data or Path(tmp) / "data"
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=server_main, args=(str(data_dir), child), daemon=True)
+        proc.start()
+        port = parent.recv()
+        print(f"server pid {proc.pid} on 127.0.0.1:{port}, data in {data_dir}")
+        print(f"{'size':>9} {'senders':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} {'server CPU ms/msg':>18}")
+        for size in args.sizes:
+            count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
+            for senders in args.senders:
+                r = await run_case(port, parent, senders, size, count)
+                print(
+                    f"{size:>9} {senders:>7} {int(r['messages']):>8} {r['seconds']:>8.2f} "
+                    f"{r['per_s']:>8.0f} {r['cpu_ms_per_msg']:>18.2f}"
+                )
+        parent.send("stop")
+        parent.recv()
+        proc.join(10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
