@@ -319,7 +319,8 @@ class MailboxView:
             self.ghosts |= gone
         top = self.max_uid()
         new: list[MessageInfo] = []
-        for info in changed:
+        latest = {int(i.uid): i for i in changed}  # one entry per UID, the last one wins
+        for info in latest.values():
             uid = int(info.uid)
             if uid > top:
                 new.append(info)
