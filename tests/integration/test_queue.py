@@ -328,3 +328,40 @@ async def test_opportunistic_starttls(store: SqliteStore) -> None:
         assert await SqliteQueue(store).list() == []
     finally:
         c.stop()
+
+
+async def test_real_dns_server_on_loopback(world: World) -> None:
+    from dnslib.server import DNSLogger, DNSServer  # type: ignore[import-untyped]
+    from dnslib.zoneresolver import ZoneResolver  # type: ignore[import-untyped]
+
+    from postier.mailauth.dns import DnsPythonResolver
+
+    zone = ("dns.test. 60 IN MX 20 backup.dns.test.\n"
+            "dns.test. 60 IN MX 10 mx.dns.test.\n"
+            f"mx.dns.test. 60 IN A {HOSTS[0]}\n"
+            "backup.dns.test. 60 IN A 127.0.0.9\n")
+    port = free_port(["127.0.0.1"])
+    server = DNSServer(ZoneResolver(zone), port=port, address="127.0.0.1",
+                       logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
+    server.start_thread()
+    try:
+        runner = QueueRunner(world.store, world.runner.settings,
+                             DnsPythonResolver(["127.0.0.1"], port=port, timeout_s=2.0),
+                             deliver_bounce=world.bounces, clock=world.clock)
+        await world.enqueue(["zed@dns.test"])
+        await runner.run_once()
+        assert [m.rcpts for m in world.accept.messages] == [["zed@dns.test"]]
+        assert await world.queue.list() == []
+    finally:
+        server.stop()
+
+
+async def test_recipient_already_delivered_is_not_sent_again(world: World) -> None:
+    """After a crash between two recipients' results, only the undelivered one goes."""
+    from postier.store.sqlite.queue import RcptUpdate
+
+    qid = await world.enqueue(["a1@accept.test", "a2@accept.test"])
+    await world.queue.mark(qid, [RcptUpdate("a1@accept.test", RcptStatus.SENT, "2.0.0 done")])
+    await world.runner.run_once()
+    assert [m.rcpts for m in world.accept.messages] == [["a2@accept.test"]]
+    assert await world.queue.get(qid) is None
