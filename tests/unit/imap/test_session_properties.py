@@ -17,7 +17,6 @@ def info(uid: int, seen: bool = False) -> MessageInfo:
     return MessageInfo(Uid(uid), ModSeq(uid), frozenset({"\\Seen"}) if seen else frozenset(), 0, 1, BodyId(uid))
 
 
-Step = tuple[list[int], list[int], bool]  # (uids removed, how many new, expunge allowed)
 
 
 @st.composite
@@ -77,7 +76,7 @@ def test_client_model_follows_view(history: tuple[int, list[tuple[frozenset[int]
         changed = list(new)
         if flip and store:
             u = min(store)
-            store[u] = info(u, not ("\\Seen" in store[u].flags))
+            store[u] = info(u, "\\Seen" not in store[u].flags)
             changed.append(store[u])
         if incremental:
             lines = view.apply(changed, gone, 0, allow_expunge=allow)
