@@ -518,7 +518,12 @@ class QueueRunner:
             log.info("queue %d: done", entry.id)
             return
         attempts = entry.attempts + (1 if job.attempted else 0)
-        delay = s.backoff_s(attempts) if open_ else s.backoff_s(1)
+        if dsn_failed or not open_:
+            delay = s.backoff_s(1)
+        elif not job.attempted:  # stopped before its turn: due again at once
+            delay = 0
+        else:
+            delay = s.backoff_s(attempts)
         next_attempt = min(int(now) + delay, max(int(expires), int(now) + 1))
         await self.queue.reschedule(entry.id, next_attempt, job.last_error or entry.last_error,
                                     count_attempt=job.attempted)
