@@ -646,3 +646,37 @@ async def test_auth_scram_sha_256(smtp: Running, store: SqliteStore) -> None:
 
     assert await in_thread(lambda: send(TEST_PASSWORD)) == ["334", "235 2.7.0"]
     assert await in_thread(lambda: send("wrong")) == ["535 5.7.8"]
+
+
+async def test_smtputf8_address_and_trace(smtp: Running, store: SqliteStore) -> None:
+    """RFC 6531: a UTF-8 reverse-path with SMTPUTF8; Received says "with UTF8SMTP"."""
+
+    def send() -> list[str]:
+        c = Raw(smtp.mta)
+        c.reply()
+        c.send(
+            "EHLO c\r\nMAIL FROM:<jos\u00e9@example.net> SMTPUTF8\r\n"
+            "RCPT TO:<alice@example.org>\r\nDATA\r\n".encode()
+        )
+        codes = c.codes(4)
+        c.send("From: jos\u00e9@example.net\r\nSubject: caf\u00e9\r\n\r\nhi\r\n.\r\n".encode())
+        return [*codes, c.code()]
+
+    assert await in_thread(send) == ["250", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+    (stored,) = await inbox(store)
+    assert "Return-Path: <jos\u00e9@example.net>".encode() in stored
+    assert b"with UTF8SMTP id" in stored
+
+
+async def test_submission_without_from_refused(smtp: Running, store: SqliteStore) -> None:
+    def send() -> None:
+        with smtplib.SMTP(HOST, smtp.submission, timeout=10) as client:
+            client.ehlo("c")
+            client.login(USER, TEST_PASSWORD)
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                client.sendmail(USER, [USER], b"Subject: no from\r\n\r\nhi\r\n")
+            assert info.value.smtp_code == 550
+            assert client.noop()[0] == 250  # the session goes on
+
+    await in_thread(send)
+    assert await inbox(store) == []

@@ -80,6 +80,7 @@ from postier.store.types import PreparedBody, QueuedRecipient
 __all__ = ["Mode", "SmtpServer", "SmtpSettings"]
 
 C550_DOMAIN_NOT_LOCAL = Reply(550, "5.1.2", "Domain not hosted here")  # RFC 3463 X.1.2 (LMTP)
+C550_NO_FROM = Reply(550, "5.6.0", "Message has no From: header field")  # RFC 5322 §3.6
 C553_FROM_NOT_OWNED = Reply(553, "5.7.1", "From: header address not owned by authenticated user")
 READ_CHUNK_BYTES = 256 * 1024  # pause reading above this much unconsumed input
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
@@ -656,16 +657,15 @@ class SmtpServer:
     # ------------------------------------------------------------ the message
 
     def _received(self, session: _Session, event: Message) -> bytes:
-        """RFC 5321 §4.4 trace field; protocol names from RFC 3848."""
+        """RFC 5321 §4.4 trace field; protocol names from RFC 3848 and RFC 6531 §3.7.3."""
         tls = session.stream.tls_description
-        if session.mode is Mode.LMTP:
-            with_ = "LMTP"
-        else:
-            with_ = "ESMTP" if session.esmtp else "SMTP"
-            if tls:
-                with_ += "S"
-            if session.user:
-                with_ += "A"
+        with_ = "LMTP" if session.mode is Mode.LMTP else "ESMTP" if session.esmtp else "SMTP"
+        if event.sender.smtputf8:
+            with_ = "UTF8" + with_.removeprefix("E")  # UTF8SMTP, UTF8LMTP
+        if tls:
+            with_ += "S"
+        if session.user:
+            with_ += "A"
         peer = f"[{session.peer_ip}]" if session.peer_ip else "localhost"
         helo = "".join(c for c in session.helo if c.isprintable() and c not in "()")[:100] or "unknown"
         lines = [f"Received: from {helo} ({peer})", f"\tby {self.settings.hostname} (postier) with {with_}"]
@@ -701,8 +701,13 @@ class SmtpServer:
         prefix = self._received(session, event)
         if session.mode is Mode.SUBMISSION:
             froms, has_date, has_message_id = self._headers(event.data)
+            if not froms:
+                # RFC 5322 §3.6: From: is required; we do not invent one for the user.
+                log.info("message refused: no From: header")
+                conn.reject(C550_NO_FROM)
+                return
             if self.settings.sender_must_match:
-                for address in froms or [""]:
+                for address in froms:
                     if not await self._owns(session.user, address):
                         log.info("From: <%s> refused: not owned by %s", address, session.user)
                         conn.reject(C553_FROM_NOT_OWNED)
@@ -716,7 +721,7 @@ class SmtpServer:
         sender = event.sender.address
         recipients = list(event.recipients)
         local = [r for r in recipients if r.address not in session.remote_rcpts]
-        remote = [r for r in recipients if r.address in session.remote_rcpts]
+        remote = list({r.address: r for r in recipients if r.address in session.remote_rcpts}.values())
         local_addresses = [await self._rcpt_address(r) for r in local]
         try:
             if session.mode is not Mode.LMTP:
