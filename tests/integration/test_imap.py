@@ -171,6 +171,9 @@ async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) ->
         assert c.search(["UID", "2:*"]) == [2]
         assert c.search(["SINCE", "1-Jan-2020"]) == [1, 2]
         assert c.search(["SENTON", "2-Nov-2026"]) == [1]  # MULTIPART has no Date:
+        assert c.search(["SAVEDSINCE", "1-Jan-2020", "SAVEDATESUPPORTED"]) == [1, 2]
+        assert c.search(["SAVEDBEFORE", "1-Jan-2020"]) == []
+        assert c.fetch([1], ["SAVEDATE"])[1][b"SAVEDATE"] is not None
         c.remove_flags([2], ["\\Flagged"])
         c.set_flags([1], ["\\Answered"])
         assert c.get_flags([1, 2]) == {1: (b"\\Answered",), 2: (b"$Important",)}

@@ -62,6 +62,10 @@ def internal_date(epoch_s: int) -> bytes:
     )
 
 
+def utc_date(epoch_s: int) -> datetime.date:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.UTC).date()
+
+
 def _split_fields(header: bytes) -> list[tuple[bytes, bytes]]:
     """A header block as ``(lower-case name, whole field with its CRLF)``, folding kept."""
     fields: list[tuple[bytes, bytes]] = []

@@ -9,7 +9,7 @@ Two steps, so the evaluation stays pure:
    sequence number and those answers.
 
 Dates compare disregarding time (RFC 9051 §6.4.4): the internal date in UTC; SENT* keys the
-Date: header's day, read from the stored ENVELOPE; SAVED* keys use the internal date.
+Date: header's day, read from the stored ENVELOPE; SAVED* keys the save date (RFC 8514).
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ class Context:
     saved: frozenset[int] = frozenset()
     sent_dates: Mapping[int, datetime.date] = field(default_factory=dict)
     """UID → the day of its Date: header, in the header's own zone (SENT* keys)."""
+    save_dates: Mapping[int, datetime.date] = field(default_factory=dict)
+    """UID → the day it was saved in this mailbox (SAVED* keys, RFC 8514)."""
+
+
+def uses_save_date(key: c.SearchKey) -> bool:
+    return _any_key(key, lambda k: isinstance(k, c.SearchDate) and k.field is c.DateField.SAVED)
 
 
 def uses_sent_date(key: c.SearchKey) -> bool:
@@ -135,11 +141,12 @@ def matches(key: c.SearchKey, seq: int, info: MessageInfo, ctx: Context) -> bool
                 return True  # empty string: every message has it (approximation for HEADER)
             return int(info.uid) in ctx.text_hits.get(text_query(key), frozenset())
         case c.SearchDate(field=which, op=op, date=date):
-            if which is c.DateField.SENT:
-                sent = ctx.sent_dates.get(int(info.uid))
-                if sent is None:
+            if which is c.DateField.SENT or which is c.DateField.SAVED:
+                dates = ctx.sent_dates if which is c.DateField.SENT else ctx.save_dates
+                known = dates.get(int(info.uid))
+                if known is None:
                     return False
-                day = sent
+                day = known
             else:
                 day = _date_of(info.internal_date)
             if op is c.DateOp.BEFORE:
@@ -165,7 +172,7 @@ def matches(key: c.SearchKey, seq: int, info: MessageInfo, ctx: Context) -> bool
         case c.SearchObjectId():
             return False
         case c.SearchSaveDateSupported():
-            return False
+            return True  # RFC 8514 §4.3: this mailbox keeps save dates
         case c.SearchNot(key=inner):
             return not matches(inner, seq, info, ctx)
         case c.SearchOr(left=left, right=right):

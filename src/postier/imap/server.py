@@ -1161,15 +1161,19 @@ class Connection:
         for field, needle in searchmod.text_queries(criteria):
             hits[(field, needle)] = frozenset(int(u) for u in await self.store.search_text(mid, field, needle))
         sent: dict[int, datetime.date] = {}
-        if searchmod.uses_sent_date(criteria):
+        saved: dict[int, datetime.date] = {}
+        want_sent, want_saved = searchmod.uses_sent_date(criteria), searchmod.uses_save_date(criteria)
+        if want_sent or want_saved:
             live = [Uid(u) for u in view.uids if u not in view.ghosts]
             for meta in await self._metas(live):
-                day = searchmod.envelope_date(meta.envelope)
+                day = searchmod.envelope_date(meta.envelope) if want_sent else None
                 if day is not None:
                     sent[int(meta.info.uid)] = day
+                if want_saved:
+                    saved[int(meta.info.uid)] = fetchmod.utc_date(meta.save_date)
         ctx = searchmod.Context(
             max_seq=view.exists, max_uid=view.max_uid(), now_s=int(time.time()), text_hits=hits,
-            sent_dates=sent, saved=frozenset(self.saved_uids),
+            sent_dates=sent, save_dates=saved, saved=frozenset(self.saved_uids),
         )
         messages = [(seq, view.infos[u]) for seq, u in enumerate(view.uids, 1) if u not in view.ghosts]
         return [(seq, info) for seq, info in messages if searchmod.matches(criteria, seq, info, ctx)]
