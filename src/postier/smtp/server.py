@@ -251,9 +251,7 @@ class _Session:
     helo: str = ""
     esmtp: bool = False
     user: str = ""  # authenticated address
-    idle: bool = False
     remote_rcpts: set[str] = field(default_factory=set)
-    errors_logged: int = 0
 
 
 # ---------------------------------------------------------------- the server
@@ -351,7 +349,8 @@ class SmtpServer:
         self._log.info("listening for %s on unix:%s", mode.value, sock_path)
 
     async def stop(self) -> None:
-        """Stop listening; idle sessions get 421, transactions in progress may finish."""
+        """Stop listening; sessions waiting for input get 421 at once, a delivery in
+        progress may finish (up to ``stop_grace_s``) before its connection closes."""
         self._stopping = True
         for server in self._servers:
             server.close()
@@ -451,21 +450,18 @@ class SmtpServer:
 
     async def _read(self, session: _Session) -> bytes:
         conn, stream = session.conn, session.stream
-        await stream.write(conn.data_to_send())  # RFC 2920 §3.1: flush before blocking
         timeout = (
             self.settings.data_timeout_s if conn.reading_message else self.settings.command_timeout_s
         )
-        session.idle = not conn.reading_message
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # also bounds a client that never reads
+                await stream.write(conn.data_to_send())  # RFC 2920 §3.1: flush before blocking
                 data = await stream.read()
         except TimeoutError:
             session.log.info("timeout after %g s: 421", timeout)
             conn.timed_out()
             await stream.write(conn.data_to_send())
             raise _Gone from None
-        finally:
-            session.idle = False
         if data is None:  # stopping
             session.log.info("server stopping: 421")
             conn.shutdown()
@@ -483,7 +479,8 @@ class SmtpServer:
                 case NeedData():
                     conn.receive_data(await self._read(session))
                 case Closed():
-                    await session.stream.write(conn.data_to_send())
+                    async with asyncio.timeout(self.settings.command_timeout_s):
+                        await session.stream.write(conn.data_to_send())
                     return
                 case Paused():  # pragma: no cover - every decision below answers
                     raise AssertionError("core paused without a decision")
