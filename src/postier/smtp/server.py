@@ -199,6 +199,11 @@ class _Stream(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             await self._drain
 
+    def write_nowait(self, data: bytes) -> None:
+        """Queue ``data`` without waiting for the peer to read (last words before close)."""
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
     def discard_buffered(self) -> None:
         self._buffer.clear()
 
@@ -460,12 +465,12 @@ class SmtpServer:
         except TimeoutError:
             session.log.info("timeout after %g s: 421", timeout)
             conn.timed_out()
-            await stream.write(conn.data_to_send())
+            stream.write_nowait(conn.data_to_send())
             raise _Gone from None
         if data is None:  # stopping
             session.log.info("server stopping: 421")
             conn.shutdown()
-            await stream.write(conn.data_to_send())
+            stream.write_nowait(conn.data_to_send())
             raise _Gone
         if not data:
             raise _Gone
