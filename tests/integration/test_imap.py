@@ -647,3 +647,30 @@ async def test_command_rate_is_paced(store: SqliteStore, account: Account) -> No
         assert await in_thread(run) >= 0.45  # 50 at once, then 25 at 50/s
     finally:
         await srv.stop()
+
+
+async def test_list_extended_status_and_nonexistent_parents(
+    store: SqliteStore, account: Account, server: ImapServer
+) -> None:
+    await store.create_mailbox(account.id, "Lists/postier")  # no "Lists" mailbox
+    await store.create_mailbox(account.id, "Entwürfe")
+    await store.set_subscribed(account.id, "Trash", False)
+    login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
+    out = await in_thread(
+        lambda: _raw_session(
+            port_of(server),
+            [login, b'a LIST "" %\r\n', b'b LIST "" "*" RETURN (STATUS (MESSAGES UIDNEXT))\r\n',
+             b'c LIST (SUBSCRIBED RECURSIVEMATCH) "" %\r\n', b'd LIST (SPECIAL-USE) "" "*"\r\n',
+             b"e ENABLE IMAP4rev2\r\n", b'f LIST "" %\r\n'],
+        )
+    )
+    text = b"".join(out)
+    assert b'* LIST (\\Noselect \\HasChildren) "/" Lists\r\n' in text
+    assert b'* LIST (\\HasNoChildren) "/" Entw&APw-rfe\r\n' in text  # modified UTF-7
+    assert b'* STATUS INBOX (MESSAGES 0 UIDNEXT 1)\r\n' in text
+    assert b'* LIST (\\HasChildren) "/" Lists/postier\r\n' not in text
+    assert b'* LIST (\\NonExistent \\HasChildren) "/" Lists ("CHILDINFO" ("SUBSCRIBED"))\r\n' in text
+    assert b'* LIST (\\NonExistent \\HasChildren) "/" Lists\r\n' in text
+    assert b'* LIST (\\HasNoChildren) "/" "Entw\xc3\xbcrfe"\r\n' in text or b"Entw\xc3\xbcrfe\r\n" in text
+    specials = [line for line in out if line.startswith(b"* LIST (\\HasNoChildren \\")]
+    assert len(specials) >= 5

@@ -802,6 +802,8 @@ class Connection:
         subscribed_only: bool,
         show_subscribed: bool,
         special_only: bool = False,
+        recursive: bool = False,
+        extended: bool = False,
         status_items: tuple[c.StatusItem, ...] = (),
     ) -> None:
         assert self.account_id is not None
@@ -811,24 +813,49 @@ class Connection:
             self.send(untagged(word, b"(\\Noselect)", quoted(SEP), b'""'))
             return
         boxes = await self.store.list_mailboxes(self.account_id)
-        names = {m.name for m in boxes}
+        by_name = {m.name: m for m in boxes}
+        parents: set[str] = set()  # every name that has at least one child
+        subscribed_parents: set[str] = set()  # ... with a subscribed descendant
+        for box in boxes:
+            parts = box.name.split(SEP)
+            for i in range(1, len(parts)):
+                parents.add(SEP.join(parts[:i]))
+                if box.subscribed:
+                    subscribed_parents.add(SEP.join(parts[:i]))
         matchers = [list_matcher(reference, p) for p in patterns]
-        for mb in sorted(boxes, key=lambda m: (m.name != "INBOX", m.name)):
-            if not any(_name_matches(rx, mb.name) for rx in matchers):
+        # RFC 5258 §3 / RFC 9051 §6.3.9: a parent that does not exist is still listed
+        # (\NonExistent, or \Noselect for IMAP4rev1) when the pattern matches it.
+        names = sorted(set(by_name) | parents, key=lambda n: (n != "INBOX", n))
+        for name in names:
+            if not any(_name_matches(rx, name) for rx in matchers):
                 continue
-            if (subscribed_only or lsub) and not mb.subscribed:
-                continue
-            if special_only and not mb.special_use:
-                continue
-            attrs: list[bytes] = []
-            has_children = any(n.startswith(mb.name + SEP) for n in names)
-            attrs.append(b"\\HasChildren" if has_children else b"\\HasNoChildren")
-            if mb.special_use and not lsub:
-                attrs.append(mb.special_use.encode("ascii"))
-            if show_subscribed and mb.subscribed:
-                attrs.append(b"\\Subscribed")
-            self.send(untagged(word, paren_list(attrs), quoted(SEP), self.mbox(mb.name)))
-            if status_items:
+            mb = by_name.get(name)
+            childinfo = False
+            if mb is None:
+                if lsub or special_only or status_items:
+                    continue
+                if subscribed_only and not (recursive and name in subscribed_parents):
+                    continue
+                nonexistent = self.rev2 or extended  # RFC 5258 §3.4 / RFC 9051 §7.3.1
+                attrs = [b"\\NonExistent" if nonexistent else b"\\Noselect", b"\\HasChildren"]
+                childinfo = recursive and name in subscribed_parents
+            else:
+                if (subscribed_only or lsub) and not mb.subscribed:
+                    if not (recursive and name in subscribed_parents):
+                        continue
+                    childinfo = True
+                if special_only and not mb.special_use:
+                    continue
+                attrs = [b"\\HasChildren" if name in parents else b"\\HasNoChildren"]
+                if mb.special_use and not lsub:
+                    attrs.append(mb.special_use.encode("ascii"))
+                if show_subscribed and mb.subscribed:
+                    attrs.append(b"\\Subscribed")
+            line = [word, paren_list(attrs), quoted(SEP), self.mbox(name)]
+            if childinfo:
+                line.append(b'("CHILDINFO" ("SUBSCRIBED"))')  # RFC 5258 §3.5
+            self.send(untagged(*line))
+            if status_items and mb is not None:
                 self.send(await self._status_line(mb, status_items))
 
     async def cmd_list(self, tag: str, cmd: c.List) -> bytes:
@@ -839,6 +866,8 @@ class Connection:
             subscribed_only=c.ListSelect.SUBSCRIBED in cmd.select,
             show_subscribed=c.ListReturn.SUBSCRIBED in cmd.returns or c.ListSelect.SUBSCRIBED in cmd.select,
             special_only=c.ListSelect.SPECIAL_USE in cmd.select,
+            recursive=c.ListSelect.RECURSIVEMATCH in cmd.select,
+            extended=cmd.extended,
             status_items=cmd.status_items,
         )
         return tagged(tag, "OK", "LIST completed")
