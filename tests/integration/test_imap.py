@@ -674,3 +674,30 @@ async def test_list_extended_status_and_nonexistent_parents(
     assert b'* LIST (\\HasNoChildren) "/" "Entw\xc3\xbcrfe"\r\n' in text or b"Entw\xc3\xbcrfe\r\n" in text
     specials = [line for line in out if line.startswith(b"* LIST (\\HasNoChildren \\")]
     assert len(specials) >= 5
+
+
+async def test_start_imap_registers_listeners(store: SqliteStore, account: Account, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from postier.app import App
+    from postier.config import Config
+    from postier.imap.service import start_imap
+    from tests.integration.test_pop3_support import authenticator
+
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
+    config = Config()
+    config = replace(config, imap=replace(config.imap, listen=(LOOPBACK,), tls_listen=(LOOPBACK,)))
+    app = App(config, tmp_path, store=store, authenticator=authenticator(store), tls=tls, hostname="mx.test")
+    await start_imap(app)
+    try:
+        assert len(app.listening) == 2
+        assert app.listening[0].startswith("IMAP        127.0.0.1:") and "(STARTTLS)" in app.listening[0]
+        assert "(implicit TLS)" in app.listening[1]
+        port = int(app.listening[0].split(":")[1].split(" ")[0])
+        greeting = await in_thread(lambda: imaplib.IMAP4("127.0.0.1", port, timeout=10).welcome)
+        assert b"mx.test" in greeting
+    finally:
+        app.store = None  # the fixture closes it
+        await app.stop()
