@@ -667,10 +667,12 @@ class Connection:
             self.view = None
             self.state = State.AUTHENTICATED
             self.send(untagged_status("OK", "previous mailbox closed", code=response_code("CLOSED")))
-        mb = await self._mailbox(cmd.mailbox)
-        listing = await self.store.list_messages(mb.id)
+        # Events queued so far are older than what is read next; later ones stay queued and
+        # are replayed from the mailbox's HIGHESTMODSEQ read here (before the listing).
         self._drain_bus()
         self.dirty = False
+        mb = await self._mailbox(cmd.mailbox)
+        listing = await self.store.list_messages(mb.id)
         view = MailboxView.open(int(mb.id), mb.name, readonly, mb.uidvalidity, listing)
         self.saved_uids = []
         view.vanished = self.qresync
