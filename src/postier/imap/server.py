@@ -46,9 +46,7 @@ from postier.imap.parser import (
 )
 from postier.imap.session import (
     ENABLEABLE,
-    MAILBOX_FLAGS,
     MAX_BAD_COMMANDS,
-    PERMANENT_FLAGS,
     MailboxView,
     State,
     allowed,
@@ -56,6 +54,8 @@ from postier.imap.session import (
     capabilities,
     capability_line,
     fetch_flags_line,
+    search_responses,
+    select_responses,
 )
 from postier.imap.wire import (
     compress_uids,
@@ -679,27 +679,8 @@ class Connection:
         # Read before the listing, so every later change is after it (and replaying one
         # that the listing already holds is harmless: nothing differs).
         view.highestmodseq = int(mb.highestmodseq)
-        self.send(untagged(b"%d" % view.exists, b"EXISTS"))
-        if not self.rev2:
-            self.send(untagged(b"0", b"RECENT"))
-        keywords = sorted({f for i in listing for f in i.flags if not f.startswith("\\")})
-        self.send(untagged(b"FLAGS", flag_list([*MAILBOX_FLAGS, *keywords])))
-        permanent = [] if readonly else [*PERMANENT_FLAGS, *keywords]
-        self.send(untagged_status("OK", "flags", code=response_code("PERMANENTFLAGS", flag_list(permanent))))
-        if not self.rev2:
-            first_unseen = next(
-                (n for n, u in enumerate(view.uids, 1) if "\\Seen" not in view.infos[u].flags), None
-            )
-            if first_unseen is not None:
-                self.send(untagged_status("OK", "first unseen", code=response_code("UNSEEN", b"%d" % first_unseen)))
-        self.send(untagged_status("OK", "UIDs valid", code=response_code("UIDVALIDITY", b"%d" % mb.uidvalidity)))
-        self.send(untagged_status("OK", "predicted next UID", code=response_code("UIDNEXT", b"%d" % mb.uidnext)))
-        self.send(
-            untagged_status("OK", "highest", code=response_code("HIGHESTMODSEQ", b"%d" % mb.highestmodseq))
-        )
-        if self.rev2:
-            # RFC 9051 §6.3.2: a LIST response with the mailbox name.
-            self.send(untagged(b"LIST", b"()", quoted(SEP), self.mbox(mb.name)))
+        for line in select_responses(view, mb, rev2=self.rev2, utf8=self.rev2 or self.utf8):
+            self.send(line)
         self.view = view
         self.state = State.SELECTED
         if cmd.qresync is not None and cmd.qresync.uidvalidity == mb.uidvalidity:
@@ -1256,30 +1237,11 @@ class Connection:
         highest = max((int(view.infos[u].modseq) for _, u in found), default=0)
         if cmd.returns is not None and c.SearchReturn.SAVE in cmd.returns:
             self.saved_uids = [u for _, u in found]  # RFC 5182 §2.1
-        if cmd.returns == frozenset({c.SearchReturn.SAVE}):
-            pass  # RFC 5182 §2.4: SAVE alone gives no ESEARCH response
-        elif cmd.returns is None and not self.rev2:
-            items = [b"%d" % n for n in numbers]
-            if numbers and modseq_key:
-                items.append(b"(MODSEQ %d)" % highest)
-            self.send(untagged(b"SEARCH", *items) if items else b"* SEARCH\r\n")
-        else:
-            returns = cmd.returns or frozenset({c.SearchReturn.ALL})
-            parts = [b"(TAG " + quoted(tag) + b")"]
-            if cmd.uid:
-                parts.append(b"UID")
-            if numbers:
-                if c.SearchReturn.MIN in returns:
-                    parts += [b"MIN", b"%d" % min(numbers)]
-                if c.SearchReturn.MAX in returns:
-                    parts += [b"MAX", b"%d" % max(numbers)]
-                if c.SearchReturn.ALL in returns:
-                    parts += [b"ALL", compress_uids(numbers)]
-            if c.SearchReturn.COUNT in returns:
-                parts += [b"COUNT", b"%d" % len(numbers)]
-            if numbers and modseq_key:
-                parts += [b"MODSEQ", b"%d" % highest]
-            self.send(untagged(b"ESEARCH", *parts))
+        for line in search_responses(
+            tag, numbers, cmd.returns, uid=cmd.uid, esearch=self.rev2,
+            modseq=highest if modseq_key else None,
+        ):
+            self.send(line)
         await self.report_changes(allow_expunge=cmd.uid)
         return tagged(tag, "OK", "SEARCH completed")
 

@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from postier.imap import commands as c
-from postier.imap.wire import compress_uids, flag_list, untagged
-from postier.store.types import MessageInfo
+from postier.imap.wire import (
+    compress_uids,
+    flag_list,
+    quoted,
+    response_code,
+    untagged,
+    untagged_status,
+)
+from postier.imap.wire import mailbox as wire_mailbox
+from postier.store.types import HIERARCHY_SEPARATOR, Mailbox, MessageInfo
 
 
 class State(enum.Enum):
@@ -345,3 +353,74 @@ class MailboxView:
 
 PERMANENT_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*")
 MAILBOX_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def select_responses(view: MailboxView, mailbox: Mailbox, *, rev2: bool, utf8: bool) -> list[bytes]:
+    """The untagged responses of SELECT / EXAMINE (RFC 9051 §6.3.2, RFC 3501 §6.3.1)."""
+    lines = [untagged(b"%d" % view.exists, b"EXISTS")]
+    if not rev2:
+        lines.append(untagged(b"0", b"RECENT"))  # RFC 3501 only; \Recent is not kept
+    keywords = sorted({f for i in view.infos.values() for f in i.flags if not f.startswith("\\")})
+    lines.append(untagged(b"FLAGS", flag_list([*MAILBOX_FLAGS, *keywords])))
+    permanent = [] if view.readonly else [*PERMANENT_FLAGS, *keywords]
+    lines.append(untagged_status("OK", "flags", code=response_code("PERMANENTFLAGS", flag_list(permanent))))
+    if not rev2:
+        first_unseen = next(
+            (n for n, u in enumerate(view.uids, 1) if "\\Seen" not in view.infos[u].flags), None
+        )
+        if first_unseen is not None:
+            lines.append(
+                untagged_status("OK", "first unseen", code=response_code("UNSEEN", b"%d" % first_unseen))
+            )
+    for name, value, text in (
+        ("UIDVALIDITY", mailbox.uidvalidity, "UIDs valid"),
+        ("UIDNEXT", int(mailbox.uidnext), "predicted next UID"),
+        ("HIGHESTMODSEQ", int(mailbox.highestmodseq), "highest"),
+    ):
+        lines.append(untagged_status("OK", text, code=response_code(name, b"%d" % value)))
+    if rev2:
+        # RFC 9051 §6.3.2: a LIST response with the mailbox name.
+        lines.append(untagged(b"LIST", b"()", quoted(HIERARCHY_SEPARATOR), wire_mailbox(mailbox.name, utf8=utf8)))
+    return lines
+
+
+def search_responses(
+    tag: str,
+    numbers: Sequence[int],
+    returns: frozenset[c.SearchReturn] | None,
+    *,
+    uid: bool,
+    esearch: bool,
+    modseq: int | None = None,
+) -> list[bytes]:
+    """SEARCH (RFC 3501 §7.2.5) or ESEARCH (RFC 4731 §3.1, RFC 9051 §7.3.4) replies.
+
+    *esearch*: IMAP4rev2 enabled, so a plain SEARCH is answered with ESEARCH too.
+    *modseq*: the search used MODSEQ (RFC 7162 §3.1.5).
+    """
+    if returns == frozenset({c.SearchReturn.SAVE}):
+        return []  # RFC 5182 §2.4: SAVE alone gives no response
+    if returns is None and not esearch:
+        items = [b"%d" % n for n in numbers]
+        if numbers and modseq is not None:
+            items.append(b"(MODSEQ %d)" % modseq)
+        return [untagged(b"SEARCH", *items) if items else b"* SEARCH\r\n"]
+    wanted = returns or frozenset({c.SearchReturn.ALL})
+    parts = [b"(TAG " + quoted(tag) + b")"]
+    if uid:
+        parts.append(b"UID")
+    if numbers:
+        if c.SearchReturn.MIN in wanted:
+            parts += [b"MIN", b"%d" % min(numbers)]
+        if c.SearchReturn.MAX in wanted:
+            parts += [b"MAX", b"%d" % max(numbers)]
+        if c.SearchReturn.ALL in wanted:
+            parts += [b"ALL", compress_uids(numbers)]
+    if c.SearchReturn.COUNT in wanted:
+        parts += [b"COUNT", b"%d" % len(numbers)]
+    if numbers and modseq is not None:
+        parts += [b"MODSEQ", b"%d" % modseq]
+    return [untagged(b"ESEARCH", *parts)]

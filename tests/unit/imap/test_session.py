@@ -203,3 +203,35 @@ def test_apply_changes_like_sync() -> None:
     view.vanished = True
     assert view.apply([], [3, 5], 10, allow_expunge=True) == [b"* VANISHED 3,5\r\n"]
     assert view.uids == [1]
+
+
+def test_select_responses_rev1_and_rev2() -> None:
+    from postier.imap.session import select_responses
+    from postier.store.types import AccountId, Mailbox, MailboxId
+
+    mb = Mailbox(MailboxId(1), AccountId(1), "Entwürfe", 42, Uid(4), ModSeq(9), None, True)
+    view = MailboxView.open(1, mb.name, False, 42, [info(1, frozenset({"\\Seen", "$Work"})), info(3)])
+    rev1 = b"".join(select_responses(view, mb, rev2=False, utf8=False))
+    assert rev1 == (
+        b"* 2 EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\* $Work)] flags\r\n"
+        b"* OK [UNSEEN 2] first unseen\r\n* OK [UIDVALIDITY 42] UIDs valid\r\n"
+        b"* OK [UIDNEXT 4] predicted next UID\r\n* OK [HIGHESTMODSEQ 9] highest\r\n"
+    )
+    rev2 = b"".join(select_responses(view, mb, rev2=True, utf8=True))
+    assert b"RECENT" not in rev2 and b"UNSEEN" not in rev2
+    assert rev2.endswith(b'* LIST () "/" "Entw\xc3\xbcrfe"\r\n') or rev2.endswith(b'* LIST () "/" Entw\xc3\xbcrfe\r\n')
+
+
+def test_search_responses() -> None:
+    from postier.imap.session import search_responses
+
+    assert search_responses("a", [1, 2, 3, 7], None, uid=False, esearch=False) == [b"* SEARCH 1 2 3 7\r\n"]
+    assert search_responses("a", [], None, uid=False, esearch=False) == [b"* SEARCH\r\n"]
+    assert search_responses("a", [1, 2, 3, 7], None, uid=True, esearch=True) == [
+        b'* ESEARCH (TAG "a") UID ALL 1:3,7\r\n'
+    ]
+    both = frozenset({c.SearchReturn.MIN, c.SearchReturn.COUNT})
+    assert search_responses("b", [], both, uid=False, esearch=False) == [b'* ESEARCH (TAG "b") COUNT 0\r\n']
+    assert search_responses("c", [5], None, uid=False, esearch=False, modseq=12) == [b"* SEARCH 5 (MODSEQ 12)\r\n"]
+    assert search_responses("d", [5], frozenset({c.SearchReturn.SAVE}), uid=False, esearch=True) == []
