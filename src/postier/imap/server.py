@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import datetime
-import re
 import socket
 import ssl
 import time
@@ -47,6 +46,7 @@ from postier.imap.parser import (
 from postier.imap.session import (
     ENABLEABLE,
     MAX_BAD_COMMANDS,
+    ListOptions,
     MailboxView,
     State,
     allowed,
@@ -54,6 +54,7 @@ from postier.imap.session import (
     capabilities,
     capability_line,
     fetch_flags_line,
+    list_responses,
     search_responses,
     select_responses,
 )
@@ -233,29 +234,6 @@ class ImapServer:
                 await asyncio.wait_for(writer.wait_closed(), 5.0)
             self._sessions.discard(task)
             clog.connection_lost(error)
-
-
-_WILDCARD = re.compile(r"[*%]")
-
-
-def list_matcher(reference: str, pattern: str) -> re.Pattern[str]:
-    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the separator."""
-    full = reference + pattern
-    out = [re.escape(part) for part in _WILDCARD.split(full)]
-    regex = ""
-    seps = _WILDCARD.findall(full)
-    for i, part in enumerate(out):
-        regex += part
-        if i < len(seps):
-            regex += ".*" if seps[i] == "*" else "[^" + re.escape(SEP) + "]*"
-    return re.compile(regex + r"\Z")
-
-
-def _name_matches(rx: re.Pattern[str], name: str) -> bool:
-    if rx.match(name):
-        return True
-    # INBOX is case-insensitive (RFC 9051 §5.1).
-    return name == "INBOX" and any(rx.match(v) for v in ("inbox", "Inbox", "INBOX"))
 
 
 def _utc_epoch(value: datetime.datetime | None) -> int | None:
@@ -790,54 +768,14 @@ class Connection:
         status_items: tuple[c.StatusItem, ...] = (),
     ) -> None:
         assert self.account_id is not None
-        word = b"LSUB" if lsub else b"LIST"
-        if len(patterns) == 1 and patterns[0] == "":
-            # RFC 9051 §6.3.9: the hierarchy delimiter and root name.
-            self.send(untagged(word, b"(\\Noselect)", quoted(SEP), b'""'))
-            return
-        boxes = await self.store.list_mailboxes(self.account_id)
-        by_name = {m.name: m for m in boxes}
-        parents: set[str] = set()  # every name that has at least one child
-        subscribed_parents: set[str] = set()  # ... with a subscribed descendant
-        for box in boxes:
-            parts = box.name.split(SEP)
-            for i in range(1, len(parts)):
-                parents.add(SEP.join(parts[:i]))
-                if box.subscribed:
-                    subscribed_parents.add(SEP.join(parts[:i]))
-        matchers = [list_matcher(reference, p) for p in patterns]
-        # RFC 5258 §3 / RFC 9051 §6.3.9: a parent that does not exist is still listed
-        # (\NonExistent, or \Noselect for IMAP4rev1) when the pattern matches it.
-        names = sorted(set(by_name) | parents, key=lambda n: (n != "INBOX", n))
-        for name in names:
-            if not any(_name_matches(rx, name) for rx in matchers):
-                continue
-            mb = by_name.get(name)
-            childinfo = False
-            if mb is None:
-                if lsub or special_only or status_items:
-                    continue
-                if subscribed_only and not (recursive and name in subscribed_parents):
-                    continue
-                nonexistent = self.rev2 or extended  # RFC 5258 §3.4 / RFC 9051 §7.3.1
-                attrs = [b"\\NonExistent" if nonexistent else b"\\Noselect", b"\\HasChildren"]
-                childinfo = recursive and name in subscribed_parents
-            else:
-                if (subscribed_only or lsub) and not mb.subscribed:
-                    if not (recursive and name in subscribed_parents):
-                        continue
-                    childinfo = True
-                if special_only and not mb.special_use:
-                    continue
-                attrs = [b"\\HasChildren" if name in parents else b"\\HasNoChildren"]
-                if mb.special_use and not lsub:
-                    attrs.append(mb.special_use.encode("ascii"))
-                if show_subscribed and mb.subscribed:
-                    attrs.append(b"\\Subscribed")
-            line = [word, paren_list(attrs), quoted(SEP), self.mbox(name)]
-            if childinfo:
-                line.append(b'("CHILDINFO" ("SUBSCRIBED"))')  # RFC 5258 §3.5
-            self.send(untagged(*line))
+        boxes = await self.store.list_mailboxes(self.account_id) if patterns != ("",) else []
+        options = ListOptions(
+            lsub=lsub, subscribed_only=subscribed_only, show_subscribed=show_subscribed,
+            special_only=special_only, recursive=recursive, extended=extended,
+            nonexistent=self.rev2 or extended, utf8=self.rev2 or self.utf8,
+        )
+        for line, mb in list_responses(boxes, reference, patterns, options):
+            self.send(line)
             if status_items and mb is not None:
                 self.send(await self._status_line(mb, status_items))
 

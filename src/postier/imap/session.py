@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -27,6 +28,7 @@ from postier.imap import commands as c
 from postier.imap.wire import (
     compress_uids,
     flag_list,
+    paren_list,
     quoted,
     response_code,
     untagged,
@@ -424,3 +426,95 @@ def search_responses(
     if numbers and modseq is not None:
         parts += [b"MODSEQ", b"%d" % modseq]
     return [untagged(b"ESEARCH", *parts)]
+
+
+# --------------------------------------------------------------------------- LIST
+
+_WILDCARD: Final = re.compile(r"[*%]")
+SEP: Final = HIERARCHY_SEPARATOR
+
+
+def list_matcher(reference: str, pattern: str) -> re.Pattern[str]:
+    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the separator."""
+    full = reference + pattern
+    pieces = _WILDCARD.split(full)
+    wildcards = _WILDCARD.findall(full)
+    regex = ""
+    for i, piece in enumerate(pieces):
+        regex += re.escape(piece)
+        if i < len(wildcards):
+            regex += ".*" if wildcards[i] == "*" else "[^" + re.escape(SEP) + "]*"
+    return re.compile(regex + r"\Z", re.DOTALL)
+
+
+def _name_matches(rx: re.Pattern[str], name: str) -> bool:
+    if rx.match(name):
+        return True
+    # INBOX is case-insensitive (RFC 9051 §5.1).
+    return name == "INBOX" and any(rx.match(v) for v in ("inbox", "Inbox", "INBOX"))
+
+
+@dataclass(frozen=True, slots=True)
+class ListOptions:
+    lsub: bool = False
+    subscribed_only: bool = False  # LIST (SUBSCRIBED) or LSUB
+    show_subscribed: bool = False  # RETURN (SUBSCRIBED)
+    special_only: bool = False  # LIST (SPECIAL-USE)
+    recursive: bool = False  # RECURSIVEMATCH (RFC 5258 §3.5)
+    extended: bool = False  # LIST-EXTENDED syntax used
+    nonexistent: bool = False  # \NonExistent (RFC 5258, IMAP4rev2) rather than \Noselect
+    utf8: bool = False  # mailbox names in UTF-8, not modified UTF-7
+
+
+def list_responses(
+    boxes: Sequence[Mailbox], reference: str, patterns: Sequence[str], options: ListOptions
+) -> list[tuple[bytes, Mailbox | None]]:
+    """LIST / LSUB replies (RFC 9051 §6.3.9, RFC 5258, RFC 6154, RFC 3501 §6.3.9), each with
+    its mailbox (None for a parent that does not exist) for LIST-STATUS."""
+    o = options
+    word = b"LSUB" if o.lsub else b"LIST"
+    if len(patterns) == 1 and patterns[0] == "":
+        # RFC 9051 §6.3.9: the hierarchy delimiter and root name.
+        return [(untagged(word, b"(\\Noselect)", quoted(SEP), b'""'), None)]
+    by_name = {m.name: m for m in boxes}
+    parents: set[str] = set()  # every name that has at least one child
+    subscribed_parents: set[str] = set()  # ... with a subscribed descendant
+    for box in boxes:
+        parts = box.name.split(SEP)
+        for i in range(1, len(parts)):
+            parents.add(SEP.join(parts[:i]))
+            if box.subscribed:
+                subscribed_parents.add(SEP.join(parts[:i]))
+    matchers = [list_matcher(reference, p) for p in patterns]
+    out: list[tuple[bytes, Mailbox | None]] = []
+    # RFC 5258 §3 / RFC 9051 §6.3.9: a parent that does not exist is still listed when the
+    # pattern matches it.
+    for name in sorted(set(by_name) | parents, key=lambda n: (n != "INBOX", n)):
+        if not any(_name_matches(rx, name) for rx in matchers):
+            continue
+        mb = by_name.get(name)
+        childinfo = False
+        if mb is None:
+            if o.lsub or o.special_only:
+                continue
+            if o.subscribed_only and not (o.recursive and name in subscribed_parents):
+                continue
+            attrs = [b"\\NonExistent" if o.nonexistent else b"\\Noselect", b"\\HasChildren"]
+            childinfo = o.recursive and name in subscribed_parents
+        else:
+            if (o.subscribed_only or o.lsub) and not mb.subscribed:
+                if not (o.recursive and name in subscribed_parents):
+                    continue
+                childinfo = True
+            if o.special_only and not mb.special_use:
+                continue
+            attrs = [b"\\HasChildren" if name in parents else b"\\HasNoChildren"]
+            if mb.special_use and not o.lsub:
+                attrs.append(mb.special_use.encode("ascii"))
+            if o.show_subscribed and mb.subscribed:
+                attrs.append(b"\\Subscribed")
+        line = [word, paren_list(attrs), quoted(SEP), wire_mailbox(name, utf8=o.utf8)]
+        if childinfo:
+            line.append(b'("CHILDINFO" ("SUBSCRIBED"))')  # RFC 5258 §3.5
+        out.append((untagged(*line), mb))
+    return out

@@ -235,3 +235,32 @@ def test_search_responses() -> None:
     assert search_responses("b", [], both, uid=False, esearch=False) == [b'* ESEARCH (TAG "b") COUNT 0\r\n']
     assert search_responses("c", [5], None, uid=False, esearch=False, modseq=12) == [b"* SEARCH 5 (MODSEQ 12)\r\n"]
     assert search_responses("d", [5], frozenset({c.SearchReturn.SAVE}), uid=False, esearch=True) == []
+
+
+def test_list_responses() -> None:
+    from postier.imap.session import ListOptions, list_responses
+    from postier.store.types import AccountId, Mailbox, MailboxId
+
+    def box(name: str, special: str | None = None, subscribed: bool = True) -> Mailbox:
+        return Mailbox(MailboxId(len(name)), AccountId(1), name, 1, Uid(1), ModSeq(1), special, subscribed)
+
+    boxes = [box("INBOX"), box("Sent", "\\Sent"), box("a/b/c", subscribed=True), box("a/x", subscribed=False)]
+
+    def lines(pattern: str, **kw: bool) -> list[bytes]:
+        return [line for line, _ in list_responses(boxes, "", [pattern], ListOptions(**kw))]
+
+    assert lines("%") == [
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
+        b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n',
+        b'* LIST (\\Noselect \\HasChildren) "/" a\r\n',
+    ]
+    assert lines("inbox") == [b'* LIST (\\HasNoChildren) "/" INBOX\r\n']
+    assert lines("a/%") == [
+        b'* LIST (\\Noselect \\HasChildren) "/" a/b\r\n', b'* LIST (\\HasNoChildren) "/" a/x\r\n'
+    ]
+    assert lines("a*", lsub=True) == [b'* LSUB (\\HasNoChildren) "/" a/b/c\r\n']
+    assert lines("%", subscribed_only=True, recursive=True, nonexistent=True)[2] == (
+        b'* LIST (\\NonExistent \\HasChildren) "/" a ("CHILDINFO" ("SUBSCRIBED"))\r\n'
+    )
+    assert lines("*", special_only=True) == [b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n']
+    assert lines("") == [b'* LIST (\\Noselect) "/" ""\r\n']
