@@ -1,0 +1,197 @@
+"""SMTP side by side (issue 3): Postfix → LMTP → Dovecot against postier, same run, same load.
+
+    .venv/bin/python bench/compare_smtp.py [--messages 2000] [--senders 10 50]
+                                           [--sizes 10240 1048576] [--timeout 120]
+
+Servers (all on 127.0.0.1, ports chosen at start, data in temporary folders):
+
+- peer: Debian's Postfix (private instance, bench/peers/postfix.py) accepting for
+  example.org and handing every message over LMTP to Debian's Dovecot (bench/peers/
+  dovecot.py), which stores it in a Maildir (fsync: Dovecot's default).  A message counts
+  as stored when its file is in ``Maildir/new``; the run ends when all are there.
+- postier: ``postier serve --data TMP --config CFG`` as a subprocess, port-25 (MTA) mode;
+  its 250 after DATA is sent once the message is parsed, indexed and durable, so the
+  last 250 is the end of the run.
+
+The load generator is bench/smtp.py's (imported, unchanged): each sender is one
+connection sending its share of the messages one after another with pipelined
+MAIL/RCPT/DATA, asserting 250 for each.  Server CPU is the CPU time (user+system) of the
+server's whole process tree from /proc, sampled before and after (for the peer: Postfix's
+tree plus Dovecot's), including children reaped in between (see bench/peers/__init__.py).
+Both servers run during the whole run; the one not under load is idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import smtp as load  # bench/smtp.py: make_message, sender
+from peers import (
+    PostierProcess,
+    count_files,
+    free_ports,
+    install_sigterm_handler,
+    machine,
+    versions,
+)
+from peers.dovecot import Dovecot
+from peers.postfix import Postfix
+
+DOMAIN = "example.org"
+RECIPIENT = "alice@example.org"  # the address bench/smtp.py's sender() uses
+SETTLE_S = 0.3  # after the end of a run, before the last CPU sample (same for both servers)
+
+
+@dataclass
+class Result:
+    server: str
+    size: int
+    senders: int
+    messages: int
+    accept_s: float
+    stored_s: float
+    cpu_s: float
+    client_cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.messages / self.stored_s
+
+    @property
+    def cpu_ms_per_msg(self) -> float:
+        return self.cpu_s * 1000 / self.messages
+
+
+async def prepare_postier(data_dir: Path) -> None:
+    from postier.auth.passwords import CHEAP_ARGON2, hash_password
+    from postier.store.sqlite import SqliteStore
+
+    store = await SqliteStore.open(data_dir)
+    try:
+        await store.add_domain(DOMAIN)
+        await store.create_account(RECIPIENT, hash_password("x", CHEAP_ARGON2), None)
+    finally:
+        await store.close()
+
+
+async def send_all(port: int, batches: list[list[bytes]], timeout: float) -> float:
+    """Run bench/smtp.py's senders, one per batch; seconds until the last 250."""
+    start = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(load.sender(port, batch) for batch in batches)), timeout
+    )
+    return time.perf_counter() - start
+
+
+async def run_case(
+    name: str, port: int, cpu: Callable[[], float], stored: Callable[[], int] | None,
+    senders: int, size: int, count: int, timeout: float, first: int = 0,
+) -> Result:
+    per_sender = max(1, count // senders)
+    total = per_sender * senders
+    batches = [
+        [load.make_message(first + s * per_sender + i, size) for i in range(per_sender)]
+        for s in range(senders)
+    ]
+    base = stored() if stored is not None else 0
+    cpu0 = cpu()
+    client0 = time.process_time()
+    start = time.perf_counter()
+    accept_s = await send_all(port, batches, timeout)
+    stored_s = accept_s
+    if stored is not None:
+        deadline = start + timeout
+        while stored() < base + total:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{name}: {stored() - base}/{total} stored after {timeout} s")
+            await asyncio.sleep(0.02)
+        stored_s = time.perf_counter() - start
+    client_s = time.process_time() - client0
+    await asyncio.sleep(SETTLE_S)
+    return Result(name, size, senders, total, accept_s, stored_s, cpu() - cpu0, client_s)
+
+
+def print_row(r: Result) -> None:
+    print(
+        f"{r.server:<22} {r.size:>8} {r.senders:>7} {r.messages:>8} {r.accept_s:>9.2f} "
+        f"{r.stored_s:>9.2f} {r.per_s:>8.0f} {r.cpu_ms_per_msg:>11.2f} {r.client_cpu_s:>13.1f}",
+        flush=True,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000, help="per 10 KB case (1 MB: /10)")
+    parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case at most")
+    args = parser.parse_args()
+    install_sigterm_handler()
+
+    print(f"SMTP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}")
+    print(versions())
+    with ExitStack() as stack:
+        dovecot = stack.enter_context(Dovecot({RECIPIENT: "x"}))
+        postfix = stack.enter_context(Postfix([DOMAIN], [RECIPIENT], dovecot.lmtp_port))
+        postier = PostierProcess(smtp_port=free_ports(1)[0])
+        await prepare_postier(postier.data)
+        stack.enter_context(postier)
+        new_dir = dovecot.maildir(RECIPIENT) / "new"
+
+        def peer_cpu() -> float:
+            return postfix.cpu_seconds() + dovecot.cpu_seconds()
+
+        def peer_stored() -> int:
+            return count_files(new_dir)
+
+        print(f"peer: Postfix 127.0.0.1:{postfix.smtp_port} → LMTP 127.0.0.1:"
+              f"{dovecot.lmtp_port} → Dovecot Maildir; postier: 127.0.0.1:{postier.smtp_port}")
+        # Warm-up (not measured): start the processes, create the mailbox and its indexes.
+        await run_case("peer", postfix.smtp_port, peer_cpu, peer_stored, 10, 10_240, 100,
+                       args.timeout, first=10**8)
+        await run_case("postier", postier.smtp_port, postier.cpu_seconds, None, 10, 10_240,
+                       100, args.timeout, first=10**8)
+
+        print()
+        print(f"{'server':<22} {'size':>8} {'senders':>7} {'messages':>8} {'accept s':>9} "
+              f"{'stored s':>9} {'msg/s':>8} {'CPU ms/msg':>11} {'client CPU s':>13}")
+        results: list[tuple[Result, Result]] = []
+        first = 0
+        for size in args.sizes:
+            count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
+            for senders in args.senders:
+                peer = await run_case("postfix→lmtp→dovecot", postfix.smtp_port, peer_cpu,
+                                      peer_stored, senders, size, count, args.timeout, first)
+                print_row(peer)
+                ours = await run_case("postier", postier.smtp_port, postier.cpu_seconds,
+                                      None, senders, size, count, args.timeout, first)
+                print_row(ours)
+                results.append((peer, ours))
+                first += count
+
+    print()
+    print("postier / peer (end to end: every message stored)")
+    print(f"{'size':>8} {'senders':>7} {'throughput':>11} {'CPU per msg':>12}")
+    for peer, ours in results:
+        print(f"{peer.size:>8} {peer.senders:>7} {ours.per_s / peer.per_s:>10.2f}x "
+              f"{ours.cpu_ms_per_msg / peer.cpu_ms_per_msg:>11.2f}x")
+    print("\naccept s: until the last 250; stored s: until the last message is stored "
+          "(postier: the same,\nits 250 waits for durable storage); CPU: the server's whole "
+          "process tree, user+system;\nclient CPU: this process (load generator and, for the peer, counting Maildir/new).")
+
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

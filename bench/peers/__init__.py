@@ -1,0 +1,295 @@
+"""Real peers from Debian (Postfix, Dovecot) and postier itself, run privately on loopback.
+
+The comparison scripts (bench/compare_smtp.py, bench/compare_pop3.py) start each server
+as its own process tree on 127.0.0.1 with ports chosen here, and measure the CPU time of
+that tree from /proc, the same way for every server:
+
+- every live process of the tree counts its own utime+stime plus the cutime+cstime of the
+  children it has reaped;
+- the root (Dovecot's or Postfix's master, postier's process) counts the same way, so a
+  short-lived child (a Dovecot login process, a Postfix smtpd that reached max_use) that
+  exits between two samples is still counted, through its parent's cutime/cstime.
+
+Sample before and after a run; the difference is the server's CPU time for that run.
+Everything here is bounded in time and stops what it started, even on error.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "CLK_TCK",
+    "PostierProcess",
+    "apt_install",
+    "count_files",
+    "free_ports",
+    "install_sigterm_handler",
+    "machine",
+    "pid_alive",
+    "process_tree_cpu",
+    "stop_process",
+    "versions",
+    "wait_for_port",
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- processes and CPU
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, own ticks utime+stime, reaped children's ticks cutime+cstime) of pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14-17.
+    return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def process_tree_cpu(roots: Iterable[int]) -> float:
+    """CPU seconds (user+system) used so far by the process trees under ``roots``."""
+    parents: dict[int, int] = {}
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        st = _stat(int(entry.name))
+        if st is not None:
+            parents[int(entry.name)] = st[0]
+            stats[int(entry.name)] = (st[1], st[2])
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    ticks = 0
+    seen: set[int] = set()
+    todo = [pid for pid in roots if pid in stats]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        own, reaped = stats[pid]
+        ticks += own + reaped
+        todo.extend(children.get(pid, ()))
+    return ticks / CLK_TCK
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; only this process."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def pid_alive(pid: int) -> bool:
+    st = _stat(pid)
+    if st is None:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into SystemExit so that ``with`` blocks stop the servers."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+# ---------------------------------------------------------------- network, files, apt
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for_port(port: int, timeout: float, alive: Iterable[object] = ()) -> None:
+    """Wait until 127.0.0.1:port accepts a connection; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            pass
+        for proc in alive:
+            if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def count_files(directory: Path) -> int:
+    try:
+        return len(os.listdir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def apt_install(packages: Iterable[str], probes: Iterable[str], preseed: str = "") -> None:
+    """``apt-get install -y`` the packages when one of ``probes`` (files) is missing."""
+    if all(Path(p).exists() for p in probes):
+        return
+    packages = list(packages)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if preseed:
+        subprocess.run(["debconf-set-selections"], input=preseed.encode(), check=True, timeout=60)
+    print(f"installing {' '.join(packages)} with apt-get …", file=sys.stderr)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", *packages], env=env, check=True, timeout=900,
+        stdout=subprocess.DEVNULL,
+    )
+
+def versions() -> str:
+    """Versions of the servers compared (for the printed report)."""
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+        except OSError:
+            return "?"
+
+    from postier import __version__
+
+    postfix = out(["/usr/sbin/postconf", "-dh", "mail_version"]) or "?"
+    dovecot = (out(["/usr/sbin/dovecot", "--version"]) or "?").split(" ")[0]
+    return (f"Postfix {postfix}, Dovecot {dovecot} (Debian), postier {__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def machine() -> str:
+    """nproc, CPU model and load average (other work on the machine skews the figures)."""
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"nproc {os.cpu_count()}, {model}, load average {load}"
+
+
+# ---------------------------------------------------------------- postier as a process
+
+
+class PostierProcess:
+    """``postier serve --data D --config C`` as a subprocess with loopback listeners.
+
+    ``prepare`` (optional) is called with the data folder before the server starts, to
+    create domains, accounts and mail directly in the store (closed again before serving).
+    """
+
+    def __init__(self, smtp_port: int = 0, pop3_port: int = 0, *,
+                 pop3_delete_mode: str = "keep", workdir: Path | None = None) -> None:
+        self.smtp_port = smtp_port
+        self.pop3_port = pop3_port
+        self.pop3_delete_mode = pop3_delete_mode
+        self._own_dir = workdir is None
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="bench-postier-"))
+        self.data = self.dir / "data"
+        self.config = self.dir / "postier.toml"
+        self.log = self.dir / "postier.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        def listen(port: int) -> str:
+            return f'["127.0.0.1:{port}"]' if port else "[]"
+
+        self.config.write_text(
+            "[server]\n"
+            'hostname = "bench.example.org"\n'
+            'log_level = "warning"\n'
+            "max_connections = 5000\n"
+            "max_connections_per_ip = 5000\n"
+            "[smtp]\n"
+            f"listen = {listen(self.smtp_port)}\n"
+            "submission_listen = []\nsubmissions_listen = []\n"
+            "max_connections_per_ip = 5000\n"
+            "[imap]\nlisten = []\ntls_listen = []\n"
+            "[pop3]\n"
+            f"listen = {listen(self.pop3_port)}\n"
+            "tls_listen = []\n"
+            f'delete_mode = "{self.pop3_delete_mode}"\n'
+        )
+
+    def start(self) -> None:
+        self.write_config()
+        exe = Path(sys.executable).with_name("postier")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "postier.cli"]
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, "serve", "--data", str(self.data), "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            )
+        for port in (self.smtp_port, self.pop3_port):
+            if port:
+                wait_for_port(port, 60, [self.proc])
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return process_tree_cpu([self.proc.pid])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PostierProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if t is not None and self.log.exists():
+            tail = self.log.read_text(errors="replace")[-2000:]
+            if tail.strip():
+                print(f"--- postier log (tail)\n{tail}", file=sys.stderr)
+        self.stop()
+

@@ -1,0 +1,202 @@
+"""A private Postfix (Debian's postfix) that hands mail over LMTP to a private Dovecot.
+
+    with Dovecot(users) as dc, Postfix(["example.org"], users, dc.lmtp_port) as pf:
+        ...                                    # SMTP load on 127.0.0.1:pf.smtp_port
+        cpu = pf.cpu_seconds() + dc.cpu_seconds()
+
+The configuration directory, queue_directory and data_directory are in a temporary
+folder; the instance is started with ``postfix -c <dir> start`` and stopped with
+``postfix -c <dir> stop`` (then, bounded, SIGKILL to its own master if it lingers).
+Nothing in /etc/postfix is read or changed except Postfix's own meta files
+(postfix-files), and the system instance is not started.
+
+Routing: the bench domains are ``virtual_mailbox_domains`` with the known recipients in
+a ``texthash:`` ``virtual_mailbox_maps`` (so unknown users are refused at RCPT time, as
+postier does) and ``virtual_transport = lmtp:inet:127.0.0.1:<dovecot lmtp port>``.
+(``mydestination`` would route through ``local_transport`` and check recipients against
+the Unix passwd file; the virtual class is the usual Postfix + Dovecot LMTP setup.)
+No chroot; everything else is Postfix's defaults (queue fsync, in_flow_delay, process
+limits, LMTP concurrency 20), logs to ``<dir>/maillog`` through postlogd.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+from . import apt_install, free_ports, pid_alive, process_tree_cpu, wait_for_port
+
+PRESEED = "postfix postfix/main_mailer_type select No configuration\n"
+
+MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+127.0.0.1:{port} inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def ensure_installed() -> None:
+    apt_install(["postfix"], ["/usr/sbin/postfix", "/usr/lib/postfix/sbin/master"], PRESEED)
+
+
+class Postfix:
+    """Postfix on 127.0.0.1:smtp_port delivering the bench domains to Dovecot's LMTP."""
+
+    def __init__(self, domains: Iterable[str], recipients: Iterable[str], lmtp_port: int,
+                 *, workdir: Path | None = None) -> None:
+        self.domains = list(domains)
+        self.recipients = list(recipients)
+        self.lmtp_port = lmtp_port
+        self._own_dir = workdir is None
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="bench-postfix-"))
+        self.config_dir = self.dir / "etc"
+        self.queue_dir = self.dir / "queue"
+        self.data_dir = self.dir / "data"
+        self.maillog = self.dir / "maillog"
+        (self.smtp_port,) = free_ports(1)
+        self.master_pid: int | None = None
+        self.started = False
+
+    def postfix(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/usr/sbin/postfix", "-c", str(self.config_dir), *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def write_config(self) -> None:
+        os.chmod(self.dir, 0o755)  # the postfix user walks into queue and data directories
+        self.config_dir.mkdir(exist_ok=True)
+        self.queue_dir.mkdir(exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
+        shutil.chown(self.data_dir, "postfix")
+        (self.config_dir / "vmailbox").write_text("".join(f"{r} OK\n" for r in self.recipients))
+        (self.config_dir / "main.cf").write_text(f"""\
+# generated by bench/peers/postfix.py
+compatibility_level = 3.6
+config_directory = {self.config_dir}
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench-mx.example.net
+mydomain = example.net
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions =
+local_recipient_maps =
+alias_maps =
+alias_database =
+virtual_mailbox_domains = {" ".join(self.domains)}
+virtual_mailbox_maps = texthash:{self.config_dir}/vmailbox
+virtual_transport = lmtp:inet:127.0.0.1:{self.lmtp_port}
+message_size_limit = 52428800
+smtp_dns_support_level = disabled
+lmtp_host_lookup = native
+biff = no
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.dir}
+""")
+        (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=self.smtp_port))
+
+    def start(self) -> None:
+        ensure_installed()
+        self.write_config()
+        check = self.postfix("check")
+        if check.returncode != 0:
+            raise RuntimeError(f"postfix check failed: {check.stderr}")
+        started = self.postfix("start")
+        if started.returncode != 0:
+            raise RuntimeError(f"postfix start failed: {started.stderr}")
+        self.started = True
+        pid_file = self.queue_dir / "pid" / "master.pid"
+        deadline = time.monotonic() + 30
+        while self.master_pid is None:
+            try:
+                self.master_pid = int(pid_file.read_text().split()[0])
+            except (FileNotFoundError, ValueError, IndexError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no {pid_file} after 30 s") from None
+                time.sleep(0.05)
+        wait_for_port(self.smtp_port, 30)
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            self.postfix("stop", timeout=60)
+            pid = self.master_pid
+            deadline = time.monotonic() + 20
+            while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid is not None and pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)  # our own master only; its children follow
+            self.master_pid = None
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Postfix:
+        try:
+            self.start()
+        except BaseException:
+            self.print_log()
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if t is not None:
+            self.print_log()
+        self.stop()
+
+    def print_log(self) -> None:
+        if self.maillog.exists() and self.maillog.stat().st_size:
+            print(f"--- {self.maillog} (tail)\n{self.maillog.read_text(errors='replace')[-3000:]}",
+                  file=sys.stderr)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the master and every process under it (smtpd, cleanup, qmgr, lmtp,
+        trivial-rewrite, postlogd, …), including those it has reaped."""
+        assert self.master_pid is not None
+        return process_tree_cpu([self.master_pid])
+
+    def queue_size(self) -> int:
+        """Messages still in the incoming/active/deferred queues."""
+        total = 0
+        for sub in ("incoming", "active", "deferred", "maildrop"):
+            for _root, _dirs, files in os.walk(self.queue_dir / sub):
+                total += len(files)
+        return total
