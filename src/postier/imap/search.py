@@ -344,14 +344,14 @@ def sort_messages(
     for crit in reversed(list(criteria)):
         key = crit.key
 
-        def k(m: tuple[int, MessageInfo], key: str = key) -> object:
+        def k(m: tuple[int, MessageInfo], key: str = key) -> str:
             info = m[1]
             f = fields.get(int(info.uid))
             match key:
                 case "ARRIVAL":
-                    return info.internal_date
+                    return f"{info.internal_date:020d}"
                 case "SIZE":
-                    return info.size
+                    return f"{info.size:020d}"
                 case "DATE":
                     return sent(m)
                 case _:
@@ -362,7 +362,7 @@ def sort_messages(
                         "DISPLAYFROM": f.display_from, "DISPLAYTO": f.display_to,
                     }.get(key, "")
 
-        ordered.sort(key=k, reverse=crit.reverse)  # type: ignore[arg-type]
+        ordered.sort(key=k, reverse=crit.reverse)
     return [(seq, int(info.uid)) for seq, info in ordered]
 
 

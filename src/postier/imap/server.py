@@ -25,6 +25,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed, decode_client_data
@@ -856,11 +857,11 @@ class Connection:
                 raise _Bad("expected DONE")
             if self._pending_read is None:
                 self._pending_read = asyncio.ensure_future(self.reader.read(READ_BYTES))
-            waiters: set[asyncio.Future[object]] = {self._pending_read}  # type: ignore[arg-type]
+            waiters: set[asyncio.Future[Any]] = {self._pending_read}
             bus_wait: asyncio.Task[ev.Event] | None = None
             if sub is not None:
                 bus_wait = asyncio.ensure_future(sub.get())
-                waiters.add(bus_wait)  # type: ignore[arg-type]
+                waiters.add(bus_wait)
             done, _ = await asyncio.wait(
                 waiters, timeout=self.settings.idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
@@ -1044,7 +1045,8 @@ class Connection:
         flags = frozenset(f for f in cmd.flags if f.lower() != "\\recent")
         uids = [Uid(u) for _, u in pairs]
         result = await self.store.store_flags(
-            MailboxId(view.mailbox_id), uids, mode, flags, cmd.unchangedsince  # type: ignore[arg-type]
+            MailboxId(view.mailbox_id), uids, mode, flags,
+            None if cmd.unchangedsince is None else ModSeq(cmd.unchangedsince),
         ) if uids else None
         updated = {int(u.uid): u for u in result.updated} if result else {}
         for seq, uid in pairs:
