@@ -26,7 +26,10 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -34,11 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pop3 as load  # bench/pop3.py: its setup and client
-from peers import PostierProcess, free_ports, install_sigterm_handler, machine, versions
+from peers import (
+    PostierProcess,
+    free_ports,
+    install_sigterm_handler,
+    machine,
+    postier_source,
+    use_postier_source,
+    versions,
+)
 from peers.dovecot import Dovecot
+
+use_postier_source()  # $POSTIER_SRC or src/: what the postier side imports and runs
 
 
 @dataclass
@@ -116,9 +128,25 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per case and server")
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument("--messages", type=int, default=30, help="per mailbox")
+    parser.add_argument("--postier-commit", default="", metavar="REV",
+                        help="run postier from this commit (git archive), not the working tree")
     args = parser.parse_args()
     install_sigterm_handler()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-postier-src-"))
+    try:
+        src = postier_source(args.postier_commit, tmp)
+        if args.postier_commit:
+            repo = Path(__file__).resolve().parents[1]
+            rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", args.postier_commit],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+            os.environ["POSTIER_SRC"] = str(src)
+            os.environ["POSTIER_COMMIT"] = rev or args.postier_commit
+        await compare(args, src)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+async def compare(args: argparse.Namespace, src: Path) -> None:
     print(f"POP3 comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}")
     print(versions())
     contents = mailbox_contents(args.mailboxes, args.messages)
@@ -127,8 +155,8 @@ async def main() -> None:
         t0 = time.monotonic()
         delivered = dovecot.deliver_many(contents)
         t1 = time.monotonic()
-        postier = PostierProcess(pop3_port=free_ports(1)[0])
-        await prepare_postier(postier.data, args.mailboxes, args.messages)
+        postier = PostierProcess(pop3_port=free_ports(1)[0], src=src)
+        postier.prepare(Path(__file__), str(args.mailboxes), str(args.messages))
         t2 = time.monotonic()
         stack.enter_context(postier)
         print(f"setup: {args.mailboxes} mailboxes x {args.messages} messages of 10-20 KB; "
@@ -165,4 +193,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--prepare"]:  # child: fill postier's store with $POSTIER_SRC
+        asyncio.run(prepare_postier(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+    else:
+        asyncio.run(main())

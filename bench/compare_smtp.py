@@ -26,7 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -34,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import smtp as load  # bench/smtp.py: make_message, sender
 from peers import (
@@ -43,10 +45,14 @@ from peers import (
     free_ports,
     install_sigterm_handler,
     machine,
+    postier_source,
+    use_postier_source,
     versions,
 )
 from peers.dovecot import Dovecot
 from peers.postfix import Postfix
+
+use_postier_source()  # $POSTIER_SRC or src/: what the postier side imports and runs
 
 DOMAIN = "example.org"
 RECIPIENT = "alice@example.org"  # the address bench/smtp.py's sender() uses
@@ -136,16 +142,32 @@ async def main() -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case at most")
+    parser.add_argument("--postier-commit", default="", metavar="REV",
+                        help="run postier from this commit (git archive), not the working tree")
     args = parser.parse_args()
     install_sigterm_handler()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-postier-src-"))
+    try:
+        src = postier_source(args.postier_commit, tmp)
+        if args.postier_commit:
+            repo = Path(__file__).resolve().parents[1]
+            rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", args.postier_commit],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+            os.environ["POSTIER_SRC"] = str(src)
+            os.environ["POSTIER_COMMIT"] = rev or args.postier_commit
+        await compare(args, src)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+async def compare(args: argparse.Namespace, src: Path) -> None:
     print(f"SMTP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}")
     print(versions())
     with ExitStack() as stack:
         dovecot = stack.enter_context(Dovecot({RECIPIENT: "x"}))
         postfix = stack.enter_context(Postfix([DOMAIN], [RECIPIENT], dovecot.lmtp_port))
-        postier = PostierProcess(smtp_port=free_ports(1)[0])
-        await prepare_postier(postier.data)
+        postier = PostierProcess(smtp_port=free_ports(1)[0], src=src)
+        postier.prepare(Path(__file__))
         stack.enter_context(postier)
         new_dir = dovecot.maildir(RECIPIENT) / "new"
 
@@ -194,4 +216,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--prepare"]:  # child: fill postier's store with $POSTIER_SRC
+        asyncio.run(prepare_postier(Path(sys.argv[2])))
+    else:
+        asyncio.run(main())

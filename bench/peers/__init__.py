@@ -38,8 +38,10 @@ __all__ = [
     "install_sigterm_handler",
     "machine",
     "pid_alive",
+    "postier_source",
     "process_tree_cpu",
     "stop_process",
+    "use_postier_source",
     "versions",
     "wait_for_port",
 ]
@@ -191,7 +193,14 @@ def versions() -> str:
 
     postfix = out(["/usr/sbin/postconf", "-dh", "mail_version"]) or "?"
     dovecot = (out(["/usr/sbin/dovecot", "--version"]) or "?").split(" ")[0]
-    return (f"Postfix {postfix}, Dovecot {dovecot} (Debian), postier {__version__}, "
+    src = os.environ.get("POSTIER_SRC", "")
+    if src and Path(src).resolve() != (REPO / "src").resolve():
+        tree = f"{os.environ.get('POSTIER_COMMIT', '?')} (git archive)"
+    else:
+        head = out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or "?"
+        dirty = out(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"])
+        tree = f"{head}{' + uncommitted changes in src/' if dirty else ''} (working tree)"
+    return (f"Postfix {postfix}, Dovecot {dovecot} (Debian), postier {__version__} at {tree}, "
             f"Python {platform.python_version()}")
 
 
@@ -209,6 +218,27 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, {model}, load average {load}"
 
 
+def postier_source(commit: str | None, into: Path) -> Path:
+    """The postier sources to run: the working tree's src/, or ``commit``'s (git archive).
+
+    Other engineers edit src/ while benchmarks run; ``commit`` makes the figures
+    reproducible.  Use it through the POSTIER_SRC environment variable (see below).
+    """
+    if not commit:
+        return REPO / "src"
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"],
+                             capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=60)
+    return into / "src"
+
+
+def use_postier_source() -> Path:
+    """Put $POSTIER_SRC (default: the working tree's src/) first on sys.path."""
+    src = Path(os.environ.get("POSTIER_SRC") or REPO / "src")
+    sys.path.insert(0, str(src))
+    return src
+
+
 # ---------------------------------------------------------------- postier as a process
 
 
@@ -220,7 +250,9 @@ class PostierProcess:
     """
 
     def __init__(self, smtp_port: int = 0, pop3_port: int = 0, *,
-                 pop3_delete_mode: str = "keep", workdir: Path | None = None) -> None:
+                 pop3_delete_mode: str = "keep", workdir: Path | None = None,
+                 src: Path | None = None) -> None:
+        self.src = src or REPO / "src"
         self.smtp_port = smtp_port
         self.pop3_port = pop3_port
         self.pop3_delete_mode = pop3_delete_mode
@@ -230,6 +262,12 @@ class PostierProcess:
         self.config = self.dir / "postier.toml"
         self.log = self.dir / "postier.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def prepare(self, script: Path, *args: str, timeout: float = 300) -> None:
+        """Run ``script --prepare DATA ARGS…`` with this server's sources (fills the store)."""
+        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src))
+        subprocess.run([sys.executable, str(script), "--prepare", str(self.data), *args],
+                       env=env, check=True, timeout=timeout)
 
     def write_config(self) -> None:
         def listen(port: int) -> str:
@@ -256,7 +294,7 @@ class PostierProcess:
         self.write_config()
         exe = Path(sys.executable).with_name("postier")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "postier.cli"]
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*cmd, "serve", "--data", str(self.data), "--config", str(self.config)],
