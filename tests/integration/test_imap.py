@@ -223,6 +223,12 @@ async def test_expunge_seen_from_second_connection(server: ImapServer, delivery:
         fetched = b.fetch([3], ["UID"])
         assert fetched[3][b"UID"] == 3
         assert all(b"EXPUNGE" not in r for r in _untagged(b))
+        try:  # message 2 is a ghost until B may hear about it
+            b.fetch([2], ["UID"])
+        except Exception as exc:
+            assert "EXPUNGEISSUED" in str(exc)
+        else:
+            raise AssertionError("FETCH of an expunged message succeeded")
         _, responses = b.noop()
         assert (2, b"EXPUNGE") in responses
         assert b.fetch([2], ["UID"])[2][b"UID"] == 3

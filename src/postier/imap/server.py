@@ -984,7 +984,9 @@ class Connection:
     async def cmd_fetch(self, tag: str, cmd: c.Fetch) -> bytes:
         view = self._view()
         await self.report_changes(allow_expunge=cmd.uid)
-        pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        requested = self._resolve(cmd.seqset, cmd.uid)
+        pairs = view.live(requested)
+        expunge_issued = len(pairs) < len(requested)
         if cmd.vanished:
             # RFC 7162 §3.2.6: UID FETCH ... (CHANGEDSINCE m VANISHED) needs QRESYNC.
             if not (self.qresync and cmd.uid and cmd.changedsince is not None):
@@ -1034,12 +1036,17 @@ class Connection:
                 )
             await self.flush()
         await self.report_changes(allow_expunge=cmd.uid)
+        if expunge_issued:
+            # RFC 9051 §7.1: some were expunged by another session (not reported yet).
+            raise _No("some messages were expunged meanwhile", response_code("EXPUNGEISSUED"))
         return tagged(tag, "OK", "UID FETCH completed" if cmd.uid else "FETCH completed")
 
     async def cmd_store(self, tag: str, cmd: c.Store) -> bytes:
         view = self._writable()
         await self.report_changes(allow_expunge=cmd.uid)
-        pairs = view.live(self._resolve(cmd.seqset, cmd.uid))
+        requested = self._resolve(cmd.seqset, cmd.uid)
+        pairs = view.live(requested)
+        expunge_issued = len(pairs) < len(requested)
         mode = {c.StoreMode.ADD: FlagMode.ADD, c.StoreMode.REMOVE: FlagMode.REMOVE,
                 c.StoreMode.REPLACE: FlagMode.REPLACE}[cmd.mode]
         flags = frozenset(f for f in cmd.flags if f.lower() != "\\recent")
@@ -1068,6 +1075,8 @@ class Connection:
         code = None
         if result is not None and result.failed:
             code = response_code("MODIFIED", compress_uids(int(u) for u in result.failed))
+        if expunge_issued:
+            raise _No("some messages were expunged meanwhile", response_code("EXPUNGEISSUED"))
         return tagged(tag, "OK", "STORE completed", code=code)
 
     async def _copy(self, tag: str, cmd: c.Copy | c.Move, move: bool) -> bytes:
