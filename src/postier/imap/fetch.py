@@ -43,10 +43,15 @@ def needs(items: Sequence[c.FetchItem]) -> Needs:
     meta = raw = seen = False
     for item in items:
         if isinstance(item, c.FetchAttr):
-            meta |= item in _META_ATTRS or item in _RAW_ATTRS
+            # RFC822 is the whole message: no MIME offsets needed.
+            meta |= item in _META_ATTRS or (item in _RAW_ATTRS and item is not c.FetchAttr.RFC822)
             raw |= item in _RAW_ATTRS
             seen |= item in (c.FetchAttr.RFC822, c.FetchAttr.RFC822_TEXT)
-        elif isinstance(item, c.FetchBody | c.FetchBinary):
+        elif isinstance(item, c.FetchBody):
+            raw = True
+            meta |= bool(item.section.part) or item.section.text is not None  # BODY[]: bytes only
+            seen |= not item.peek
+        elif isinstance(item, c.FetchBinary):
             meta = raw = True
             seen |= not item.peek
         else:
@@ -191,9 +196,11 @@ def render(
             _render_attr(item, data, add)
         elif isinstance(item, c.FetchBody):
             assert data.raw is not None
-            body, origin = _partial(
-                section_bytes(data.raw, data.prefix_len, data.root(), item.section), item.partial
+            whole = not item.section.part and item.section.text is None
+            content = data.raw if whole else section_bytes(
+                data.raw, data.prefix_len, data.root(), item.section
             )
+            body, origin = _partial(content, item.partial)
             add(b"BODY[" + section_name(item.section) + b"]" + origin, literal(body))
         elif isinstance(item, c.FetchBinary):
             decoded = _binary(data, item.part)

@@ -132,7 +132,8 @@ def test_internal_date_format() -> None:
 def test_needs_and_seen() -> None:
     assert fetch.needs([c.FetchAttr.FLAGS, c.FetchAttr.UID]) == fetch.Needs(False, False, False)
     assert fetch.needs([c.FetchBody(c.Section(), peek=True)]).sets_seen is False
-    assert fetch.needs([c.FetchAttr.RFC822]).sets_seen is True
+    assert fetch.needs([c.FetchAttr.RFC822]) == fetch.Needs(False, True, True)
+    assert fetch.needs([c.FetchBody(c.Section((1,)), peek=True)]) == fetch.Needs(True, True, False)
 
 
 # ---------------------------------------------------------------- search

@@ -54,7 +54,7 @@ def apply_to_client(client: list[int], lines: list[bytes], server_uids: list[int
             assert re.fullmatch(rb"\* (\d+) FETCH \(FLAGS \([^)]*\) UID (\d+)\)\r\n", line), line
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(histories(), st.booleans(), st.booleans())
 def test_client_model_follows_view(history: tuple[int, list[tuple[frozenset[int], int, bool, bool]]],
                                    vanished: bool, incremental: bool) -> None:
