@@ -10,17 +10,26 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from postier.auth.authenticator import AccountCredentials, Authenticator, AuthSettings
 from postier.auth.limiter import LimiterSettings
 from postier.config import Config, resolve_hostname
 from postier.delivery import Delivery
+from postier.mail.headers import parse_addresses, parse_fields
+from postier.mailauth.dkim import Algorithm, DkimKey
+from postier.mailauth.dkim import sign as dkim_sign
 from postier.net.tls import ensure_certificate, server_context
 from postier.store.interface import Store
 from postier.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from postier.mailauth.inbound import InboundChecker
+    from postier.queue import QueueRunner
 
 log = logging.getLogger("postier.app")
 
@@ -62,6 +71,43 @@ async def open_store(config: Config, data_dir: Path) -> SqliteStore:
     )
 
 
+class OutboundSigner:
+    """DKIM-signs outbound mail whose From: domain is hosted here, with its active keys."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._keys: dict[tuple[str, str], DkimKey] = {}
+
+    async def __call__(self, envelope_sender: str, message: bytes) -> bytes:
+        domain = from_domain(message)
+        if not domain:
+            return b""
+        records = await self.store.list_dkim_keys(domain, active_only=True)
+        keys: list[DkimKey] = []
+        for r in records:
+            key = self._keys.get((r.domain, r.selector))
+            if key is None:
+                key = DkimKey(r.selector, r.domain, cast(Algorithm, r.algorithm),
+                              r.private_key_pem.encode())
+                self._keys[(r.domain, r.selector)] = key
+            keys.append(key)
+        if not keys:
+            return b""
+        return dkim_sign(message, keys, time.time())
+
+
+def from_domain(message: bytes) -> str:
+    """The domain of the (first) RFC 5322 From: address, lower case; "" if none."""
+    end = message.find(b"\r\n\r\n")
+    for name, value in parse_fields(message, 0, end if end >= 0 else len(message)):
+        if name == b"from":
+            for address in parse_addresses(value):
+                if address.host:
+                    return address.host.decode("utf-8", "replace").lower()
+            return ""
+    return ""
+
+
 @dataclass
 class App:
     config: Config
@@ -72,6 +118,7 @@ class App:
     tls: ssl.SSLContext | None = None
     hostname: str = ""
     listening: list[str] = field(default_factory=list)
+    queue_runner: QueueRunner | None = None
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -122,6 +169,54 @@ class App:
 
 
 Starter = Callable[[App], Awaitable[None]]
+
+
+async def start_queue(app: App) -> None:
+    """The outbound queue runner: delivers queued mail to other servers, sends DSNs."""
+    from postier.dnsrecords import resolver_from_config
+    from postier.queue import Dsn, QueueRunner, QueueSettings
+    from postier.store.types import QueuedRecipient
+
+    c = app.config.queue
+    if not c.enabled:
+        return
+    store, delivery = app.store, app.delivery
+    assert store is not None and delivery is not None
+
+    async def deliver_bounce(dsn: Dsn) -> None:
+        results = await delivery.deliver(dsn.message, "", [dsn.recipient])
+        if results[0].ok:
+            return
+        if results[0].status.value == "not a local domain":
+            body = await store.prepare_body(dsn.message)
+            await store.enqueue("", [QueuedRecipient(dsn.recipient)], body)
+            return
+        raise RuntimeError(f"bounce to {dsn.recipient} not delivered: {results[0].detail}")
+
+    runner = QueueRunner(
+        store,
+        QueueSettings(
+            hostname=app.hostname,
+            port=c.remote_port,
+            max_connections=c.max_connections,
+            max_connections_per_domain=c.max_connections_per_domain,
+            max_age_s=c.max_age_days * 86400,
+            delay_warning_after_s=c.delay_warning_hours * 3600,
+        ),
+        resolver_from_config(app.config),
+        signer=OutboundSigner(store) if app.config.dkim.sign else None,
+        deliver_bounce=deliver_bounce,
+    )
+    await runner.start()
+    store.enqueue_listeners.append(runner.wake)
+    app.queue_runner = runner
+
+    async def stop() -> None:
+        if runner.wake in store.enqueue_listeners:
+            store.enqueue_listeners.remove(runner.wake)
+        await runner.stop()
+
+    app.add_service([f"Outbound    queue to port {c.remote_port} of remote MX hosts"], stop)
 
 
 async def start_pop3(app: App) -> None:
@@ -180,6 +275,7 @@ async def start_smtp(app: App) -> None:
         app.delivery,
         app.authenticator,
         app.tls,
+        inbound=_inbound_checker(app),
     )
     lines: list[str] = []
     try:
@@ -203,6 +299,24 @@ async def start_smtp(app: App) -> None:
     app.add_service(sorted(lines, key=_listener_order), server.stop)
 
 
+def _inbound_checker(app: App) -> InboundChecker | None:
+    from postier.dnsrecords import resolver_from_config
+    from postier.mailauth.inbound import InboundChecker, InboundSettings
+
+    c = app.config.smtp
+    if not (c.check_spf or c.check_dkim or c.check_dmarc):
+        return None
+    settings = InboundSettings(
+        authserv_id=app.hostname,
+        check_spf=c.check_spf,
+        check_dkim=c.check_dkim,
+        check_dmarc=c.check_dmarc,
+        dmarc_reject=c.dmarc_reject,
+        dmarc_quarantine_to_junk=c.dmarc_quarantine_to_junk,
+    )
+    return InboundChecker(settings, resolver_from_config(app.config))
+
+
 def _listener_order(line: str) -> int:
     for i, label in enumerate(("SMTP", "Submission", "LMTP")):
         if line.startswith(label):
@@ -218,7 +332,7 @@ def _protocol_starters() -> list[Starter]:
     """The protocol services, in start order (each adds its listeners to the app)."""
     from postier.imap.service import start_imap
 
-    return [start_smtp, start_imap, start_pop3]
+    return [start_queue, start_smtp, start_imap, start_pop3]
 
 
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:

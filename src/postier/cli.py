@@ -11,10 +11,11 @@ import asyncio
 import os
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 
@@ -248,11 +249,21 @@ def domain() -> None:
 
 @domain.command("add")
 @click.argument("name")
+@click.option("--no-dkim", is_flag=True, help="Do not create DKIM signing keys.")
 @pass_ctx
-def domain_add(ctx: Context, name: str) -> None:
-    """Host mail for domain NAME."""
-    d = run(with_store(ctx, lambda s: s.add_domain(name)))
-    click.echo(f"domain {d.name} added")
+def domain_add(ctx: Context, name: str, no_dkim: bool) -> None:
+    """Host mail for domain NAME (and create its DKIM keys; `postier dns NAME` shows
+    the DNS records to publish)."""
+
+    async def fn(s: SqliteStore) -> list[str]:
+        d = await s.add_domain(name)
+        return [] if no_dkim else await _new_dkim_keys(s, d.name)
+
+    selectors = run(with_store(ctx, fn))
+    click.echo(f"domain {name.lower().rstrip('.')} added")
+    if selectors:
+        click.echo(f"DKIM keys created (selectors {', '.join(selectors)}); "
+                   f"publish them: postier dns {name.lower()}")
 
 
 @domain.command("list")
@@ -270,6 +281,224 @@ def domain_remove(ctx: Context, name: str) -> None:
     """Stop hosting domain NAME (it must have no accounts left)."""
     run(with_store(ctx, lambda s: s.remove_domain(name)))
     click.echo(f"domain {name.lower()} removed")
+
+
+# DKIM -------------------------------------------------------------------------------
+
+
+async def _new_dkim_keys(store: SqliteStore, domain: str) -> list[str]:
+    """An RSA-2048 and an Ed25519 key (RFC 8463 §4: sign with both) under new selectors."""
+    import time as _time
+
+    from postier.mailauth.dkim import generate_key
+    from postier.store.types import DkimKeyRecord
+
+    existing = {k.selector for k in await store.list_dkim_keys(domain)}
+    stamp = _time.strftime("%Y%m%d", _time.gmtime())
+    n = 1
+    while f"s{stamp}{n}r" in existing or f"s{stamp}{n}e" in existing:
+        n += 1
+    made = []
+    algorithms: tuple[tuple[Literal["rsa-sha256", "ed25519-sha256"], str], ...] = (
+        ("rsa-sha256", "r"), ("ed25519-sha256", "e"),
+    )
+    for algorithm, suffix in algorithms:
+        selector = f"s{stamp}{n}{suffix}"
+        key = await asyncio.to_thread(generate_key, domain, selector, algorithm)
+        await store.add_dkim_key(DkimKeyRecord(
+            domain, selector, algorithm, key.private_key_pem.decode(), int(_time.time()), True
+        ))
+        made.append(selector)
+    return made
+
+
+@main.group()
+def dkim() -> None:
+    """List and rotate the DKIM keys that sign outbound mail."""
+
+
+@dkim.command("list")
+@click.argument("domain", required=False)
+@pass_ctx
+def dkim_list(ctx: Context, domain: str | None) -> None:
+    """List DKIM keys (active ones sign)."""
+    for k in run(with_store(ctx, lambda s: s.list_dkim_keys(domain))):
+        state = "active" if k.active else "retired"
+        click.echo(f"{k.domain}\t{k.selector}\t{k.algorithm}\t{state}")
+
+
+@dkim.command("rotate")
+@click.argument("domain")
+@pass_ctx
+def dkim_rotate(ctx: Context, domain: str) -> None:
+    """Create new keys for DOMAIN and retire the old ones.
+
+    Publish the new records (postier dns DOMAIN) and keep the old ones in DNS for a few
+    days, so that mail signed before the rotation still verifies.
+    """
+
+    async def fn(s: SqliteStore) -> list[str]:
+        if await s.get_domain(domain) is None:
+            fail(f"no such domain: {domain}")
+        made = await _new_dkim_keys(s, domain.lower())
+        await s.deactivate_dkim_keys(domain, made)
+        return made
+
+    made = run(with_store(ctx, fn))
+    click.echo(f"new selectors for {domain.lower()}: {', '.join(made)}; publish them: "
+               f"postier dns {domain.lower()}")
+
+
+# DNS --------------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("words", nargs=-1, required=True, metavar="[check] DOMAIN")
+@pass_ctx
+def dns(ctx: Context, words: tuple[str, ...]) -> None:
+    """Print the DNS records DOMAIN needs, ready to paste into a zone (`postier dns
+    DOMAIN`), or compare them with what DNS answers (`postier dns check DOMAIN`)."""
+    if len(words) == 2 and words[0] == "check":
+        _dns_check(ctx, words[1])
+        return
+    if len(words) != 1:
+        fail("usage: postier dns DOMAIN  |  postier dns check DOMAIN", EX_USAGE)
+    for record in run(_dns_records(ctx, words[0])):
+        click.echo(record.zone_line())
+
+
+async def _dns_records(ctx: Context, domain: str) -> list[Any]:
+    from postier.config import resolve_hostname
+    from postier.dnsrecords import required_records
+
+    config = ctx.config()
+
+    async def fn(s: SqliteStore) -> list[Any]:
+        if await s.get_domain(domain) is None:
+            fail(f"no such domain: {domain}")
+        keys = await s.list_dkim_keys(domain, active_only=True)
+        return required_records(domain.lower(), resolve_hostname(config), keys)
+
+    return await with_store(ctx, fn)
+
+
+def _dns_check(ctx: Context, domain: str) -> None:
+    """Look up every record DOMAIN needs and say which are missing or different."""
+    from postier.dnsrecords import check_records, resolver_from_config
+
+    async def fn() -> list[Any]:
+        records = await _dns_records(ctx, domain)
+        return await check_records(records, resolver_from_config(ctx.config()))
+
+    results = run(fn())
+    bad = 0
+    for r in results:
+        click.echo(f"{'ok     ' if r.ok else 'MISSING' if not r.found else 'DIFFERS'} "
+                   f"{r.record.name} {r.record.rtype}")
+        if not r.ok:
+            bad += 1
+            click.echo(f"        want: {r.record.value}")
+            for got in r.found:
+                click.echo(f"        have: {got}")
+    if bad:
+        fail(f"{bad} record(s) to fix")
+
+
+# queue ------------------------------------------------------------------------------
+
+
+@main.group()
+def queue() -> None:
+    """Inspect and steer the outbound queue (mail for other servers)."""
+
+
+def _when(ts: int) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(ts))
+
+
+@queue.command("list")
+@pass_ctx
+def queue_list(ctx: Context) -> None:
+    """One line per queued message: id, age, size, sender, recipients, next attempt."""
+    from postier.store.sqlite.queue import SqliteQueue
+
+    entries = run(with_store(ctx, lambda s: SqliteQueue(s).list()))
+    if not entries:
+        click.echo("the queue is empty")
+        return
+    for e in entries:
+        rcpts = ", ".join(f"{r.address} ({r.status.value})" for r in e.recipients)
+        click.echo(f"{e.id}\t{_when(e.created)}\t{format_size(e.size)}\t<{e.sender}>\t{rcpts}"
+                   f"\tnext {_when(e.next_attempt)}, {e.attempts} attempt(s)")
+
+
+@queue.command("show")
+@click.argument("queue_id", type=int)
+@pass_ctx
+def queue_show(ctx: Context, queue_id: int) -> None:
+    """Everything about one queued message, with its header."""
+    from postier.store.sqlite.queue import SqliteQueue
+
+    async def fn(s: SqliteStore) -> tuple[Any, bytes]:
+        q = SqliteQueue(s)
+        entry = await q.get(queue_id)
+        if entry is None:
+            fail(f"no queued message {queue_id}")
+        return entry, await q.read_body(entry)
+
+    entry, body = run(with_store(ctx, fn))
+    click.echo(f"id:           {entry.id}")
+    click.echo(f"sender:       <{entry.sender}>")
+    click.echo(f"queued:       {_when(entry.created)}")
+    click.echo(f"size:         {format_size(entry.size)}")
+    click.echo(f"attempts:     {entry.attempts}, next {_when(entry.next_attempt)}")
+    if entry.last_error:
+        click.echo(f"last error:   {entry.last_error}")
+    for r in entry.recipients:
+        click.echo(f"recipient:    {r.address}  {r.status.value}  {r.last_error}")
+    header = body.split(b"\r\n\r\n", 1)[0]
+    click.echo("")
+    click.echo(header.decode("utf-8", "replace"))
+
+
+@queue.command("retry")
+@click.argument("queue_ids", type=int, nargs=-1)
+@pass_ctx
+def queue_retry(ctx: Context, queue_ids: tuple[int, ...]) -> None:
+    """Make messages (all without IDs) due now; a running server sends them within seconds."""
+    import time as _time
+
+    from postier.store.sqlite.queue import SqliteQueue
+
+    n = run(with_store(ctx, lambda s: SqliteQueue(s).retry(list(queue_ids) or None, int(_time.time()))))
+    click.echo(f"{n} message(s) due now")
+
+
+@queue.command("flush")
+@pass_ctx
+def queue_flush(ctx: Context) -> None:
+    """Make every queued message due now (same as `retry` without IDs)."""
+    import time as _time
+
+    from postier.store.sqlite.queue import SqliteQueue
+
+    n = run(with_store(ctx, lambda s: SqliteQueue(s).retry(None, int(_time.time()))))
+    click.echo(f"{n} message(s) due now")
+
+
+@queue.command("delete")
+@click.argument("queue_ids", type=int, nargs=-1, required=True)
+@pass_ctx
+def queue_delete(ctx: Context, queue_ids: tuple[int, ...]) -> None:
+    """Drop messages from the queue without sending them or a bounce."""
+    from postier.store.sqlite.queue import SqliteQueue
+
+    n = run(with_store(ctx, lambda s: SqliteQueue(s).delete(list(queue_ids))))
+    if not n:
+        fail("no such queued message")
+    click.echo(f"{n} message(s) deleted")
 
 
 # users ------------------------------------------------------------------------------
@@ -433,6 +662,157 @@ def alias_remove(ctx: Context, alias_address: str, targets: tuple[str, ...]) -> 
     if not removed:
         fail(f"no such alias: {alias_address}")
     click.echo(f"removed {removed} target(s) of {alias_address.lower()}")
+
+
+# backup / restore / export / import / migrate (issue 7) -----------------------------
+
+
+def _progress() -> Callable[[int, int, str], None]:
+    """A one-line terminal progress display on stderr (silent when not a terminal)."""
+    if not sys.stderr.isatty():
+        return lambda done, total, what: None
+    last = [0.0]
+
+    def show(done: int, total: int, what: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.1 and done != total:
+            return
+        last[0] = now
+        pct = f"{100 * done / total:5.1f}%" if total else ""
+        click.echo(f"\r  {what:<10} {done:>9}/{total or '?':<9} {pct}", nl=False, err=True)
+        if total and done == total:
+            click.echo("", err=True)
+
+    return show
+
+
+@main.command("backup")
+@_sub_options
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.argument("verify_dest", required=False, type=click.Path(path_type=Path))
+@click.option("--snapshot", default=None, help="With `verify`: the snapshot (default: latest).")
+@pass_ctx
+def backup_cmd(ctx: Context, config_path: Path | None, data: str | None, dest: Path,
+               verify_dest: Path | None, snapshot: str | None) -> None:
+    """Back up everything into DEST while the server runs; `backup verify DEST` checks one.
+
+    Backups to the same DEST are incremental: body files already there are not copied.
+    """
+    from postier.admin.backup import BackupError, backup, verify
+
+    try:
+        if str(dest) == "verify" and verify_dest is not None:
+            report = verify(verify_dest, snapshot, _progress())
+            click.echo(report.describe())
+            sys.exit(0 if report.ok else 1)
+        if verify_dest is not None:
+            fail("usage: postier backup DEST  |  postier backup verify DEST", EX_USAGE)
+        ctx = _merge(ctx, config_path, data)
+        summary = backup(ctx.data_dir(ctx.config()), dest, _progress())
+    except BackupError as exc:
+        fail(str(exc))
+    click.echo(summary.describe())
+
+
+@main.command("restore")
+@_sub_options
+@click.argument("src", type=click.Path(path_type=Path, exists=True))
+@click.option("--snapshot", default=None, help="Snapshot name under SRC/snapshots (default: latest).")
+@click.option("--force", is_flag=True,
+              help="Restore into a non-empty data folder (its contents are moved aside).")
+@pass_ctx
+def restore_cmd(ctx: Context, config_path: Path | None, data: str | None, src: Path,
+                snapshot: str | None, force: bool) -> None:
+    """Restore a backup into the (empty) data folder; stop the server first.
+
+    The backup is verified before anything is written; IMAP UIDVALIDITY/UIDs and POP3
+    UIDLs come back unchanged, so clients do not resync.
+    """
+    from postier.admin.backup import BackupError, restore
+
+    ctx = _merge(ctx, config_path, data)
+    try:
+        summary = restore(src, ctx.data_dir(ctx.config()), force=force, progress=_progress(),
+                          snapshot=snapshot)
+    except BackupError as exc:
+        fail(str(exc))
+    click.echo(summary.describe())
+
+
+@main.command("export")
+@_sub_options
+@click.argument("address")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["maildir", "mbox"]), default="maildir",
+              show_default=True)
+@pass_ctx
+def export_cmd(ctx: Context, config_path: Path | None, data: str | None, address: str,
+               dest: Path, fmt: str) -> None:
+    """Export every folder of ADDRESS to DEST (Maildir++ or one mbox file per folder)."""
+    from postier.admin.archive import export_account
+
+    async def go(store: SqliteStore) -> str:
+        return (await export_account(store, address, dest, fmt, _progress())).describe("exported")
+
+    click.echo(run(with_store(_merge(ctx, config_path, data), go)))
+
+
+@main.command("import")
+@_sub_options
+@click.argument("address")
+@click.argument("src", type=click.Path(path_type=Path, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["maildir", "mbox"]), default=None,
+              help="Source format (default: detected).")
+@pass_ctx
+def import_cmd(ctx: Context, config_path: Path | None, data: str | None, address: str,
+               src: Path, fmt: str | None) -> None:
+    """Import a Maildir or mbox into ADDRESS, keeping flags and dates; safe to repeat."""
+    from postier.admin.archive import import_account
+
+    async def go(store: SqliteStore) -> tuple[str, int]:
+        summary = await import_account(store, address, src, _progress(), fmt)
+        return summary.describe("imported"), summary.skipped
+
+    text, skipped = run(with_store(_merge(ctx, config_path, data), go))
+    click.echo(text)
+    sys.exit(EX_DATAERR if skipped else EX_OK)
+
+
+@main.command("migrate")
+@_sub_options
+@click.option("--from", "url", required=True, metavar="URL",
+              help="imaps://user@host[:993] (or imap://user@host for STARTTLS).")
+@click.option("--to", "address", default=None, help="Local account (default: the remote user).")
+@click.option("--password-stdin", is_flag=True, help="Read the remote password from stdin.")
+@click.option("--insecure", is_flag=True, help="Do not verify the remote certificate.")
+@pass_ctx
+def migrate_cmd(ctx: Context, config_path: Path | None, data: str | None, url: str,
+                address: str | None, password_stdin: bool, insecure: bool) -> None:
+    """Copy a whole account from another IMAP server; resumable, safe to repeat."""
+    import ssl
+
+    from postier.admin.migrate import ImapSource, migrate_account
+
+    password = (sys.stdin.readline().rstrip("\r\n") if password_stdin
+                else click.prompt("remote password", hide_input=True))
+    context = None
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        source = ImapSource.from_url(url, password, context)
+    except PostierError as exc:
+        fail(str(exc))
+    target = address or source.user
+
+    async def go(store: SqliteStore) -> tuple[str, int]:
+        summary = await migrate_account(store, target, source, _progress())
+        return summary.describe("migrated"), summary.skipped
+
+    text, skipped = run(with_store(_merge(ctx, config_path, data), go))
+    click.echo(text)
+    sys.exit(EX_DATAERR if skipped else EX_OK)
 
 
 # deliver ----------------------------------------------------------------------------

@@ -90,6 +90,10 @@ def _str(default: str) -> str:
     return field(default=default, metadata={"kind": "str"})  # type: ignore[no-any-return]
 
 
+def _strlist(*default: str) -> tuple[str, ...]:
+    return field(default=tuple(default), metadata={"kind": "strlist"})  # type: ignore[no-any-return]
+
+
 def _hostname(default: str) -> str:
     return field(default=default, metadata={"kind": "hostname"})  # type: ignore[no-any-return]
 
@@ -139,6 +143,14 @@ class SmtpConfig:
     allow_plaintext_auth_on_loopback: bool = _bool(True)
     sender_must_match: bool = _bool(True)
     max_connections_per_ip: int = _int(20, minimum=1)
+    # Checks of mail received on port 25 (RFC 7208, 6376, 7489), written into an
+    # Authentication-Results header (RFC 8601).
+    check_spf: bool = _bool(True)
+    check_dkim: bool = _bool(True)
+    check_dmarc: bool = _bool(True)
+    # What to do with mail failing DMARC whose domain asks for p=reject / p=quarantine.
+    dmarc_reject: bool = _bool(True)  # refuse with 550 5.7.1
+    dmarc_quarantine_to_junk: bool = _bool(True)  # deliver into the Junk mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +219,34 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """``[dns]``: the resolver used for MX, SPF, DKIM and DMARC lookups."""
+
+    # "ip" or "ip:port" ("[ipv6]:port"); empty: the system's resolvers (/etc/resolv.conf).
+    nameservers: tuple[str, ...] = _strlist()
+    timeout_s: int = _int(5, minimum=1, maximum=60)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """``[queue]``: outbound delivery to other servers."""
+
+    enabled: bool = _bool(True)
+    remote_port: int = _int(25, minimum=1, maximum=65535)  # tests and smarthosts: other ports
+    max_connections: int = _int(50, minimum=1, maximum=10_000)
+    max_connections_per_domain: int = _int(2, minimum=1, maximum=100)
+    max_age_days: int = _int(5, minimum=1, maximum=30)  # then the message bounces
+    delay_warning_hours: int = _int(4, minimum=0, maximum=24 * 30)  # 0: no delay warnings
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    """``[dkim]``: signing of outbound mail from hosted domains (RFC 6376, RFC 8463)."""
+
+    sign: bool = _bool(True)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration: one attribute per TOML table."""
 
@@ -218,6 +258,9 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
 SECTIONS: Final[dict[str, type[Any]]] = {
@@ -229,6 +272,9 @@ SECTIONS: Final[dict[str, type[Any]]] = {
     "auth": AuthConfig,
     "store": StoreConfig,
     "delivery": DeliveryConfig,
+    "dns": DnsConfig,
+    "queue": QueueConfig,
+    "dkim": DkimConfig,
 }
 
 
@@ -416,6 +462,13 @@ class _Checker:
                 )
                 return None
             return value
+        if kind == "strlist":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                self.issue(key, f"expected an array of strings, got {got}")
+                return None
+            return tuple(value)
         if kind == "listen":
             if isinstance(value, str):
                 value = [value]  # a single entry is accepted for convenience

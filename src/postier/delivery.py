@@ -139,11 +139,18 @@ class Delivery:
         return RecipientResult(address, Status.DELIVERED)
 
     async def deliver(
-        self, raw: bytes, sender: str, recipients: Sequence[str], *, prepared: PreparedBody | None = None
+        self,
+        raw: bytes,
+        sender: str,
+        recipients: Sequence[str],
+        *,
+        prepared: PreparedBody | None = None,
+        junk: bool = False,
     ) -> list[RecipientResult]:
         """Store ``raw`` for each recipient; a result per recipient, in order.
 
         Each DELIVERED result is durable (fsync'd body, committed row) when this returns.
+        ``junk``: into each account's \\Junk mailbox (RFC 6154) instead of INBOX.
         """
         resolutions: list[Resolution | RecipientResult] = []
         for rcpt in recipients:
@@ -164,7 +171,7 @@ class Delivery:
         # One append per distinct account (duplicates eliminated, as Postfix does).
         accounts = list(dict.fromkeys(a for r in wanted for a in r.local))
         outcomes = await asyncio.gather(
-            *(self._store_one(body, sender, account) for account in accounts)
+            *(self._store_one(body, sender, account, junk) for account in accounts)
         )
         by_account = dict(zip(accounts, outcomes, strict=True))
         remotes = list(dict.fromkeys(a for r in wanted for a in r.remote))
@@ -193,11 +200,18 @@ class Delivery:
                 results.append(RecipientResult(rcpt, status))
         return results
 
-    async def _store_one(self, body: PreparedBody, sender: str, address: str) -> RecipientResult | None:
+    async def _store_one(
+        self, body: PreparedBody, sender: str, address: str, junk: bool = False
+    ) -> RecipientResult | None:
         account = await self.store.get_account(address)
         if account is None:
             return RecipientResult(address, Status.UNKNOWN_USER, f"no such user: {address}")
-        inbox = await self.store.get_mailbox(account.id, "INBOX")
+        inbox = None
+        if junk:
+            boxes = await self.store.list_mailboxes(account.id)
+            inbox = next((b for b in boxes if b.special_use == "\\Junk"), None)
+        if inbox is None:
+            inbox = await self.store.get_mailbox(account.id, "INBOX")
         if inbox is None:
             inbox = await self.store.create_mailbox(account.id, "INBOX")
         prefix = trace_prefix(sender, address) if self.add_delivered_to else (

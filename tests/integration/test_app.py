@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import poplib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,13 @@ import pytest
 from postier.app import App
 from postier.config import parse_config_text
 from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.dnsstub import LoopbackDns, loopback_dns
 
 CONFIG = """
 [server]
 hostname = "mail.example.org"
+[dns]
+nameservers = ["{nameserver}"]
 [smtp]
 listen = ["127.0.0.1:0"]
 submission_listen = ["127.0.0.1:0"]
@@ -40,8 +43,14 @@ def port_of(app: App, label: str) -> int:
 
 
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    a = App(parse_config_text(CONFIG), tmp_path / "data")
+def dns() -> Iterator[LoopbackDns]:
+    with loopback_dns() as server:
+        yield server
+
+
+@pytest.fixture
+async def app(tmp_path: Path, dns: LoopbackDns) -> AsyncIterator[App]:
+    a = App(parse_config_text(CONFIG.replace("{nameserver}", dns.nameserver)), tmp_path / "data")
     await a.start()
     assert a.store is not None
     await a.store.add_domain("example.org")

@@ -135,3 +135,73 @@ def test_serve_demo_prints_password_once_and_stops_cleanly(tmp_path: Path, data:
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0 and b"Traceback" not in stderr
+
+
+def test_domain_add_creates_dkim_keys_and_dns_prints_records(data: Path) -> None:
+    postier(data, "domain", "add", "example.org")
+    keys = postier(data, "dkim", "list").stdout.decode().splitlines()
+    assert len(keys) == 2 and all(k.endswith("\tactive") for k in keys)
+    records = postier(data, "dns", "example.org").stdout.decode()
+    for needle in ("IN MX 10 ", '"v=spf1 mx -all"', "_domainkey.example.org.", "k=ed25519",
+                   "_dmarc.example.org.", "_submissions._tcp.example.org.", "_smtp._tls"):
+        assert needle in records
+    postier(data, "dkim", "rotate", "example.org")
+    states = [line.split("\t")[-1] for line in postier(data, "dkim", "list").stdout.decode().splitlines()]
+    assert sorted(states) == ["active", "active", "retired", "retired"]
+    assert postier(data, "dns", "nowhere.test", check=False).returncode == 1
+
+
+def test_dns_check_compares_with_a_loopback_dns_server(tmp_path: Path, data: Path) -> None:
+    from tests.integration.dnsstub import loopback_dns
+
+    postier(data, "domain", "add", "example.org")
+    cfg = tmp_path / "postier.toml"
+    with loopback_dns() as dns:
+        cfg.write_text(f'[server]\nhostname = "mail.example.org"\n[dns]\nnameservers = ["{dns.nameserver}"]\n')
+        records = postier(data, "--config", str(cfg), "dns", "example.org").stdout.decode()
+        missing = postier(data, "--config", str(cfg), "dns", "check", "example.org", check=False)
+        assert missing.returncode == 1 and b"MISSING" in missing.stdout
+        dns.add("\n".join(line.split("  ;")[0] for line in records.splitlines()
+                          if not line.startswith(";")))
+        ok = postier(data, "--config", str(cfg), "dns", "check", "example.org")
+        assert b"MISSING" not in ok.stdout and b"DIFFERS" not in ok.stdout
+
+
+def test_backup_verify_restore_export_import(tmp_path: Path, data: Path) -> None:
+    postier(data, "domain", "add", "example.org")
+    postier(data, "user", "add", "bob@example.org", "--generate")
+    for n in range(3):
+        postier(data, "deliver", "bob@example.org", stdin=b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n))
+    dest = tmp_path / "backup"
+    out = postier(data, "backup", str(dest)).stdout.decode()
+    assert "1 accounts, 6 mailboxes, 3 messages" in out
+    assert postier(data, "backup", "verify", str(dest)).returncode == 0
+    restored = tmp_path / "restored"
+    postier(restored, "restore", str(dest))
+    assert postier(restored, "user", "list").stdout == postier(data, "user", "list").stdout
+    refused = postier(restored, "restore", str(dest), check=False)
+    assert refused.returncode != 0  # not into a non-empty folder
+    export = tmp_path / "export"
+    postier(data, "export", "bob@example.org", str(export), "--format", "mbox")
+    postier(restored, "user", "add", "carol@example.org", "--generate")
+    first = postier(restored, "import", "carol@example.org", str(export)).stdout.decode()
+    assert first.startswith("imported 3 messages")
+    again = postier(restored, "import", "carol@example.org", str(export)).stdout.decode()
+    assert again.startswith("imported 0 messages") and "3 already present" in again
+    users = dict(line.split("\t")[:2] for line in postier(restored, "user", "list").stdout.decode().splitlines())
+    assert users["carol@example.org"] == users["bob@example.org"] != "0 B used"
+
+
+def test_queue_commands_on_an_empty_and_a_full_queue(data: Path) -> None:
+    assert postier(data, "queue", "list").stdout == b"the queue is empty\n"
+    postier(data, "domain", "add", "example.org")
+    postier(data, "alias", "add", "fwd@example.org", "someone@remote.test")
+    postier(data, "deliver", "-f", "x@example.net", "fwd@example.org", stdin=b"Subject: fwd\r\n\r\nbody\r\n")
+    listing = postier(data, "queue", "list").stdout.decode()
+    assert "someone@remote.test (pending)" in listing
+    queue_id = listing.split("\t")[0]
+    shown = postier(data, "queue", "show", queue_id).stdout.decode()
+    assert "sender:       <x@example.net>" in shown and "Subject: fwd" in shown
+    assert "1 message(s) due now" in postier(data, "queue", "flush").stdout.decode()
+    postier(data, "queue", "delete", queue_id)
+    assert postier(data, "queue", "list").stdout == b"the queue is empty\n"

@@ -129,6 +129,11 @@ class DnsPythonResolver:
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"DNS error for {name} {rdtype.name}: {exc}") from exc
 
+    async def records(self, name: str, rtype: str) -> list[str]:
+        """Any record type in its zone-file text form (for `postier dns check`)."""
+        answer = await self._query(name, dns.rdatatype.from_text(rtype))
+        return [] if answer is None else [r.to_text() for r in answer]
+
     async def txt(self, name: str) -> list[bytes]:
         answer = await self._query(name, dns.rdatatype.TXT)
         if answer is None:

@@ -41,6 +41,7 @@ from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
 from postier.delivery import Delivery, RecipientResult, Status, canonical, split_address
 from postier.log import ConnectionLogger, format_peer
+from postier.mailauth.inbound import Action, InboundChecker, strip_forged_results
 from postier.net.addresses import ListenAddress, is_loopback
 from postier.net.tls import describe_tls
 from postier.smtp.core import (
@@ -82,6 +83,8 @@ __all__ = ["Mode", "SmtpServer", "SmtpSettings"]
 C550_DOMAIN_NOT_LOCAL = Reply(550, "5.1.2", "Domain not hosted here")  # RFC 3463 X.1.2 (LMTP)
 C550_NO_FROM = Reply(550, "5.6.0", "Message has no From: header field")  # RFC 5322 §3.6
 C553_FROM_NOT_OWNED = Reply(553, "5.7.1", "From: header address not owned by authenticated user")
+# RFC 7489 §10.3: a DMARC rejection says why, with 5.7.1.
+C550_DMARC_REJECT = Reply(550, "5.7.1", "Rejected by the DMARC policy of the From: domain")
 READ_CHUNK_BYTES = 256 * 1024  # pause reading above this much unconsumed input
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 MAX_HEADER_SCAN_BYTES = 256 * 1024  # how far into a message From:/Date:/Message-ID: are sought
@@ -283,8 +286,10 @@ class SmtpServer:
         delivery: Delivery,
         authenticator: Authenticator | None = None,
         tls_context: ssl.SSLContext | None = None,
+        inbound: InboundChecker | None = None,
     ) -> None:
         self.settings = settings
+        self.inbound = inbound  # SPF/DKIM/DMARC of mail received on port 25
         self.store = store
         self.delivery = delivery
         self.authenticator = authenticator
@@ -719,7 +724,22 @@ class SmtpServer:
                 prefix += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
             if not has_message_id:
                 prefix += f"Message-ID: <{secrets.token_hex(16)}@{self.settings.hostname}>\r\n".encode()
-        raw = prefix + event.data
+        data = event.data
+        junk = False
+        if session.mode is Mode.MTA and self.inbound is not None:
+            data = strip_forged_results(data, self.inbound.settings.authserv_id)
+            verdict = await self.inbound.check(
+                session.peer_ip, session.helo, event.sender.address, data
+            )
+            if verdict.action is Action.REJECT:
+                log.info("message refused: %s", verdict.reason)
+                conn.reject(C550_DMARC_REJECT)
+                return
+            junk = verdict.action is Action.JUNK
+            if junk:
+                log.info("message goes to Junk: %s", verdict.reason)
+            prefix = verdict.header + prefix
+        raw = prefix + data
         sender = event.sender.address
         recipients = list(event.recipients)
         local = [r for r in recipients if r.address not in session.remote_rcpts]
@@ -746,7 +766,9 @@ class SmtpServer:
                 )
             results: list[RecipientResult] = []
             if local_addresses:
-                results = await self.delivery.deliver(raw, sender, local_addresses, prepared=prepared)
+                results = await self.delivery.deliver(
+                    raw, sender, local_addresses, prepared=prepared, junk=junk
+                )
         except Exception:
             log.exception("storing the message failed")
             conn.reject(C451_LOCAL_ERROR)

@@ -18,6 +18,7 @@ from postier.store.types import (
     BodyId,
     Changes,
     CopyResult,
+    DkimKeyRecord,
     Domain,
     FlagMode,
     Mailbox,
@@ -45,6 +46,11 @@ class Store(Protocol):
     async def remove_domain(self, name: str) -> None: ...
     async def list_domains(self) -> list[Domain]: ...
     async def get_domain(self, name: str) -> Domain | None: ...
+
+    # DKIM keys ---------------------------------------------------------------
+    async def add_dkim_key(self, key: DkimKeyRecord) -> None: ...
+    async def list_dkim_keys(self, domain: str | None = None, active_only: bool = False) -> list[DkimKeyRecord]: ...
+    async def deactivate_dkim_keys(self, domain: str, except_selectors: Sequence[str] = ()) -> int: ...
 
     # Accounts ----------------------------------------------------------------
     async def create_account(

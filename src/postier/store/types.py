@@ -220,3 +220,13 @@ class QueueEntry:
     next_attempt: int
     attempts: int
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeyRecord:
+    domain: str
+    selector: str
+    algorithm: str  # "rsa-sha256" | "ed25519-sha256"
+    private_key_pem: str
+    created: int
+    active: bool

@@ -117,6 +117,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_by_next ON queue (next_attempt);
     CREATE INDEX queue_by_body ON queue (body_id);
     """,
+    # 3: DKIM signing keys per domain (RFC 6376); old keys stay, inactive, after rotation.
+    """
+    CREATE TABLE dkim_keys (
+        domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+        selector TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        private_key TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (domain, selector)
+    ) WITHOUT ROWID;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -8,6 +8,7 @@ transaction that made the change has committed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -35,6 +36,7 @@ from postier.store.types import (
     BodyId,
     Changes,
     CopyResult,
+    DkimKeyRecord,
     Domain,
     FlagMode,
     FlagUpdate,
@@ -124,6 +126,8 @@ class SqliteStore:
         self.bus = ChangeBus()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline: sqlite3.Connection | None = None
+        # Called on the loop after a message was queued for remote delivery (wakes the runner).
+        self.enqueue_listeners: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256) -> SqliteStore:
@@ -226,6 +230,52 @@ class SqliteStore:
             ).fetchone()
         )
         return Domain(row[0], row[1]) if row else None
+
+    # DKIM keys ------------------------------------------------------------------
+
+    async def add_dkim_key(self, key: DkimKeyRecord) -> None:
+        def fn(tx: Tx) -> None:
+            try:
+                tx.execute(
+                    "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, created,"
+                    " active) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key.domain, key.selector, key.algorithm, key.private_key_pem, key.created,
+                     int(key.active)),
+                )
+            except sqlite3.IntegrityError:
+                raise UserError(
+                    f"domain {key.domain} is not hosted here, or selector {key.selector} exists"
+                )
+
+        await self._write(fn)
+
+    async def list_dkim_keys(
+        self, domain: str | None = None, active_only: bool = False
+    ) -> list[DkimKeyRecord]:
+        sql = "SELECT domain, selector, algorithm, private_key, created, active FROM dkim_keys"
+        where: list[str] = []
+        params: list[object] = []
+        if domain is not None:
+            where.append("domain = ?")
+            params.append(domain.lower())
+        if active_only:
+            where.append("active = 1")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY domain, created, selector"
+        rows = self._lookup(lambda c: c.execute(sql, params).fetchall())
+        return [DkimKeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    async def deactivate_dkim_keys(self, domain: str, except_selectors: Sequence[str] = ()) -> int:
+        def fn(tx: Tx) -> int:
+            keep = json.dumps(list(except_selectors))
+            return tx.execute(
+                "UPDATE dkim_keys SET active = 0 WHERE domain = ? AND active = 1"
+                " AND selector NOT IN (SELECT value FROM json_each(?))",
+                (domain.lower(), keep),
+            ).rowcount
+
+        return await self._write(fn)
 
     # accounts -------------------------------------------------------------------
 
@@ -881,7 +931,10 @@ class SqliteStore:
                 )
             return queue_id
 
-        return await self._write(fn)
+        queue_id = await self._write(fn)
+        for listener in self.enqueue_listeners:
+            listener()
+        return queue_id
 
     async def list_queue(self) -> list[QueueEntry]:
         def fn(c: sqlite3.Connection) -> list[QueueEntry]:
@@ -988,9 +1041,14 @@ def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str |
     )
 
 
+# Trigram indexing costs ~24 ms per MB of text (bench/README.md); the first 256 KiB of a
+# body's text are indexed, which covers all but giant plain-text messages.
+FTS_TEXT_MAX_CHARS = 256 * 1024
+
+
 def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
     return (parsed.subject, parsed.from_, parsed.to, parsed.cc, parsed.bcc,
-            parsed.headers_text, parsed.text)
+            parsed.headers_text[:FTS_TEXT_MAX_CHARS], parsed.text[:FTS_TEXT_MAX_CHARS])
 
 
 def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:

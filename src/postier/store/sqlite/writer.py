@@ -97,7 +97,11 @@ class Writer:
                     stop = True
                     break
                 batch.append(item)
-            self._run_batch(batch)
+            # A job whose caller was cancelled before it ran is dropped; once running, its
+            # future can no longer be cancelled, so its result is always deliverable.
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if batch:
+                self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         conn = self._conn
