@@ -707,3 +707,29 @@ async def test_start_imap_registers_listeners(store: SqliteStore, account: Accou
     finally:
         app.store = None  # the fixture closes it
         await app.stop()
+
+
+async def test_many_idle_sessions_all_hear_one_delivery(server: ImapServer, delivery: Delivery) -> None:
+    """Fan-out: 100 sessions IDLE on one INBOX; one delivery reaches every one within 1 s."""
+    port = port_of(server)
+    login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
+    sessions: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def until(reader: asyncio.StreamReader, prefix: bytes) -> None:
+        while not (await reader.readline()).startswith(prefix):
+            pass
+
+    for _ in range(100):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(login + b"s SELECT INBOX\r\ni IDLE\r\n")
+        sessions.append((reader, writer))
+    for reader, _ in sessions:
+        await asyncio.wait_for(until(reader, b"+ "), 10)
+    started = time.monotonic()
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    await asyncio.wait_for(asyncio.gather(*(until(r, b"* 1 EXISTS") for r, _ in sessions)), 5)
+    assert time.monotonic() - started < 1.0
+    for reader, writer in sessions:
+        writer.write(b"DONE\r\n")
+        await asyncio.wait_for(until(reader, b"i OK"), 5)
+        writer.close()
