@@ -733,3 +733,34 @@ async def test_many_idle_sessions_all_hear_one_delivery(server: ImapServer, deli
         writer.write(b"DONE\r\n")
         await asyncio.wait_for(until(reader, b"i OK"), 5)
         writer.close()
+
+
+async def test_authenticate_scram_sha_256(store: SqliteStore, account: Account, server: ImapServer) -> None:
+    import base64
+
+    import scramp  # type: ignore[import-untyped]
+
+    from postier.auth.passwords import scram_credentials
+    from tests.conftest import cheap_hash
+
+    await store.set_password(USER, cheap_hash(TEST_PASSWORD), scram_credentials(TEST_PASSWORD, 4096))
+
+    def run() -> bytes:
+        client = scramp.ScramClient(["SCRAM-SHA-256"], USER, TEST_PASSWORD)
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=10) as s:
+            f = s.makefile("rwb")
+            assert b"AUTH=SCRAM-SHA-256" in f.readline()
+            first = base64.b64encode(client.get_client_first().encode())
+            f.write(b"a AUTHENTICATE SCRAM-SHA-256 " + first + b"\r\n")  # SASL-IR
+            f.flush()
+            challenge = f.readline()
+            client.set_server_first(base64.b64decode(challenge[2:].strip()).decode())
+            f.write(base64.b64encode(client.get_client_final().encode()) + b"\r\n")
+            f.flush()
+            final = f.readline()
+            client.set_server_final(base64.b64decode(final[2:].strip()).decode())  # verifies server
+            f.write(b"\r\n")
+            f.flush()
+            return f.readline()
+
+    assert (await in_thread(run)).startswith(b"a OK")

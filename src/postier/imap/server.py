@@ -93,7 +93,7 @@ from postier.store.types import (
 log = get_logger("imap")
 READ_BYTES = 64 * 1024
 SEP = HIERARCHY_SEPARATOR
-SASL_MECHANISMS = ("PLAIN", "LOGIN")
+SASL_MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 IDLE_REPORT_S = 0.05  # coalesce bursts of bus events during IDLE (well under RFC's "soon")
 
 
@@ -585,7 +585,11 @@ class Connection:
 
     async def _login_result(self, tag: str, result: Ok | Failed | Refused, who: str) -> bytes:
         match result:
-            case Ok(account_id=account_id, address=address):
+            case Ok(account_id=account_id, address=address, final_data=final_data):
+                # RFC 9051 §6.2.2: additional data with success goes in a continuation; the
+                # client answers with an empty line.
+                if final_data is not None and await self._exchange(final_data) != b"":
+                    raise _No("authentication failed", response_code("AUTHENTICATIONFAILED"))
                 self.account_id = AccountId(account_id)
                 self.address = address
                 self.state = State.AUTHENTICATED

@@ -159,7 +159,7 @@ def capabilities(
         if tls_available and not tls_active:
             caps.append("STARTTLS")
         if auth_ok:
-            caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            caps += ["AUTH=PLAIN", "AUTH=LOGIN", "AUTH=SCRAM-SHA-256"]
         else:
             caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
     return tuple(caps)

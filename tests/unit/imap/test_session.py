@@ -34,7 +34,7 @@ def test_loopback_plaintext_allowed_only_when_configured() -> None:
 def test_after_tls_auth_plain_and_no_starttls() -> None:
     caps = capabilities(state=State.NOT_AUTHENTICATED, tls_active=True, tls_available=True, auth_ok=True)
     assert "AUTH=PLAIN" in caps and "STARTTLS" not in caps and "LOGINDISABLED" not in caps
-    assert "AUTH=LOGIN" in caps
+    assert "AUTH=LOGIN" in caps and "AUTH=SCRAM-SHA-256" in caps
     assert {"IMAP4rev1", "IMAP4rev2", "IDLE", "UIDPLUS", "MOVE", "LITERAL+"} <= set(caps)
 
 
