@@ -132,6 +132,11 @@ class App:
         else:
             cert, key = await asyncio.to_thread(ensure_certificate, self.data_dir, self.hostname)
         self.tls = server_context(cert, key, self.config.tls.min_version)
+        from postier.store.relay import EventRelay
+
+        relay = EventRelay(self.store.bus, self.data_dir)
+        await relay.start()
+        self.add_service([], relay.stop)
         for starter in _protocol_starters():
             await starter(self)
         self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))

@@ -102,14 +102,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def with_store(ctx: Context, fn: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    """Run ``fn`` on the store; changes it made are told to a running server (relay.py)."""
+    from postier.store import relay
+    from postier.store.bus import Event
+
     config = ctx.config()
+    data_dir = ctx.data_dir(config)
     store = await SqliteStore.open(
-        ctx.data_dir(config), readers=1, group_commit_max=config.store.group_commit_max
+        data_dir, readers=1, group_commit_max=config.store.group_commit_max
     )
+    changes: list[Event] = []
+    store.bus.taps.append(changes.append)
     try:
         return await fn(store)
     finally:
+        await asyncio.sleep(0)  # let post-commit publications run
         await store.close()
+        relay.forward(data_dir, changes)
 
 
 pass_ctx = click.make_pass_decorator(Context)

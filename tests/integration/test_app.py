@@ -143,3 +143,41 @@ async def test_imap_sees_delivered_mail(app: App) -> None:
 
     body = await asyncio.to_thread(fetch)
     assert body.endswith(raw) and body.startswith(b"Return-Path: <bob@example.net>")
+
+
+async def test_delivery_by_another_process_wakes_imap_idle(app: App) -> None:
+    """`postier deliver` (an MTA's LDA) in its own process: IDLE hears it within a second."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = port_of(app, "IMAP")
+
+    def idle_until_exists() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(f'a LOGIN alice@example.org "{TEST_PASSWORD}"\r\n'.encode())
+            while not f.readline().startswith(b"a OK"):
+                pass
+            sock.sendall(b"b SELECT INBOX\r\n")
+            while not f.readline().startswith(b"b OK"):
+                pass
+            sock.sendall(b"c IDLE\r\n")
+            assert f.readline().startswith(b"+")
+            proc = subprocess.run(
+                [sys.executable, "-m", "postier.cli", "deliver", "alice@example.org"],
+                input=b"Subject: from an LDA\r\n\r\nhi\r\n", capture_output=True, timeout=60,
+                env={**os.environ, "POSTIER_DATA": str(app.data_dir)},
+            )
+            assert proc.returncode == 0, proc.stderr
+            delivered = time.monotonic()
+            line = f.readline()
+            assert time.monotonic() - delivered < 1.0
+            sock.sendall(b"DONE\r\n")
+            return line
+
+    line = await asyncio.to_thread(idle_until_exists)
+    assert line == b"* 1 EXISTS\r\n"

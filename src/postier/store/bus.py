@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from postier.store.types import AccountId, MailboxId, ModSeq, Uid
@@ -130,6 +131,8 @@ class Subscription:
 class ChangeBus:
     def __init__(self) -> None:
         self._subscribers: dict[AccountId, set[Subscription]] = defaultdict(set)
+        # Called with every event (e.g. to forward a CLI process's changes to the server).
+        self.taps: list[Callable[[Event], None]] = []
 
     def subscribe(self, account_id: AccountId) -> Subscription:
         sub = Subscription(self, account_id)
@@ -147,3 +150,5 @@ class ChangeBus:
         """Deliver to subscribers; must be called on the event loop's thread."""
         for sub in tuple(self._subscribers.get(event.account_id, ())):
             sub._put(event)
+        for tap in self.taps:
+            tap(event)

@@ -1,0 +1,110 @@
+"""Carry change events from other processes into the server's bus.
+
+The server listens on a Unix socket in its data folder (``events.sock``, mode 0600).
+Another process working on the same data (``postier deliver`` called by an MTA, an
+import) publishes its committed changes there, so IMAP IDLE and POP3 sessions hear about
+them as if the server had made them.  Best effort: with no server running nothing is sent
+and nothing is lost (the changes are committed; sessions see them when they next read).
+Format: one JSON object per line, ``{"type": "MessageAdded", "account_id": 1, ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from postier.store import bus as ev
+
+log = logging.getLogger("postier.store")
+
+SOCKET_NAME = "events.sock"
+MAX_LINE_BYTES = 1024 * 1024
+_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (ev.MessageAdded, ev.FlagsChanged, ev.Expunged, ev.MailboxCreated,
+                ev.MailboxRenamed, ev.MailboxDeleted)
+}
+
+
+def encode(event: ev.Event) -> bytes:
+    data = dataclasses.asdict(event)
+    data["type"] = type(event).__name__
+    return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> ev.Event | None:
+    try:
+        data = json.loads(line)
+        cls = _TYPES[data.pop("type")]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != fields:
+            return None
+        for key in ("uids",):
+            if key in data:
+                data[key] = tuple(int(u) for u in data[key])
+        event: ev.Event = cls(**data)
+        return event
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+class EventRelay:
+    """The server side: publish what other processes send into ``bus``."""
+
+    def __init__(self, bus: ev.ChangeBus, data_dir: Path) -> None:
+        self.bus = bus
+        self.path = data_dir / SOCKET_NAME
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        os.chmod(self.path, 0o600)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readuntil(b"\n"):
+                if len(line) > MAX_LINE_BYTES:
+                    break
+                event = decode(line)
+                if event is not None:
+                    self.bus.publish(event)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def forward(data_dir: Path, events: Sequence[ev.Event], timeout_s: float = 2.0) -> bool:
+    """Send committed ``events`` to a running server; False if none listens."""
+    if not events:
+        return True
+    path = data_dir / SOCKET_NAME
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(path))
+            sock.sendall(b"".join(encode(e) for e in events))
+    except OSError as exc:
+        log.debug("no server to tell about %d change(s): %s", len(events), exc)
+        return False
+    return True

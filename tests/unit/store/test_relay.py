@@ -1,0 +1,47 @@
+"""Events carried between processes: encoding, garbage, and the socket end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from postier.store import bus as ev
+from postier.store import relay
+from postier.store.types import AccountId, MailboxId, ModSeq, Uid
+
+EVENTS: list[ev.Event] = [
+    ev.MessageAdded(AccountId(1), MailboxId(2), Uid(3), ModSeq(4)),
+    ev.FlagsChanged(AccountId(1), MailboxId(2), (Uid(3), Uid(5)), ModSeq(6)),
+    ev.Expunged(AccountId(1), MailboxId(2), (Uid(3),), ModSeq(7)),
+    ev.MailboxCreated(AccountId(1), MailboxId(9), "Work"),
+    ev.MailboxRenamed(AccountId(1), MailboxId(9), "Work", "Job"),
+    ev.MailboxDeleted(AccountId(1), MailboxId(9), "Job"),
+]
+
+
+def test_every_event_round_trips() -> None:
+    for event in EVENTS:
+        assert relay.decode(relay.encode(event)) == event
+
+
+def test_garbage_is_ignored() -> None:
+    for line in [b"", b"{", b"[]", b'{"type": "Overflow", "account_id": 1}',
+                 b'{"type": "MessageAdded", "account_id": 1}', b'{"type": "Nope"}', b"\xff\xfe"]:
+        assert relay.decode(line) is None
+
+
+async def test_socket_carries_events_into_the_bus(tmp_path: Path) -> None:
+    bus = ev.ChangeBus()
+    server = relay.EventRelay(bus, tmp_path)
+    await server.start()
+    sub = bus.subscribe(AccountId(1))
+    try:
+        assert (tmp_path / relay.SOCKET_NAME).stat().st_mode & 0o777 == 0o600
+        sent = await asyncio.to_thread(relay.forward, tmp_path, EVENTS)
+        assert sent
+        got = [await asyncio.wait_for(sub.get(), 2) for _ in EVENTS]
+        assert got == EVENTS
+    finally:
+        sub.close()
+        await server.stop()
+    assert not relay.forward(tmp_path, EVENTS)  # no server: nothing sent, no error
