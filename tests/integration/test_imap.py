@@ -764,3 +764,14 @@ async def test_authenticate_scram_sha_256(store: SqliteStore, account: Account, 
             return f.readline()
 
     assert (await in_thread(run)).startswith(b"a OK")
+
+
+async def test_stop_says_bye(store: SqliteStore, account: Account) -> None:
+    srv = await start_server(store)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(srv))
+    await reader.readline()
+    writer.write(b"n NOOP\r\n")
+    assert (await reader.readline()).startswith(b"n OK")
+    await srv.stop()
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"* BYE")
+    writer.close()

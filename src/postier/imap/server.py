@@ -148,6 +148,7 @@ class ImapServer:
         self.tls_context = tls_context
         self._servers: list[tuple[asyncio.Server, bool]] = []
         self._sessions: set[asyncio.Task[None]] = set()
+        self._connections: set[Connection] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -194,11 +195,16 @@ class ImapServer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+        # RFC 9051 §7.1.5: BYE, then close; each session ends on the end of its input.
+        for conn in list(self._connections):
+            conn.shut_down("server shutting down")
         tasks = list(self._sessions)
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=timeout_s)
 
     async def _handle(
         self,
@@ -217,6 +223,7 @@ class ImapServer:
         clog = ConnectionLogger("imap", peer=format_peer(peername))
         clog.info("connected to %s%s", listener, " (TLS)" if implicit_tls else "")
         session = Connection(self, reader, writer, clog, ip, implicit_tls, local or is_loopback(ip))
+        self._connections.add(session)
         error: BaseException | None = None
         try:
             await session.run()
@@ -234,6 +241,7 @@ class ImapServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 5.0)
             self._sessions.discard(task)
+            self._connections.discard(session)
             clog.connection_lost(error)
 
 
@@ -356,6 +364,16 @@ class Connection:
         if not data:
             raise _Closed()
         return data
+
+    def shut_down(self, reason: str) -> None:
+        """Server stopping: untagged BYE, then close the transport (no await needed)."""
+        data = b"".join(self._out) + untagged_status("BYE", reason)
+        self._out.clear()
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        with contextlib.suppress(Exception):
+            self.writer.write(data)
+            self.writer.close()
 
     def close(self) -> None:
         if self.subscription is not None:
