@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -62,6 +63,100 @@ async def test_acknowledged_deliveries_survive_sigkill(tmp_path: Path) -> None:
             seen[n] = seen.get(n, 0) + 1
         missing = acked - set(seen)
         assert not missing, f"{len(missing)} acknowledged messages lost"
+        assert all(c == 1 for c in seen.values()), "a message was stored twice"
+    finally:
+        await store.close()
+
+
+SERVE_CONFIG = """
+[smtp]
+listen = ["127.0.0.1:0"]
+submission_listen = []
+submissions_listen = []
+check_spf = false
+check_dkim = false
+check_dmarc = false
+[imap]
+listen = []
+tls_listen = []
+[pop3]
+listen = []
+tls_listen = []
+[queue]
+enabled = false
+"""
+
+
+async def test_messages_acknowledged_over_smtp_survive_sigkill_of_the_server(tmp_path: Path) -> None:
+    """`postier serve` is SIGKILLed during a burst from 8 SMTP clients: every message that
+    got its 250 is on disk, whole, exactly once."""
+    import re
+    import smtplib
+    import threading
+
+    data = tmp_path / "data"
+    store = await SqliteStore.open(data)
+    await store.add_domain("example.org")
+    await store.create_account("alice@example.org", cheap_hash("pw"), None)
+    await store.close()
+    config = tmp_path / "postier.toml"
+    config.write_text(SERVE_CONFIG)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    assert server.stdout is not None
+    port = 0
+    deadline = time.monotonic() + 30
+    while not port and time.monotonic() < deadline:
+        line = server.stdout.readline().decode()
+        m = re.match(r"\s+SMTP\s+127\.0\.0\.1:(\d+)", line)
+        port = int(m.group(1)) if m else 0
+    assert port, "server did not start"
+
+    acked: set[int] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(first: int) -> None:
+        n = first
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                while not stop.is_set():
+                    s.sendmail("burst@example.net", ["alice@example.org"], message(n))
+                    with lock:
+                        acked.add(n)
+                    n += 8
+        except (smtplib.SMTPException, OSError):
+            pass  # the server died under us: unacknowledged messages may be lost
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    while len(acked) < 300 and time.monotonic() < deadline + 60:
+        await asyncio.sleep(0.01)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    stop.set()
+    for t in threads:
+        t.join(20)
+    assert len(acked) >= 300
+
+    store = await SqliteStore.open(data)
+    try:
+        account = await store.get_account("alice@example.org")
+        assert account is not None
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        seen: dict[int, int] = {}
+        for info in await store.list_messages(inbox.id):
+            raw = await store.read_message(inbox.id, info.uid)
+            assert raw is not None and info.size == len(raw)
+            head, _, rest = raw.partition(b"Subject: burst ")
+            n = int(rest.split(b"\r\n", 1)[0])
+            assert raw == head + message(n), f"message {n} is not whole"
+            seen[n] = seen.get(n, 0) + 1
+        assert not acked - set(seen), f"{len(acked - set(seen))} acknowledged messages lost"
         assert all(c == 1 for c in seen.values()), "a message was stored twice"
     finally:
         await store.close()
