@@ -146,9 +146,14 @@ class ChangeBus:
             if not subs:
                 del self._subscribers[sub.account_id]
 
-    def publish(self, event: Event) -> None:
-        """Deliver to subscribers; must be called on the event loop's thread."""
+    def publish(self, event: Event, *, local: bool = True) -> None:
+        """Deliver to subscribers; must be called on the event loop's thread.
+
+        ``local=False`` for events relayed from another process: subscribers get them,
+        taps (which forward this process's changes elsewhere) do not.
+        """
         for sub in tuple(self._subscribers.get(event.account_id, ())):
             sub._put(event)
-        for tap in self.taps:
-            tap(event)
+        if local:
+            for tap in self.taps:
+                tap(event)

@@ -25,7 +25,12 @@ from postier.store import bus as ev
 
 log = logging.getLogger("postier.store")
 
-SOCKET_NAME = "events.sock"
+SOCKET_NAME = "events.sock"  # the server (worker 0 when there are several)
+SOCKET_GLOB = "events*.sock"  # every worker: events.sock, events-1.sock, ...
+
+
+def socket_name(worker: int) -> str:
+    return SOCKET_NAME if worker == 0 else f"events-{worker}.sock"
 MAX_LINE_BYTES = 1024 * 1024
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -59,9 +64,9 @@ def decode(line: bytes) -> ev.Event | None:
 class EventRelay:
     """The server side: publish what other processes send into ``bus``."""
 
-    def __init__(self, bus: ev.ChangeBus, data_dir: Path) -> None:
+    def __init__(self, bus: ev.ChangeBus, data_dir: Path, worker: int = 0) -> None:
         self.bus = bus
-        self.path = data_dir / SOCKET_NAME
+        self.path = data_dir / socket_name(worker)
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -77,7 +82,7 @@ class EventRelay:
                     break
                 event = decode(line)
                 if event is not None:
-                    self.bus.publish(event)
+                    self.bus.publish(event, local=False)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
@@ -93,18 +98,71 @@ class EventRelay:
 
 
 def forward(data_dir: Path, events: Sequence[ev.Event], timeout_s: float = 2.0) -> bool:
-    """Send committed ``events`` to a running server; False if none listens."""
+    """Send committed ``events`` to every running server process; False if none listens."""
     if not events:
         return True
-    path = data_dir / SOCKET_NAME
-    if not path.exists():
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout_s)
-            sock.connect(str(path))
-            sock.sendall(b"".join(encode(e) for e in events))
-    except OSError as exc:
-        log.debug("no server to tell about %d change(s): %s", len(events), exc)
-        return False
-    return True
+    payload = b"".join(encode(e) for e in events)
+    told = False
+    for path in sorted(data_dir.glob(SOCKET_GLOB)):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout_s)
+                sock.connect(str(path))
+                sock.sendall(payload)
+                told = True
+        except OSError as exc:
+            log.debug("%s not told about %d change(s): %s", path.name, len(events), exc)
+    return told
+
+
+class PeerForwarder:
+    """A worker's tap: forward its own committed events to the other workers, in order.
+
+    Events are queued without blocking the loop and written by one task over persistent
+    connections (reconnected when a peer restarts).
+    """
+
+    def __init__(self, data_dir: Path, worker: int, workers: int) -> None:
+        self.paths = [data_dir / socket_name(i) for i in range(workers) if i != worker]
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._writers: dict[Path, asyncio.StreamWriter] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        if self.paths:
+            self._queue.put_nowait(encode(event))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-forwarder")
+
+    async def _run(self) -> None:
+        while True:
+            lines = [await self._queue.get()]
+            while not self._queue.empty():
+                lines.append(self._queue.get_nowait())
+            payload = b"".join(lines)
+            for path in self.paths:
+                await self._send(path, payload)
+
+    async def _send(self, path: Path, payload: bytes) -> None:
+        for _attempt in range(2):
+            writer = self._writers.get(path)
+            try:
+                if writer is None:
+                    _, writer = await asyncio.open_unix_connection(str(path))
+                    self._writers[path] = writer
+                writer.write(payload)
+                await writer.drain()
+                return
+            except OSError:
+                self._writers.pop(path, None)
+        log.debug("worker socket %s unreachable; its sessions will re-read", path.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()

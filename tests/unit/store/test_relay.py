@@ -45,3 +45,31 @@ async def test_socket_carries_events_into_the_bus(tmp_path: Path) -> None:
         sub.close()
         await server.stop()
     assert not relay.forward(tmp_path, EVENTS)  # no server: nothing sent, no error
+
+
+async def test_workers_forward_their_own_events_and_not_relayed_ones(tmp_path: Path) -> None:
+    buses = [ev.ChangeBus(), ev.ChangeBus()]
+    relays = [relay.EventRelay(bus, tmp_path, worker=i) for i, bus in enumerate(buses)]
+    forwarders = [relay.PeerForwarder(tmp_path, i, 2) for i in range(2)]
+    for r in relays:
+        await r.start()
+    for bus, fwd in zip(buses, forwarders, strict=True):
+        bus.taps.append(fwd)
+        fwd.start()
+    subs = [bus.subscribe(AccountId(1)) for bus in buses]
+    try:
+        buses[0].publish(EVENTS[0])  # a change made by worker 0
+        assert await asyncio.wait_for(subs[0].get(), 2) == EVENTS[0]
+        assert await asyncio.wait_for(subs[1].get(), 2) == EVENTS[0]
+        buses[1].publish(EVENTS[1])
+        assert await asyncio.wait_for(subs[0].get(), 2) == EVENTS[1]
+        assert await asyncio.wait_for(subs[1].get(), 2) == EVENTS[1]
+        await asyncio.sleep(0.2)
+        assert subs[0].pending() == 0 and subs[1].pending() == 0  # no echo back and forth
+    finally:
+        for sub in subs:
+            sub.close()
+        for fwd in forwarders:
+            await fwd.stop()
+        for r in relays:
+            await r.stop()
