@@ -775,3 +775,40 @@ async def test_stop_says_bye(store: SqliteStore, account: Account) -> None:
     await srv.stop()
     assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"* BYE")
     writer.close()
+
+
+async def test_logindisabled_until_starttls_when_loopback_plaintext_off(
+    store: SqliteStore, account: Account
+) -> None:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    settings = ImapSettings(listen=(LOOPBACK,), allow_plaintext_auth_on_loopback=False)
+    srv = await start_server(store, settings, tls_context=ctx)
+
+    def run() -> None:
+        m = imaplib.IMAP4("127.0.0.1", port_of(srv), timeout=10)
+        assert "LOGINDISABLED" in m.capabilities and "AUTH=PLAIN" not in m.capabilities
+        try:
+            m.login(USER, TEST_PASSWORD)
+        except imaplib.IMAP4.error as exc:
+            assert "PRIVACYREQUIRED" in str(exc)
+        else:
+            raise AssertionError("LOGIN accepted in clear text")
+        m.starttls(client_ctx)
+        assert "LOGINDISABLED" not in m.capabilities and "AUTH=PLAIN" in m.capabilities
+        assert m.login(USER, TEST_PASSWORD)[0] == "OK"
+        # APPEND keeps the given internal date (RFC 9051 §6.3.12).
+        when = imaplib.Time2Internaldate(1700000000)
+        assert m.append("INBOX", "", when, SIMPLE)[0] == "OK"
+        m.select("INBOX")
+        _typ, data = m.fetch("1", "(INTERNALDATE)")
+        assert b'INTERNALDATE "14-Nov-2023 22:13:20 +0000"' in data[0]
+        m.logout()
+
+    try:
+        await in_thread(run)
+    finally:
+        await srv.stop()
