@@ -72,6 +72,7 @@ async def test_login_list_select(server: ImapServer) -> None:
         m = imaplib.IMAP4("127.0.0.1", port, timeout=10)
         assert "IMAP4REV2" in m.capabilities and "AUTH=PLAIN" in m.capabilities
         assert "LOGINDISABLED" not in m.capabilities  # loopback + allow_plaintext
+        typ: str
         typ, _ = m.login(USER, TEST_PASSWORD)
         assert typ == "OK"
         typ, lines = m.list()
@@ -805,6 +806,7 @@ async def test_logindisabled_until_starttls_when_loopback_plaintext_off(
         assert m.append("INBOX", "", when, SIMPLE)[0] == "OK"
         m.select("INBOX")
         _typ, data = m.fetch("1", "(INTERNALDATE)")
+        assert isinstance(data[0], bytes)
         assert b'INTERNALDATE "14-Nov-2023 22:13:20 +0000"' in data[0]
         m.logout()
 

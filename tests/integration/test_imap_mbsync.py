@@ -126,9 +126,9 @@ SyncState *
         assert len(infos) == expected.total() + 1
         by_body: dict[bytes, list[frozenset[str]]] = {}
         for info in infos:
-            raw = await store.read_message(inbox.id, info.uid)
-            assert raw is not None
-            by_body.setdefault(normalise(raw), []).append(info.flags)
+            stored = await store.read_message(inbox.id, info.uid)
+            assert stored is not None
+            by_body.setdefault(normalise(stored), []).append(info.flags)
         uploaded = [b for b in by_body if b"Subject: written offline" in b]
         assert len(uploaded) == 1 and by_body[uploaded[0]] == [{"\\Seen"}]
         assert any("\\Flagged" in flags for flags in by_body[flagged_body])
