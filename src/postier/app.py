@@ -108,6 +108,14 @@ def from_domain(message: bytes) -> str:
     return ""
 
 
+async def prepare_data_dir(config: Config, data_dir: Path) -> None:
+    """One-time set-up before several workers start: schema migrations, certificate."""
+    store = await open_store(config, data_dir)
+    await store.close()
+    if not config.tls.cert:
+        await asyncio.to_thread(ensure_certificate, data_dir, resolve_hostname(config))
+
+
 @dataclass
 class App:
     config: Config
@@ -119,6 +127,8 @@ class App:
     hostname: str = ""
     listening: list[str] = field(default_factory=list)
     queue_runner: QueueRunner | None = None
+    worker: int = 0  # this process's index among `workers` sharing the data folder
+    workers: int = 1
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -132,14 +142,25 @@ class App:
         else:
             cert, key = await asyncio.to_thread(ensure_certificate, self.data_dir, self.hostname)
         self.tls = server_context(cert, key, self.config.tls.min_version)
-        from postier.store.relay import EventRelay
+        from postier.store.relay import EventRelay, PeerForwarder
 
-        relay = EventRelay(self.store.bus, self.data_dir)
+        relay = EventRelay(self.store.bus, self.data_dir, self.worker)
         await relay.start()
         self.add_service([], relay.stop)
+        if self.workers > 1:
+            forwarder = PeerForwarder(self.data_dir, self.worker, self.workers)
+            self.store.bus.taps.append(forwarder)
+            forwarder.start()
+            self.add_service([], forwarder.stop)
         for starter in _protocol_starters():
             await starter(self)
-        self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+        if self.worker == 0:  # singletons: one per data folder
+            self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+
+    @property
+    def reuse_port(self) -> bool:
+        """Several workers bind the same addresses (the kernel spreads connections)."""
+        return self.workers > 1
 
     def add_service(self, listening: list[str], stop: Callable[[], Awaitable[None]]) -> None:
         """Register a started service: what it listens on (for humans) and how to stop it."""
@@ -183,7 +204,7 @@ async def start_queue(app: App) -> None:
     from postier.store.types import QueuedRecipient
 
     c = app.config.queue
-    if not c.enabled:
+    if not c.enabled or app.worker != 0:
         return
     store, delivery = app.store, app.delivery
     assert store is not None and delivery is not None

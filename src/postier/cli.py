@@ -173,19 +173,30 @@ def _merge(ctx: Context, config_path: Path | None, data: str | None) -> Context:
 @click.option("--log-level", "serve_log_level",
               type=click.Choice(["debug", "info", "warning", "error"]), default=None,
               help="Log verbosity.")
+@click.option("--worker", "worker", type=int, default=None, hidden=True)
+@click.option("--workers", "workers_option", type=int, default=None, hidden=True)
 @pass_ctx
 def serve(ctx: Context, config_path: Path | None, data: str | None, demo: bool,
-          serve_log_level: str | None) -> None:
-    """Run the mail server in the foreground until Ctrl-C or SIGTERM."""
+          serve_log_level: str | None, worker: int | None, workers_option: int | None) -> None:
+    """Run the mail server in the foreground until Ctrl-C or SIGTERM.
+
+    With `[server] workers` > 1 it starts that many processes sharing the ports and the
+    data folder, and restarts any that dies.
+    """
     from postier.app import App
     from postier.app import serve as serve_app
 
     ctx = _merge(ctx, config_path, data)
     config = ctx.config()
     data_dir = ctx.data_dir(config)
-    setup_logging(serve_log_level or ctx.log_level or config.server.log_level)
-    if demo:
+    level = serve_log_level or ctx.log_level or config.server.log_level
+    setup_logging(level)
+    workers = workers_option or config.server.workers or os.cpu_count() or 1
+    if demo and worker is None:
         run(_ensure_demo(ctx))
+    if workers > 1 and worker is None:
+        _serve_workers(ctx, config, data_dir, workers, level)
+        return
 
     def ready(app: App) -> None:
         click.echo(f"postier {__version__} serving data in {data_dir.resolve()}")
@@ -195,13 +206,48 @@ def serve(ctx: Context, config_path: Path | None, data: str | None, demo: bool,
             click.echo("  (no listeners configured)")
         click.echo("Press Ctrl-C to stop.")
 
+    app = App(config, data_dir, worker=worker or 0, workers=workers if worker is not None else 1)
     try:
-        asyncio.run(serve_app(App(config, data_dir), ready))
+        asyncio.run(serve_app(app, ready))
     except PostierError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot start: {exc}")
     click.echo("postier stopped.")
+
+
+def _serve_workers(ctx: Context, config: Config, data_dir: Path, workers: int, level: str) -> None:
+    """The supervisor: prepare the data folder once, then run and watch the workers."""
+    from postier.app import prepare_data_dir
+    from postier.supervisor import Supervisor
+
+    for section in (config.smtp.listen, config.smtp.submission_listen,
+                    config.smtp.submissions_listen, config.imap.listen, config.imap.tls_listen,
+                    config.pop3.listen, config.pop3.tls_listen):
+        if any(a.port == 0 and not a.is_unix for a in section):
+            fail("several workers need fixed ports (port 0 picks a different one per process)",
+                 EX_CONFIG)
+    run(prepare_data_dir(config, data_dir))
+
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "postier.cli", "serve", "--data", str(data_dir),
+                "--worker", str(index), "--workers", str(workers), "--log-level", level]
+        if ctx.config_path is not None:
+            argv += ["--config", str(ctx.config_path)]
+        return argv
+
+    supervisor = Supervisor(command, workers)
+    try:
+        lines = supervisor.start()
+    except RuntimeError as exc:
+        fail(str(exc))
+    for line in lines:
+        if "Press Ctrl-C" in line:
+            click.echo(f"  ({workers} worker processes)")
+        click.echo(line)
+    status = supervisor.run()
+    click.echo("postier stopped.")
+    sys.exit(status)
 
 
 async def _ensure_demo(ctx: Context) -> None:

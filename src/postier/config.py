@@ -119,6 +119,8 @@ class ServerConfig:
     loop: Literal["auto", "asyncio", "uvloop"] = _choice("auto", LOOPS)
     max_connections: int = _int(1000, minimum=1)
     max_connections_per_ip: int = _int(20, minimum=1)
+    # Processes serving the same data folder (SO_REUSEPORT listeners); 0 = one per CPU.
+    workers: int = _int(1, minimum=0, maximum=64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,7 @@ IDLE_REPORT_S = 0.05  # coalesce bursts of bus events during IDLE (well under RF
 class ImapSettings:
     listen: tuple[ListenAddress, ...] = ()
     tls_listen: tuple[ListenAddress, ...] = ()
+    reuse_port: bool = False  # several worker processes share the listening ports
     max_line_bytes: int = 65_536
     max_literal_bytes: int = 52_428_800
     # RFC 9051 §5.4: an inactivity autologout timer MUST be at least 30 minutes.
@@ -171,7 +172,8 @@ class ImapServer:
             server = await asyncio.start_unix_server(handler, path=address.path, ssl=ctx)
         else:
             server = await asyncio.start_server(
-                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True
+                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True,
+                reuse_port=self.settings.reuse_port or None,
             )
         log.info("imap listening on %s%s", address, " (TLS)" if implicit_tls else "")
         return server

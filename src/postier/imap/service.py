@@ -16,6 +16,7 @@ def settings_from(app: App) -> ImapSettings:
         idle_timeout_s=float(cfg.idle_timeout_s),
         allow_plaintext_auth_on_loopback=cfg.allow_plaintext_auth_on_loopback,
         hostname=app.hostname or "postier",
+        reuse_port=app.reuse_port,
     )
 
 
