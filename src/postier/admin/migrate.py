@@ -6,11 +6,16 @@ BODY.PEEK[] — PEEK, so the source's \\Seen flags are left as they are).  The b
 client runs in a worker thread, one call at a time; the store is written on the loop
 through :class:`postier.admin.transfer.AccountImporter`.
 
+**Empty folders** are created too (the importer only creates a mailbox when a message
+goes into it), so the folder tree arrives whole.
+
 **Resumable, idempotent.** Messages are recognised by the sha256 of their bytes (the same
 rule as ``postier import``): running the migration again after an interruption — or
 after new mail arrived at the old server — appends only what is missing.  A resumed run
 downloads again what it had already copied (to hash it) but never appends it twice; a
-map of remote UIDVALIDITY/UID to local UID would save that download (not done yet).
+map of remote UIDVALIDITY/UID to local UID would save that download (not done yet).  When
+the connection drops, what was already fetched is committed and the migration stops with
+a :class:`ConnectionLost` error (a :class:`TransferError`) that says to run it again.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from postier.admin.transfer import (
     get_account,
     no_progress,
 )
+from postier.errors import UserError
 from postier.imap.wire import decode_mutf7
 from postier.store.interface import Store
 from postier.store.types import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
@@ -45,6 +51,7 @@ TIMEOUT_S: Final = 60.0
 Security = Literal["implicit", "starttls", "none"]
 
 _LIST_RE: Final = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<delim>"(?:\\.|[^"])*"|NIL) (?P<name>.*)$')
+_LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}$")
 _UID_RE: Final = re.compile(rb"\bUID (\d+)")
 _SIZE_RE: Final = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _FLAGS_RE: Final = re.compile(rb"\bFLAGS \(([^)]*)\)")
@@ -89,6 +96,10 @@ class RemoteMessage:
     internal_date: int | None
 
 
+class ConnectionLost(TransferError):
+    """The remote server went away mid-migration; running it again resumes."""
+
+
 class ImapReader:
     """The blocking side: one imaplib connection, used from one worker thread at a time."""
 
@@ -118,6 +129,11 @@ class ImapReader:
                 pass
             self.conn = None
 
+    def _lost(self, exc: BaseException, what: str) -> ConnectionLost:
+        s = self.source
+        return ConnectionLost(f"{what}: connection to {s.host}:{s.port} lost ({exc}); what was "
+                              "copied so far is kept, run the migration again to resume")
+
     def _ok(self, result: tuple[str, Sequence[object]], what: str) -> Sequence[object]:
         typ, data = result
         if typ != "OK":
@@ -126,9 +142,26 @@ class ImapReader:
 
     def folders(self) -> list[RemoteFolder | Problem]:
         assert self.conn is not None
+        try:
+            reply = self.conn.list()
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            raise self._lost(exc, "LIST")
+        except imaplib.IMAP4.error as exc:
+            raise TransferError(f"LIST: {exc}")
         out: list[RemoteFolder | Problem] = []
-        for line in self._ok(self.conn.list(), "LIST"):
-            if not isinstance(line, bytes):
+        for item in self._ok(reply, "LIST"):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], bytes) \
+                    and isinstance(item[1], bytes):
+                # A name sent as a literal (8-bit, quotes...): imaplib splits the line there.
+                lit = _LITERAL_RE.search(item[0])
+                if lit is None:
+                    out.append(Problem(f"LIST {item!r}", "unparseable LIST reply"))
+                    continue
+                escaped = item[1].replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+                line = item[0][: lit.start()] + b'"' + escaped + b'"'
+            elif isinstance(item, bytes):
+                line = item
+            else:
                 continue
             m = _LIST_RE.match(line)
             if not m:
@@ -155,9 +188,14 @@ class ImapReader:
 
     def examine(self, folder: RemoteFolder) -> list[RemoteMessage]:
         assert self.conn is not None
-        self._ok(self.conn.select(folder.wire_name.decode("utf-8", "replace"), readonly=True),
-                 f"EXAMINE {folder.name}")
-        typ, data = self.conn.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE RFC822.SIZE)")
+        try:
+            self._ok(self.conn.select(folder.wire_name.decode("utf-8", "replace"), readonly=True),
+                     f"EXAMINE {folder.name}")
+            typ, data = self.conn.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE RFC822.SIZE)")
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            raise self._lost(exc, f"EXAMINE {folder.name}")
+        except imaplib.IMAP4.error as exc:
+            raise TransferError(f"EXAMINE {folder.name}: {exc}")
         if typ != "OK":
             return []
         out: list[RemoteMessage] = []
@@ -174,7 +212,12 @@ class ImapReader:
 
     def bodies(self, uids: list[int]) -> dict[int, bytes]:
         assert self.conn is not None
-        typ, data = self.conn.uid("FETCH", ",".join(map(str, uids)), "(UID BODY.PEEK[])")
+        try:
+            typ, data = self.conn.uid("FETCH", ",".join(map(str, uids)), "(UID BODY.PEEK[])")
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            raise self._lost(exc, "UID FETCH")
+        except imaplib.IMAP4.error as exc:
+            raise TransferError(f"UID FETCH failed: {exc}")
         if typ != "OK":
             raise TransferError(f"UID FETCH failed: {data!r}")
         out: dict[int, bytes] = {}
@@ -211,15 +254,16 @@ def _internal_date(line: bytes) -> int | None:
 
 
 async def _read_remote(
-    reader: ImapReader, counter: list[int]
+    reader: ImapReader, folders: list[RemoteFolder | Problem], counter: list[int]
 ) -> AsyncIterator[SourceMessage | Problem]:
-    folders = await asyncio.to_thread(reader.folders)
     for folder in folders:
         if isinstance(folder, Problem):
             yield folder
             continue
         try:
             messages = await asyncio.to_thread(reader.examine, folder)
+        except ConnectionLost:
+            raise
         except TransferError as exc:
             yield Problem(f"imap:{folder.name}", f"folder not readable ({exc}); skipped")
             continue
@@ -251,10 +295,28 @@ async def migrate_account(
     await asyncio.to_thread(reader.connect)
     counter = [0]
     try:
+        folders = await asyncio.to_thread(reader.folders)
+        created: list[RemoteFolder | Problem] = []
+        for folder in folders:  # empty folders too: the importer creates only non-empty ones
+            if isinstance(folder, RemoteFolder) and \
+                    await store.get_mailbox(account.id, folder.name) is None:
+                try:
+                    await store.create_mailbox(account.id, folder.name)
+                except UserError as exc:
+                    # Still read: the importer then reports each of its messages.
+                    created.append(Problem(f"imap:{folder.name}", f"folder not created: {exc}"))
+            created.append(folder)
+
         def report(done: int, total: int, what: str) -> None:
             progress(done, counter[0], what)
 
         importer = AccountImporter(store, account, report)
-        return await importer.run(_read_remote(reader, counter))
+        try:
+            async for item in _read_remote(reader, created, counter):
+                await importer.add(item)
+        except ConnectionLost:
+            await importer.finish()  # keep what was fetched: the next run resumes after it
+            raise
+        return await importer.finish()
     finally:
         await asyncio.to_thread(reader.close)
