@@ -50,11 +50,38 @@ def _expected() -> list[tuple[str, bytes]]:
     return out
 
 
-def test_expected_file_covers_ten_messages() -> None:
-    assert len(_expected()) >= 10
+# Suspected postier bugs: the expectation file holds the RFC-correct value for these, so the
+# test is expected to fail until src/postier/mail is fixed (strict: a fix makes it XPASS,
+# and the entry must then be removed here).
+KNOWN_BUGS = {
+    # Content-Disposition "=?utf-8?Q?invalid?=" is not an RFC 2183 disposition-type (a
+    # token; "=" and "?" are tspecials): expected NIL (as for an invalid Content-Type or
+    # Content-Transfer-Encoding), postier sends ("=?UTF-8?Q?INVALID?=" NIL).
+    "mikel-mail/error_emails/multiple_invalid_content_dispositions.eml": "invalid disposition",
+}
 
 
-@pytest.mark.parametrize(("name", "structure"), _expected(), ids=lambda v: str(v)[:60])
+def test_expected_file_covers_every_message() -> None:
+    names = [name for name, _ in _expected()]
+    assert len(names) == len(set(names))
+    assert sorted(names) == sorted(str(p.relative_to(CORPUS)) for p in FILES)
+
+
+def _cases() -> list[object]:
+    return [
+        pytest.param(
+            name,
+            structure,
+            id=name,
+            marks=[pytest.mark.xfail(reason=KNOWN_BUGS[name], strict=True)]
+            if name in KNOWN_BUGS
+            else [],
+        )
+        for name, structure in _expected()
+    ]
+
+
+@pytest.mark.parametrize(("name", "structure"), _cases())
 def test_corpus_bodystructure(name: str, structure: bytes) -> None:
     raw = (CORPUS / name).read_bytes()
     assert body_structure(raw, scan(raw)) == structure
