@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 # Debian programs the interoperability tests drive (real clients).
-SYSTEM_PACKAGES := swaks libnet-ssleay-perl fetchmail getmail6 isync
+SYSTEM_PACKAGES := swaks libnet-ssleay-perl fetchmail getmail6 isync dovecot-imapd
 
 .PHONY: run test lint typecheck unit system-deps bench clean
 
