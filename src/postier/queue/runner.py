@@ -46,6 +46,7 @@ from postier.queue.dsn import (
     notify_wants,
     outcome_text,
 )
+from postier.queue.mtasts import MtaSts, StsPolicy, StsResolver
 from postier.queue.mx import MxHost, MxResolver, NoRoute, NullMx, host_addresses, mx_hosts
 from postier.queue.settings import QueueSettings
 from postier.store.sqlite.queue import (
@@ -73,6 +74,13 @@ E_NEEDS_8BIT = "5.6.3"  # RFC 6152 §3: conversion required and not supported
 E_NEEDS_UTF8 = "5.6.7"  # RFC 6531 §3.2: non-ASCII addresses not permitted
 E_DNS = "4.4.3"  # RFC 3463: directory server failure
 E_LOCAL = "4.3.0"
+E_STS_MX = "4.7.0"  # RFC 8461 §5: no MX host matches an enforced policy (temporary)
+E_STS_NO_TLS = "4.7.4"  # RFC 3463: security features not supported (no STARTTLS)
+E_TLS = "4.7.5"  # RFC 3463: cryptographic failure (handshake, certificate)
+
+# How a session secures itself: "verify" (MTA-STS: STARTTLS required, certificate checked
+# against the MX name), "opportunistic" (RFC 7435: unverified when offered), "plain".
+TlsMode = str
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -122,6 +130,8 @@ class QueueRunner:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         tls_context: ssl.SSLContext | None = None,
+        verify_tls_context: ssl.SSLContext | None = None,
+        mta_sts: MtaSts | None = None,
     ) -> None:
         self.store = store
         self.queue = SqliteQueue(store)
@@ -132,6 +142,13 @@ class QueueRunner:
         self.clock = clock
         self.rng = rng or random.Random()
         self.tls_context = tls_context or opportunistic_tls_context()
+        # Verified TLS (MTA-STS): the system trust store unless a test injects its own CA.
+        self._verify_tls_context = verify_tls_context
+        if mta_sts is None and settings.mta_sts and hasattr(resolver, "txt"):
+            sts_resolver: StsResolver = resolver  # type: ignore[assignment]
+            mta_sts = MtaSts(sts_resolver, timeout_s=settings.mta_sts_fetch_timeout_s,
+                             clock=clock)
+        self.mta_sts = mta_sts if settings.mta_sts else None
         self._inflight: dict[int, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(settings.max_connections)
@@ -254,9 +271,27 @@ class QueueRunner:
             except TemporaryError as exc:
                 await self._defer_all(items, outcome_text(E_DNS, str(exc)))
                 return
+            policy = await self._sts_policy(domain)
+            sts_mode = policy.mode if policy is not None else "none"
+            if policy is not None and sts_mode != "none":
+                matching = [h for h in hosts if policy.matches(h.name)]
+                if sts_mode == "enforce":
+                    if not matching:
+                        await self._defer_all(items, outcome_text(E_STS_MX, (
+                            f"MTA-STS: no MX host of {domain} ("
+                            + ", ".join(h.name for h in hosts)
+                            + ") matches the policy (mx: " + ", ".join(policy.mx) + ")")))
+                        return
+                    hosts = matching
+                elif len(matching) != len(hosts):
+                    log.warning("mta-sts testing %s: MX hosts %s do not match the policy "
+                                "(mx: %s); delivering anyway", domain,
+                                ", ".join(h.name for h in hosts if h not in matching),
+                                ", ".join(policy.mx))
             work = deque(items)
             workers = min(self.settings.max_connections_per_domain, len(items))
-            await asyncio.gather(*(self._connection(domain, hosts, work) for _ in range(workers)))
+            await asyncio.gather(*(self._connection(domain, hosts, work, sts_mode)
+                                   for _ in range(workers)))
         except Exception as exc:
             log.exception("queue: delivery to %s failed", domain)
             await self._defer_all(items, outcome_text(E_LOCAL, f"local error: {exc}"))
@@ -266,6 +301,21 @@ class QueueRunner:
                 if item.job.pending_domains == 0:
                     await self._settle(item.job)
 
+    async def _sts_policy(self, domain: str) -> StsPolicy | None:
+        if self.mta_sts is None or domain.startswith("["):
+            return None
+        try:
+            return await self.mta_sts.policy(domain)
+        except Exception:
+            log.exception("mta-sts %s: policy lookup failed", domain)
+            return None
+
+    @property
+    def verify_tls_context(self) -> ssl.SSLContext:
+        if self._verify_tls_context is None:
+            self._verify_tls_context = ssl.create_default_context()
+        return self._verify_tls_context
+
     def _domain_semaphore(self, domain: str) -> asyncio.Semaphore:
         sem = self._per_domain.get(domain)
         if sem is None:
@@ -273,14 +323,15 @@ class QueueRunner:
             self._per_domain[domain] = sem
         return sem
 
-    async def _connection(self, domain: str, hosts: list[MxHost], work: deque[_Item]) -> None:
+    async def _connection(self, domain: str, hosts: list[MxHost], work: deque[_Item],
+                          sts_mode: str = "none") -> None:
         """One connection at a time, carrying items from ``work`` until it is empty."""
         sem = self._domain_semaphore(domain)
         async with sem, self._global:
             failures = 0
             while work and not self._stopping:
                 try:
-                    client = await self._open(hosts)
+                    client = await self._open(hosts, sts_mode)
                 except _NoConnection as exc:
                     rest = list(work)
                     work.clear()
@@ -314,10 +365,21 @@ class QueueRunner:
                     await self._defer_all(rest, f"4.4.2 {client.peer_name}: repeated connection failures")
                     return
 
-    async def _open(self, hosts: list[MxHost]) -> SmtpClient:
+    async def _open(self, hosts: list[MxHost], sts_mode: str = "none") -> SmtpClient:
         """Connect to the first host that answers (RFC 5321 §5.1: try the next MX host on
-        connection failure or a 4xx/5xx greeting); EHLO, then STARTTLS when offered."""
+        connection failure or a 4xx/5xx greeting); EHLO, then STARTTLS when offered.
+
+        MTA-STS enforce: verified TLS or nothing (a failure tries the next host and at
+        last defers, RFC 8461 §5).  Testing: verified TLS first; on a TLS failure log it
+        and fall back to opportunistic TLS, then plain text."""
         s = self.settings
+        modes: tuple[TlsMode, ...]
+        if sts_mode == "enforce":
+            modes = ("verify",)
+        elif sts_mode == "testing":
+            modes = ("verify", "opportunistic", "plain")
+        else:
+            modes = ("opportunistic", "plain") if s.starttls else ("plain",)
         last = "4.4.1 no answer from any MX host"
         for host in hosts[: s.max_mx_hosts]:
             try:
@@ -328,17 +390,23 @@ class QueueRunner:
                 last = outcome_text(E_DNS, str(exc))
                 continue
             for address in addresses:
-                for use_tls in (s.starttls, False) if s.starttls else (False,):
+                for mode in modes:
                     try:
-                        return await self._session(host, address, use_tls)
+                        return await self._session(host, address, mode)
                     except SmtpClientError as exc:
                         last = outcome_text(exc.status, str(exc))
                         log.info("queue: %s [%s]: %s", host.name, address, exc)
-                        if exc.status != "4.7.5":  # only a TLS failure retries without TLS
+                        if mode == "verify" and sts_mode == "testing" and exc.status in (
+                                E_STS_NO_TLS, E_TLS):
+                            log.warning("mta-sts testing: %s [%s] would fail under enforce: "
+                                        "%s", host.name, address, exc)
+                            continue
+                        # only a TLS failure retries without TLS
+                        if mode != "opportunistic" or exc.status != E_TLS:
                             break
         raise _NoConnection(last)
 
-    async def _session(self, host: MxHost, address: str, use_tls: bool) -> SmtpClient:
+    async def _session(self, host: MxHost, address: str, mode: TlsMode) -> SmtpClient:
         s = self.settings
         client = await SmtpClient.connect(
             address, s.port, host.name, s.connect_timeout_s, s.command_timeout_s,
@@ -351,9 +419,20 @@ class QueueRunner:
             reply = await client.ehlo(s.hostname)
             if reply.code != 250:
                 raise SmtpClientError(f"{host.name} refused EHLO/HELO: {reply}", _status(reply))
-            if use_tls and client.offers("STARTTLS"):
-                server_name = None if host.implicit and host.name[:1].isdigit() else host.name
-                tls = await client.starttls(self.tls_context, server_name)
+            if mode == "verify" and not client.offers("STARTTLS"):
+                raise SmtpClientError(f"{host.name} does not offer STARTTLS, required by "
+                                      "MTA-STS", E_STS_NO_TLS)
+            if mode != "plain" and client.offers("STARTTLS"):
+                if mode == "verify":
+                    # RFC 8461 §4.2: a certificate valid for the MX host name (SNI).
+                    tls = await client.starttls(self.verify_tls_context, host.name)
+                    if tls.code != 220:
+                        raise SmtpClientError(f"{host.name} refused STARTTLS ({tls}), "
+                                              "required by MTA-STS", E_STS_NO_TLS)
+                else:
+                    server_name = (None if host.implicit and host.name[:1].isdigit()
+                                   else host.name)
+                    tls = await client.starttls(self.tls_context, server_name)
                 if tls.code == 220:
                     reply = await client.ehlo(s.hostname)  # RFC 3207 §4.2: EHLO again
                     if reply.code != 250:

@@ -31,6 +31,10 @@ class QueueSettings:
     command_timeout_s: float = 300.0
     data_timeout_s: float = 600.0
     starttls: bool = True  # opportunistic (RFC 7435): unverified, used when offered
+    # MTA-STS (RFC 8461): look up and apply the destination's policy (enforce: only
+    # matching MX hosts, verified TLS or a temporary failure; testing: deliver and log).
+    mta_sts: bool = True
+    mta_sts_fetch_timeout_s: float = 60.0  # the HTTPS policy fetch, all in all
     prefer_ipv6: bool = False
     max_mx_hosts: int = 5  # MX hosts tried per attempt
     source_address: str | None = None  # local address to connect from
