@@ -5,7 +5,8 @@ Implements:
 - §2.2 the field syntax: authserv-id, one resinfo per method ("method=result"), an
   optional reason, and "ptype.property=value" properties, or "none" when there are none;
 - §2.7.1 (DKIM: header.d, header.s, header.b — the first 8 characters, RFC 6008 §2),
-  §2.7.2 (SPF: smtp.mailfrom or smtp.helo), RFC 7489 §11.2 (DMARC: header.from);
+  §2.7.2 (SPF: smtp.mailfrom or smtp.helo), RFC 7489 §11.2 (DMARC: header.from),
+  RFC 8617 §10.1 (ARC: arc=pass|fail|none, header.oldest-pass is not reported);
 - quoting: a value that is not an RFC 2045 token (nor, for properties, a domain name or
   local-part@domain) is a quoted-string (RFC 5322 §3.2.4); comments are RFC 5322 §3.2.2
   comments with "(", ")" and "\\" escaped.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from postier.mailauth.arc import ArcResult
 from postier.mailauth.dmarc import DmarcResult
 from postier.mailauth.spf import SpfResult
 
@@ -134,6 +136,15 @@ def dmarc_resinfo(result: DmarcResult) -> AuthResult:
         comment = f"p={result.requested} dis={result.policy}"
     props = (("header.from", result.domain),) if result.domain else ()
     return AuthResult("dmarc", str(result.result), properties=props, comment=comment)
+
+
+def arc_resinfo(result: ArcResult) -> AuthResult:
+    """RFC 8617: arc=pass (i=2 d=sealer) / arc=fail reason="…" / arc=none."""
+    comment = ""
+    if result.instances:
+        comment = f"i={result.instances}" + (f" d={result.sealer}" if result.sealer else "")
+    reason = result.reason if str(result.result) != "pass" else ""
+    return AuthResult("arc", str(result.result), reason=reason, comment=comment)
 
 
 # ---- parsing (for tests and for reading our own headers back) --------------------------------

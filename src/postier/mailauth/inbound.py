@@ -1,8 +1,9 @@
-"""Checks of mail received on port 25: SPF, DKIM, DMARC → Authentication-Results.
+"""Checks of mail received on port 25: SPF, DKIM, ARC, DMARC → Authentication-Results.
 
 RFC 7208 (SPF of the MAIL FROM identity, or of the HELO name for the null sender),
 RFC 6376 (every DKIM signature), RFC 7489 (DMARC of the RFC 5322 From domain, with the
-policy the domain asks for), RFC 8601 (the result header, and §5: fields claiming our own
+policy the domain asks for), RFC 8617 (the ARC chain, when the message carries ARC sets:
+reported as arc=…, no policy acts on it yet), RFC 8601 (the result header, and §5: fields claiming our own
 authserv-id that arrive with the message are removed, so they cannot be forged).
 """
 
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 from postier.mail.headers import parse_addresses, parse_fields
 from postier.mailauth import authres
+from postier.mailauth.arc import ArcResult, ArcStatus
+from postier.mailauth.arc import verify as arc_verify
 from postier.mailauth.dkim import DkimResult
 from postier.mailauth.dkim import verify as dkim_verify
 from postier.mailauth.dmarc import DmarcResult, DmarcStatus, Policy
@@ -41,6 +44,7 @@ class InboundVerdict:
     spf: SpfResult | None = None
     dkim: tuple[DkimResult, ...] = ()
     dmarc: DmarcResult | None = None
+    arc: ArcResult | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class InboundSettings:
     check_spf: bool = True
     check_dkim: bool = True
     check_dmarc: bool = True
+    check_arc: bool = True  # reported only (arc=…), when the message carries ARC sets
     dmarc_reject: bool = True
     dmarc_quarantine_to_junk: bool = True
 
@@ -89,13 +94,18 @@ class InboundChecker:
             asyncio.ensure_future(check_mail_from(peer_ip, mail_from, helo, self.resolver))
             if s.check_spf else None
         )
+        arc_task = (asyncio.ensure_future(arc_verify(message, self.resolver))
+                    if s.check_arc else None)
         if s.check_dkim:
             dkim = await dkim_verify(message, self.resolver)
+        arc: ArcResult | None = await arc_task if arc_task is not None else None
         if spf_task is not None:
             spf = await spf_task
             results.append(authres.spf_resinfo(spf, mail_from=mail_from, helo=helo if not mail_from else ""))
         if s.check_dkim:
             results += [authres.dkim_resinfo(r) for r in dkim] or [authres.AuthResult("dkim", "none")]
+        if arc is not None and arc.result is not ArcStatus.NONE:
+            results.append(authres.arc_resinfo(arc))
         dmarc: DmarcResult | None = None
         action, reason = Action.ACCEPT, ""
         if s.check_dmarc:
@@ -109,7 +119,7 @@ class InboundChecker:
                 elif dmarc.policy in (Policy.REJECT, Policy.QUARANTINE) and s.dmarc_quarantine_to_junk:
                     action, reason = Action.JUNK, f"DMARC policy of {dmarc.domain}: quarantine"
         header = authres.header_field(s.authserv_id, results) if results else b""
-        return InboundVerdict(header, action, reason, spf, tuple(dkim), dmarc)
+        return InboundVerdict(header, action, reason, spf, tuple(dkim), dmarc, arc)
 
 
 def strip_forged_results(message: bytes, authserv_id: str) -> bytes:
