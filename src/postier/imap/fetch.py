@@ -117,6 +117,11 @@ def section_bytes(raw: bytes, prefix_len: int, root: MimePart, section: c.Sectio
     if text is None:
         return _slice(raw, prefix_len, part.body_start, part.body_end)
     if text is c.SectionText.MIME:
+        if part is root:
+            # RFC 9051 §6.4.5: part 1 of a non-multipart message is the message itself, so
+            # its MIME header is the message header (as Dovecot and Cyrus answer), trace
+            # fields included.
+            return raw[: prefix_len + root.body_start]
         return _slice(raw, prefix_len, part.header_start, part.body_start)
     inner = part.message
     if inner is None:

@@ -1024,6 +1024,8 @@ class Connection:
             # RFC 7162 §3.1.4.1: only messages whose MODSEQ is higher; enables CONDSTORE.
             self.condstore = True
             pairs = [(s, u) for s, u in pairs if int(view.infos[u].modseq) > cmd.changedsince]
+        if c.FetchAttr.MODSEQ in cmd.items:
+            self.condstore = True  # RFC 7162 §3.1: FETCH MODSEQ is a CONDSTORE-enabling command
         need = fetchmod.needs(cmd.items)
         mid = MailboxId(view.mailbox_id)
         seen_set: set[int] = set()
@@ -1098,7 +1100,10 @@ class Connection:
         await self.report_changes(allow_expunge=cmd.uid)
         code = None
         if result is not None and result.failed:
-            code = response_code("MODIFIED", compress_uids(int(u) for u in result.failed))
+            # RFC 7162 §3.1.3: MODIFIED lists UIDs for UID STORE, sequence numbers for STORE.
+            failed = {int(u) for u in result.failed}
+            numbers = [u if cmd.uid else s for s, u in pairs if u in failed]
+            code = response_code("MODIFIED", compress_uids(numbers))
         if expunge_issued:
             raise _No("some messages were expunged meanwhile", response_code("EXPUNGEISSUED"))
         return tagged(tag, "OK", "STORE completed", code=code)
@@ -1206,6 +1211,8 @@ class Connection:
         numbers = [u if cmd.uid else s for s, u in found]
         # RFC 7162 §3.1.5: a search with MODSEQ reports the highest MODSEQ of the results.
         modseq_key = searchmod.uses_modseq(cmd.criteria)
+        if modseq_key:
+            self.condstore = True  # RFC 7162 §3.1: SEARCH MODSEQ enables CONDSTORE
         view = self._view()
         highest = max((int(view.infos[u].modseq) for _, u in found), default=0)
         if cmd.returns is not None and c.SearchReturn.SAVE in cmd.returns:

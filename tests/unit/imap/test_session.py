@@ -124,6 +124,17 @@ def test_sections_from_stored_offsets() -> None:
     assert sect((7,)) == b""
 
 
+def test_mime_header_of_part_1_of_a_single_part_message_is_the_message_header() -> None:
+    raw = b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    root = decode_parts(encode_parts(parse_message(raw).root))
+    prefix = b"Return-Path: <x@y>\r\n"
+    whole = prefix + raw
+    mime = fetch.section_bytes(whole, len(prefix), root, c.Section((1,), c.SectionText.MIME, ()))
+    header = fetch.section_bytes(whole, len(prefix), root, c.Section((), c.SectionText.HEADER, ()))
+    assert mime == header == prefix + b"From: a@example.org\r\nSubject: hi\r\n\r\n"
+    assert fetch.section_bytes(whole, len(prefix), root, c.Section((1,), None, ())) == b"body\r\n"
+
+
 def test_internal_date_format() -> None:
     ts = int(datetime.datetime(2026, 3, 5, 4, 5, 6, tzinfo=datetime.UTC).timestamp())
     assert fetch.internal_date(ts) == b'" 5-Mar-2026 04:05:06 +0000"'
