@@ -179,3 +179,88 @@ async def test_close_during_greeting_falls_back_to_next_mx(
         assert await SqliteQueue(store).list() == []
     finally:
         await closer.stop()
+
+
+class SevenBitRecorder(TlsRecorder):
+    """Does not offer 8BITMIME (RFC 6152); records the MAIL FROM parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mail_options: list[list[str]] = []
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if "8BITMIME" not in r]
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        self.mail_options.append(list(mail_options))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
+EIGHT_BIT = (
+    "From: Alice <alice@example.org>\r\nTo: t@faulty.test\r\nSubject: 8bit\r\n"
+    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße, ça va? Ærlig talt.\r\n.dot line\r\n"
+).encode()
+
+
+async def test_eight_bit_to_seven_bit_server_is_converted(
+        store: SqliteStore, controllers: list[Controller]) -> None:
+    import email
+    import email.policy
+
+    port = free_port(["127.0.0.13"])
+    rec = SevenBitRecorder()
+    c = Controller(rec, hostname="127.0.0.13", port=port, ready_timeout=5.0)
+    c.start()
+    controllers.append(c)
+    signed: list[bytes] = []
+
+    async def signer(sender: str, message: bytes) -> bytes:
+        signed.append(message)
+        return b"DKIM-Signature: v=1; d=example.org; b=fake\r\n"
+
+    runner = QueueRunner(store, QueueSettings(port=port, connect_timeout_s=5),
+                         resolver({"faulty.test": "127.0.0.13"}), signer=signer,
+                         clock=Clock())
+    await enqueue(store, "t@faulty.test", EIGHT_BIT)
+    await runner.run_once()
+    [got] = rec.messages
+    assert got.data.isascii()
+    assert got.data.startswith(b"DKIM-Signature: v=1; d=example.org; b=fake\r\n")
+    assert signed[-1] == got.data.split(b"\r\n", 1)[1]  # signed after conversion
+    msg = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert msg["Content-Transfer-Encoding"] == "quoted-printable"
+    assert msg.get_content() == "Grüße, ça va? Ærlig talt.\r\n.dot line\r\n"
+    assert not any("BODY" in o for o in rec.mail_options[0])  # no BODY=8BITMIME
+    assert await SqliteQueue(store).list() == []
+
+
+async def test_unconvertible_eight_bit_bounces_5_6_3(store: SqliteStore,
+                                                     controllers: list[Controller]) -> None:
+    from postier.queue import Dsn
+
+    port = free_port(["127.0.0.13"])
+    rec = SevenBitRecorder()
+    c = Controller(rec, hostname="127.0.0.13", port=port, ready_timeout=5.0)
+    c.start()
+    controllers.append(c)
+    dsns: list[Dsn] = []
+
+    async def bounce(dsn: Dsn) -> None:
+        dsns.append(dsn)
+
+    runner = QueueRunner(store, QueueSettings(port=port, connect_timeout_s=5),
+                         resolver({"faulty.test": "127.0.0.13"}), deliver_bounce=bounce,
+                         clock=Clock())
+    data = EIGHT_BIT.replace(b"Subject: 8bit", "Subject: Grüße".encode())  # UTF-8 header
+    await enqueue(store, "t@faulty.test", data)
+    await runner.run_once()
+    assert rec.messages == []
+    [dsn] = dsns
+    assert b"Status: 5.6.3" in dsn.message
+    assert await SqliteQueue(store).list() == []

@@ -49,6 +49,7 @@ from postier.queue.dsn import (
 from postier.queue.mtasts import MtaSts, StsPolicy, StsResolver
 from postier.queue.mx import MxHost, MxResolver, NoRoute, NullMx, host_addresses, mx_hosts
 from postier.queue.settings import QueueSettings
+from postier.queue.sevenbit import to_7bit
 from postier.store.sqlite.queue import (
     OutEntry,
     OutRecipient,
@@ -100,6 +101,8 @@ class _Job:
     pending_domains: int
     done: asyncio.Future[None]
     data: bytes | None = None
+    data_7bit: bytes | None = None  # converted for peers without 8BITMIME (then signed)
+    data_7bit_done: bool = False  # conversion attempted (data_7bit None: not feasible)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_error: str = ""
     attempted: bool = False
@@ -454,6 +457,18 @@ class QueueRunner:
                 job.data = raw
             return job.data
 
+    async def _message_data_7bit(self, job: _Job) -> bytes | None:
+        """RFC 6152 §3: the message with 8-bit bodies re-encoded (quoted-printable or
+        base64), signed after conversion (RFC 6376 §5.3); None when not convertible."""
+        async with job.lock:
+            if not job.data_7bit_done:
+                job.data_7bit_done = True
+                raw = to_7bit(canonical(await self.queue.read_body(job.entry)))
+                if raw is not None and self.signer is not None:
+                    raw = await self.signer(job.entry.sender, raw) + raw
+                job.data_7bit = raw
+            return job.data_7bit
+
     async def _send(self, client: SmtpClient, item: _Item) -> None:
         job, entry = item.job, item.job.entry
         job.attempted = True
@@ -461,6 +476,12 @@ class QueueRunner:
         addresses = [r.address for r in item.rcpts]
         needs_utf8 = envelope_needs_smtputf8(entry.sender, addresses)
         eight_bit = not data.isascii()
+        if eight_bit and not client.offers("8BITMIME"):
+            converted = await self._message_data_7bit(job)
+            if converted is not None and converted.isascii():
+                log.info("queue %d: %s does not offer 8BITMIME: converted to 7 bit",
+                         entry.id, client.peer_name)
+                data, eight_bit = converted, False
         refusal = ""
         if client.max_size and len(data) > client.max_size:
             refusal = outcome_text(E_TOO_BIG, f"message of {len(data)} bytes exceeds the "
@@ -468,9 +489,10 @@ class QueueRunner:
         elif needs_utf8 and not client.offers("SMTPUTF8"):
             refusal = outcome_text(E_NEEDS_UTF8, f"{client.peer_name} does not offer SMTPUTF8")
         elif eight_bit and not client.offers("8BITMIME"):
-            # RFC 6152 §3: convert or bounce; we do not convert (yet).
+            # RFC 6152 §3: convert or bounce; conversion was not feasible.
             refusal = outcome_text(E_NEEDS_8BIT, f"8-bit message and {client.peer_name} "
-                                   "does not offer 8BITMIME")
+                                   "does not offer 8BITMIME; it cannot be converted to 7 bit "
+                                   "(8-bit header fields or a part that cannot be re-encoded)")
         if refusal:
             await self._fail_all([item], refusal)
             return
@@ -538,6 +560,7 @@ class QueueRunner:
         finally:
             self._inflight.pop(job.entry.id, None)
             job.data = None
+            job.data_7bit, job.data_7bit_done = None, False
             if not job.done.done():
                 job.done.set_result(None)
 
