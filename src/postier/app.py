@@ -228,6 +228,7 @@ async def start_queue(app: App) -> None:
             max_connections_per_domain=c.max_connections_per_domain,
             max_age_s=c.max_age_days * 86400,
             delay_warning_after_s=c.delay_warning_hours * 3600,
+            mta_sts=c.mta_sts,
         ),
         resolver_from_config(app.config),
         signer=OutboundSigner(store) if app.config.dkim.sign else None,
@@ -330,13 +331,14 @@ def _inbound_checker(app: App) -> InboundChecker | None:
     from postier.mailauth.inbound import InboundChecker, InboundSettings
 
     c = app.config.smtp
-    if not (c.check_spf or c.check_dkim or c.check_dmarc):
+    if not (c.check_spf or c.check_dkim or c.check_dmarc or c.check_arc):
         return None
     settings = InboundSettings(
         authserv_id=app.hostname,
         check_spf=c.check_spf,
         check_dkim=c.check_dkim,
         check_dmarc=c.check_dmarc,
+        check_arc=c.check_arc,
         dmarc_reject=c.dmarc_reject,
         dmarc_quarantine_to_junk=c.dmarc_quarantine_to_junk,
     )

@@ -150,6 +150,7 @@ class SmtpConfig:
     check_spf: bool = _bool(True)
     check_dkim: bool = _bool(True)
     check_dmarc: bool = _bool(True)
+    check_arc: bool = _bool(True)  # RFC 8617, reported only
     # What to do with mail failing DMARC whose domain asks for p=reject / p=quarantine.
     dmarc_reject: bool = _bool(True)  # refuse with 550 5.7.1
     dmarc_quarantine_to_junk: bool = _bool(True)  # deliver into the Junk mailbox
@@ -239,6 +240,7 @@ class QueueConfig:
     max_connections_per_domain: int = _int(2, minimum=1, maximum=100)
     max_age_days: int = _int(5, minimum=1, maximum=30)  # then the message bounces
     delay_warning_hours: int = _int(4, minimum=0, maximum=24 * 30)  # 0: no delay warnings
+    mta_sts: bool = _bool(True)  # RFC 8461: apply destinations' published TLS policies
 
 
 @dataclass(frozen=True, slots=True)

@@ -578,7 +578,8 @@ async def verify(message: bytes, resolver: Resolver) -> list[DkimResult]:
     """
     try:
         headers, _ = dkimpy.rfc822_parse(_header_block(message))
-    except dkimpy.DKIMException as exc:
+    except (dkimpy.DKIMException, IndexError, ValueError) as exc:
+        # dkimpy raises IndexError on a header section starting with a continuation line.
         if b"dkim-signature" in _header_block(message).lower():
             return [DkimResult("", "", DkimStatus.PERMERROR, f"malformed header: {exc}")]
         return []
