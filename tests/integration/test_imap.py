@@ -131,7 +131,7 @@ async def test_append_then_fetch_byte_identical(server: ImapServer) -> None:
         assert data[1][b"BODY[]"] == SIMPLE
         assert data[2][b"BODY[]"] == MULTIPART
         assert data[2][b"RFC822.SIZE"] == len(MULTIPART)
-        assert set(data[1][b"FLAGS"]) == {b"\\Draft", b"$Work"}  # PEEK: no \Seen
+        assert set(data[1][b"FLAGS"]) == {b"\\Draft", b"$Work", b"\\Recent"}  # PEEK: no \Seen
         assert data[1][b"ENVELOPE"].subject == b"lunch plans"
         assert data[2][b"BODYSTRUCTURE"].is_multipart
         parts = c.fetch([2], ["BODY.PEEK[1]", "BODY.PEEK[2]", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]",
@@ -158,7 +158,8 @@ async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) ->
         c = client(port)
         c.select_folder("INBOX")
         c.add_flags([2], ["\\Flagged", "$Important"])
-        assert set(c.get_flags([2])[2]) == {b"\\Flagged", b"$Important"}
+        # \\Recent: this IMAP4rev1 session is the first to see them (RFC 3501 §2.3.2)
+        assert set(c.get_flags([2])[2]) == {b"\\Flagged", b"$Important", b"\\Recent"}
         assert c.search(["FLAGGED"]) == [2]
         assert c.search(["UNFLAGGED"]) == [1]
         assert c.search(["SUBJECT", "lunch"]) == [1]
@@ -177,7 +178,7 @@ async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) ->
         assert c.fetch([1], ["SAVEDATE"])[1][b"SAVEDATE"] is not None
         c.remove_flags([2], ["\\Flagged"])
         c.set_flags([1], ["\\Answered"])
-        assert c.get_flags([1, 2]) == {1: (b"\\Answered",), 2: (b"$Important",)}
+        assert c.get_flags([1, 2]) == {1: (b"\\Answered", b"\\Recent"), 2: (b"$Important", b"\\Recent")}
         c.logout()
 
     await in_thread(run)
@@ -619,7 +620,7 @@ async def test_examine_is_read_only_and_close_expunges(server: ImapServer, deliv
         c = client(port_of(server))
         c.select_folder("INBOX", readonly=True)
         c.fetch([1], ["BODY[]"])
-        assert c.get_flags([1])[1] == ()  # EXAMINE: no implicit \Seen
+        assert c.get_flags([1])[1] == (b"\\Recent",)  # EXAMINE: no implicit \Seen
         try:
             c.add_flags([1], ["\\Flagged"])
         except Exception as exc:

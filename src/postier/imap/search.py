@@ -123,8 +123,8 @@ def _date_of(epoch_s: int) -> datetime.date:
 
 
 def _has_flag(info: MessageInfo, flag: str) -> bool:
-    if flag == "\\Recent":
-        return False  # \Recent is not kept (IMAP4rev2 removed it, RFC 9051 §2.3.2)
+    # \Recent is in the flags of the session's view when it is recent there (IMAP4rev1,
+    # RFC 3501 §2.3.2; never in IMAP4rev2 sessions, RFC 9051 §2.3.2).
     wanted = flag.lower()
     return any(f.lower() == wanted for f in info.flags)
 

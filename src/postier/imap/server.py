@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import datetime
 import socket
@@ -44,6 +45,7 @@ from postier.imap.parser import (
     ParseError,
     error_response,
 )
+from postier.imap.recent import RecentWatermarks
 from postier.imap.session import (
     ENABLEABLE,
     MAX_BAD_COMMANDS,
@@ -151,6 +153,7 @@ class ImapServer:
         self._sessions: set[asyncio.Task[None]] = set()
         self._connections: set[Connection] = set()
         self._stopping = False
+        self.recent = RecentWatermarks()  # \Recent of IMAP4rev1 sessions, per process
 
     async def start(self) -> None:
         try:
@@ -504,6 +507,7 @@ class Connection:
             return
         self.dirty = False
         mid = MailboxId(view.mailbox_id)
+        top = view.max_uid()
         if self.overflowed:
             # Lost bus events: compare the whole listing (rare; the bus said so).
             self.overflowed = False
@@ -518,6 +522,23 @@ class Connection:
             )
         for line in lines:
             self.send(line)
+        if view.max_uid() > top and not self.rev2:
+            # RFC 3501 §7.3.2: RECENT goes with EXISTS; this session is the first told
+            # about the new messages unless another one claimed them already.
+            self._claim_recent(view, view.uids[bisect.bisect_right(view.uids, top):])
+            self.send(untagged(b"%d" % len(view.recent), b"RECENT"))
+
+    def _claim_recent(self, view: MailboxView, uids: Sequence[int]) -> None:
+        """RFC 3501 §2.3.2: mark the *uids* above the mailbox's watermark \\Recent here;
+        a read-write session takes them (EXAMINE must not, RFC 3501 §6.3.2)."""
+        if not uids:
+            return
+        marks = self.server.recent
+        if view.readonly:
+            previous = marks.peek(view.mailbox_id, view.uidvalidity)
+        else:
+            previous = marks.claim(view.mailbox_id, view.uidvalidity, max(uids))
+        view.mark_recent(u for u in uids if u > previous)
 
     # ------------------------------------------------------------ any state
 
@@ -682,6 +703,8 @@ class Connection:
         # Read before the listing, so every later change is after it (and replaying one
         # that the listing already holds is harmless: nothing differs).
         view.highestmodseq = int(mb.highestmodseq)
+        if not self.rev2:
+            self._claim_recent(view, view.uids)
         for line in select_responses(view, mb, rev2=self.rev2, utf8=self.rev2 or self.utf8):
             self.send(line)
         self.view = view
@@ -831,7 +854,7 @@ class Connection:
             c.StatusItem.UNSEEN: st.unseen,
             c.StatusItem.DELETED: st.deleted,
             c.StatusItem.SIZE: st.size,
-            c.StatusItem.RECENT: 0,
+            c.StatusItem.RECENT: await self._recent_count(mb) if c.StatusItem.RECENT in items else 0,
             c.StatusItem.HIGHESTMODSEQ: int(st.mailbox.highestmodseq),
             c.StatusItem.APPENDLIMIT: self.settings.max_literal_bytes,
         }
@@ -840,6 +863,13 @@ class Connection:
             if item in values:
                 out += [item.value.encode("ascii"), b"%d" % values[item]]
         return untagged(b"STATUS", self.mbox(mb.name), paren_list(out))
+
+    async def _recent_count(self, mb: Mailbox) -> int:
+        """STATUS RECENT (RFC 3501 §6.3.10): what the next SELECT would see as recent."""
+        above = self.server.recent.peek(int(mb.id), mb.uidvalidity)
+        if int(mb.uidnext) <= above + 1:
+            return 0
+        return sum(1 for i in await self.store.list_messages(mb.id) if int(i.uid) > above)
 
     async def cmd_status(self, tag: str, cmd: c.Status) -> bytes:
         mb = await self._mailbox(cmd.mailbox)

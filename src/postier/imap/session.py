@@ -21,10 +21,11 @@ import bisect
 import enum
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from postier.imap import commands as c
+from postier.imap.recent import RECENT_FLAG
 from postier.imap.wire import (
     compress_uids,
     flag_list,
@@ -195,6 +196,9 @@ class MailboxView:
     """Changes up to here are in the view; :meth:`apply` asks the store for later ones."""
     vanished: bool = False
     """QRESYNC enabled: expunges are reported as ``* VANISHED uid-set`` (RFC 7162 §3.2.10)."""
+    recent: set[int] = field(default_factory=set)
+    """UIDs that are ``\\Recent`` in this session (IMAP4rev1 only, RFC 3501 §2.3.2); their
+    flags in :attr:`infos` carry ``\\Recent`` so every FETCH, STORE and SEARCH sees it."""
 
     @classmethod
     def open(
@@ -248,9 +252,22 @@ class MailboxView:
         """Without the ghosts (expunged elsewhere: nothing left to fetch or store)."""
         return [(s, u) for s, u in pairs if u not in self.ghosts]
 
+    def _dress(self, info: MessageInfo) -> MessageInfo:
+        """*info* as this session shows it: with ``\\Recent`` when it is recent here."""
+        if int(info.uid) in self.recent and RECENT_FLAG not in info.flags:
+            return replace(info, flags=info.flags | {RECENT_FLAG})
+        return info
+
+    def mark_recent(self, uids: Iterable[int]) -> None:
+        """RFC 3501 §2.3.2: this session is the first to be told about *uids*."""
+        for uid in uids:
+            if uid in self.infos:
+                self.recent.add(uid)
+                self.infos[uid] = self._dress(self.infos[uid])
+
     def update(self, info: MessageInfo) -> None:
         if info.uid in self.infos:
-            self.infos[int(info.uid)] = info
+            self.infos[int(info.uid)] = self._dress(info)
 
     def remove(self, uids: Iterable[int]) -> list[bytes]:
         """Untagged EXPUNGE lines for messages this session expunged itself."""
@@ -265,6 +282,7 @@ class MailboxView:
             for uid in present:
                 self.infos.pop(uid, None)
                 self.ghosts.discard(uid)
+                self.recent.discard(uid)
             return [untagged(b"VANISHED", compress_uids(present))]
         lines: list[bytes] = []
         # Highest sequence number first, so each number is right when the client reads it
@@ -276,6 +294,7 @@ class MailboxView:
                 del self.uids[i]
                 self.infos.pop(uid, None)
                 self.ghosts.discard(uid)
+                self.recent.discard(uid)
         return lines
 
     def sync(
@@ -300,7 +319,7 @@ class MailboxView:
             if info is None:
                 continue
             old = self.infos[uid]
-            self.infos[uid] = info
+            info = self.infos[uid] = self._dress(info)
             if info.flags != old.flags:
                 lines.append(fetch_flags_line(seq, uid, info.flags, info.modseq if modseq else None))
         if new:
@@ -339,7 +358,7 @@ class MailboxView:
             old = self.infos.get(uid)
             if old is None or uid in self.ghosts:
                 continue
-            self.infos[uid] = info
+            info = self.infos[uid] = self._dress(info)
             if info.flags != old.flags:
                 seq = self.seq_of(uid)
                 assert seq is not None
@@ -364,7 +383,7 @@ def select_responses(view: MailboxView, mailbox: Mailbox, *, rev2: bool, utf8: b
     """The untagged responses of SELECT / EXAMINE (RFC 9051 §6.3.2, RFC 3501 §6.3.1)."""
     lines = [untagged(b"%d" % view.exists, b"EXISTS")]
     if not rev2:
-        lines.append(untagged(b"0", b"RECENT"))  # RFC 3501 only; \Recent is not kept
+        lines.append(untagged(b"%d" % len(view.recent), b"RECENT"))  # RFC 3501 §7.3.2 only
     keywords = sorted({f for i in view.infos.values() for f in i.flags if not f.startswith("\\")})
     lines.append(untagged(b"FLAGS", flag_list([*MAILBOX_FLAGS, *keywords])))
     permanent = [] if view.readonly else [*PERMANENT_FLAGS, *keywords]
