@@ -15,8 +15,9 @@ Date: header's day, read from the stored ENVELOPE; SAVED* keys the save date (RF
 from __future__ import annotations
 
 import datetime
+import email.utils
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -335,10 +336,9 @@ def sort_messages(
     """RFC 5256 §3: sort by the criteria, ties broken by sequence number."""
 
     def sent(seq_info: tuple[int, MessageInfo]) -> str:
-        f = fields.get(int(seq_info[1].uid))
-        if f is not None and f.date is not None:
-            return f.date.isoformat()
-        return _date_of(seq_info[1].internal_date).isoformat()  # RFC 5256 §3: fallback
+        # RFC 5256 §2.2: date and time in UTC (INTERNALDATE when Date: is missing or bad),
+        # offset so that dates before 1970 still sort as text.
+        return f"{sent_epoch(fields.get(int(seq_info[1].uid)), seq_info[1].internal_date) + 1e12:024.3f}"
 
     ordered = sorted(messages, key=lambda m: m[0])
     for crit in reversed(list(criteria)):
@@ -394,12 +394,12 @@ def thread_orderedsubject(
 ) -> Tree:
     """RFC 5256 §4 ORDEREDSUBJECT: group by base subject, sorted by sent date within;
     threads ordered by the date of their first message."""
-    groups: dict[str, list[tuple[str, int, int]]] = {}
+    groups: dict[str, list[tuple[float, int, int]]] = {}
     for seq, info in messages:
         f = fields.get(int(info.uid))
         subject = f.subject if f else ""
-        day = f.date.isoformat() if f and f.date else _date_of(info.internal_date).isoformat()
-        groups.setdefault(subject, []).append((day, seq, int(info.uid) if uid else seq))
+        sent = sent_epoch(f, info.internal_date)  # RFC 5256 §2.2: date and time
+        groups.setdefault(subject, []).append((sent, seq, int(info.uid) if uid else seq))
     threads = sorted((sorted(items) for items in groups.values()), key=lambda g: g[0][:2])
     roots: Tree = []
     for items in threads:
@@ -409,37 +409,192 @@ def thread_orderedsubject(
     return roots
 
 
-def thread_references(
-    messages: list[tuple[int, MessageInfo]], fields: Mapping[int, SortFields], uid: bool
-) -> Tree:
-    """RFC 5256 §4 REFERENCES, linking by Message-ID / In-Reply-To (the ENVELOPE's
-    fields; the References: header is not consulted — a simplification)."""
-    by_id: dict[str, ThreadNode] = {}
-    nodes: list[tuple[ThreadNode, str, str, tuple[str, int]]] = []
-    for seq, info in messages:
-        f = fields.get(int(info.uid))
-        node = ThreadNode(int(info.uid) if uid else seq)
-        mid = f.message_id if f else ""
-        parent = f.in_reply_to.split()[-1] if f and f.in_reply_to else ""
-        day = f.date.isoformat() if f and f.date else _date_of(info.internal_date).isoformat()
-        if mid and mid not in by_id:
-            by_id[mid] = node
-        nodes.append((node, mid, parent, (day, seq)))
-    roots: list[tuple[ThreadNode, tuple[str, int]]] = []
-    for node, _mid, parent, order in sorted(nodes, key=lambda n: n[3]):
-        target = by_id.get(parent)
-        if target is not None and target is not node and not _descends(target, node):
-            target.children.append(node)
+@dataclass(frozen=True, slots=True)
+class ThreadInput:
+    """What RFC 5256 §4 REFERENCES needs of one message."""
+
+    number: int  # sequence number or UID, as reported
+    seq: int  # the tie-break of the sent-date sort (RFC 5256 §2.2)
+    message_id: str  # "" when missing or invalid
+    references: tuple[str, ...]  # References:, else the first In-Reply-To msg-id (§4 (1)(A))
+    sent: float  # RFC 5256 §2.2 sent date (Date:, else INTERNALDATE), epoch seconds
+    subject: str  # §2.1 base subject
+    is_reply: bool  # the subject had Re:/Fwd:/… stripped (§2.1)
+
+
+_MSG_ID: Final = re.compile(r"<[^<>\s]+>")
+
+
+def message_ids(value: bytes) -> tuple[str, ...]:
+    """The msg-ids of a References: / In-Reply-To: value, in order (RFC 5322 §3.6.4)."""
+    return tuple(_MSG_ID.findall(value.decode("utf-8", "replace")))
+
+
+_REFERENCES_FIELD: Final = re.compile(rb"^references[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def references_of(header: bytes) -> tuple[str, ...]:
+    """The msg-ids of the first References: field of a message header (RFC 5322 §3.6.4)."""
+    m = _REFERENCES_FIELD.search(header)
+    return message_ids(m.group(1)) if m else ()
+
+
+def sent_epoch(fields: SortFields | None, internal_date: int) -> float:
+    """RFC 5256 §2.2 sent date: the Date: header, else the INTERNALDATE."""
+    if fields is not None and fields.date_text:
+        try:
+            return email.utils.parsedate_to_datetime(fields.date_text.decode("ascii", "replace")).timestamp()
+        except (ValueError, TypeError, IndexError, OverflowError):
+            pass
+    return float(internal_date)
+
+
+def thread_input(
+    seq: int, info: MessageInfo, fields: SortFields | None, header: bytes, *, uid: bool
+) -> ThreadInput:
+    """RFC 5256 §4 (1)(A): References:, else the first msg-id of In-Reply-To:."""
+    refs = references_of(header)
+    if not refs and fields is not None:
+        refs = message_ids(fields.in_reply_to.encode())[:1]
+    own = message_ids(fields.message_id.encode())[:1] if fields is not None else ()
+    return ThreadInput(
+        number=int(info.uid) if uid else seq,
+        seq=seq,
+        message_id=own[0] if own else "",
+        references=refs,
+        sent=sent_epoch(fields, info.internal_date),
+        subject=fields.subject if fields is not None else "",
+        is_reply=fields.is_reply if fields is not None else False,
+    )
+
+
+def thread_references(messages: Sequence[ThreadInput]) -> Tree:
+    """RFC 5256 §4 REFERENCES (Jamie Zawinski's algorithm), steps (1)–(6)."""
+
+    @dataclass(eq=False)
+    class Box:  # a "container": a message, or a dummy for an id only referenced
+        msg: ThreadInput | None = None
+        parent: Box | None = None
+        children: list[Box] = field(default_factory=list)
+
+    def reaches(start: Box | None, target: Box) -> bool:
+        while start is not None:
+            if start is target:
+                return True
+            start = start.parent
+        return False
+
+    def link(parent: Box, child: Box) -> None:
+        if child.parent is not None:
+            child.parent.children.remove(child)
+        child.parent = parent
+        parent.children.append(child)
+
+    table: dict[str, Box] = {}
+    unique = 0
+    for msg in messages:
+        # (1)(B) first, so the message's own container exists (a duplicate or missing
+        # Message-ID gets a unique one).
+        mid = msg.message_id
+        if not mid or (mid in table and table[mid].msg is not None):
+            unique += 1
+            mid = f"\0{unique}"
+        box = table.setdefault(mid, Box())
+        box.msg = msg
+        # (1)(A) link the references in order, never over an existing parent or a loop.
+        prev: Box | None = None
+        for ref in msg.references:
+            cur = table.setdefault(ref, Box())
+            if prev is not None and cur.parent is None and cur is not prev and not reaches(prev, cur):
+                link(prev, cur)
+            prev = cur
+        # (1)(C) the parent is the last reference, replacing any earlier one, unless a loop.
+        if box.parent is not None:
+            box.parent.children.remove(box)
+            box.parent = None
+        if prev is not None and prev is not box and not reaches(prev, box):
+            link(prev, box)
+
+    # (2) the root set; (3) prune dummies.
+    def prune(boxes: list[Box], root_level: bool) -> list[Box]:
+        out: list[Box] = []
+        for b in boxes:
+            b.children = prune(b.children, False)
+            for k in b.children:
+                k.parent = b
+            if b.msg is None:
+                if not b.children:
+                    continue
+                if not root_level or len(b.children) == 1:
+                    out += b.children  # promote (a lone child of a root dummy is a root)
+                    continue
+            out.append(b)
+        return out
+
+    roots = prune([b for b in table.values() if b.parent is None], True)
+    for b in roots:
+        b.parent = None
+
+    def key(b: Box) -> tuple[float, int]:
+        m = b.msg if b.msg is not None else b.children[0].msg
+        assert m is not None
+        return (m.sent, m.seq)
+
+    def sort_tree(boxes: list[Box]) -> None:
+        for b in boxes:
+            sort_tree(b.children)
+        boxes.sort(key=key)
+
+    # (4) sort the roots (a dummy by its first child, after sorting its children).
+    sort_tree(roots)
+
+    # (5) group the roots by base subject.
+    def subject_of(b: Box) -> tuple[str, bool]:
+        m = b.msg if b.msg is not None else b.children[0].msg
+        assert m is not None
+        return m.subject, (b.msg is not None and m.is_reply)
+
+    subjects: dict[str, Box] = {}
+    for b in roots:
+        subject, _ = subject_of(b)
+        if not subject:
+            continue
+        old = subjects.get(subject)
+        if (
+            old is None
+            or (b.msg is None and old.msg is not None)
+            or (old.msg is not None and subject_of(old)[1] and b.msg is not None and not subject_of(b)[1])
+        ):
+            subjects[subject] = b
+    grouped: list[Box] = []
+    for b in roots:
+        if b.parent is not None:
+            continue  # already merged under a new dummy (below)
+        subject, reply = subject_of(b)
+        other = subjects.get(subject) if subject else None
+        if other is None or other is b:
+            grouped.append(b)
+            continue
+        if other.msg is None and b.msg is None:
+            for k in b.children:
+                k.parent = other
+            other.children += b.children
+        elif other.msg is None or (reply and not subject_of(other)[1]):
+            b.parent = other
+            other.children.append(b)
         else:
-            roots.append((node, order))
-    return [n for n, _ in sorted(roots, key=lambda r: r[1])]
+            # Neither is a reply of the other: a new dummy holds both, where *other* was.
+            dummy = Box(children=[other, b])
+            other.parent = b.parent = dummy
+            subjects[subject] = dummy
+            if other in grouped:
+                grouped[grouped.index(other)] = dummy
+            else:
+                grouped.append(dummy)
+    # (6) sort every set of siblings once more.
+    sort_tree(grouped)
 
+    def tree(b: Box) -> ThreadNode:
+        return ThreadNode(b.msg.number if b.msg is not None else None, [tree(k) for k in b.children])
 
-def _descends(node: ThreadNode, ancestor: ThreadNode) -> bool:
-    stack = list(ancestor.children)
-    while stack:
-        n = stack.pop()
-        if n is node:
-            return True
-        stack += n.children
-    return False
+    return [tree(b) for b in grouped]

@@ -1229,7 +1229,18 @@ class Connection:
         if cmd.algorithm == "ORDEREDSUBJECT":
             roots = searchmod.thread_orderedsubject(found, fields, cmd.uid)
         else:
-            roots = searchmod.thread_references(found, fields, cmd.uid)
+            # RFC 5256 §4 needs References:, which MessageMeta does not carry (the store
+            # keeps it as bodies.refs): read each message's header.
+            mid = MailboxId(self._view().mailbox_id)
+            inputs: list[searchmod.ThreadInput] = []
+            for seq, info in found:
+                raw = await self.store.read_message(mid, info.uid)
+                if raw is None:
+                    continue  # expunged meanwhile
+                end = raw.find(b"\r\n\r\n")
+                header = raw if end < 0 else raw[: end + 2]
+                inputs.append(searchmod.thread_input(seq, info, fields.get(int(info.uid)), header, uid=cmd.uid))
+            roots = searchmod.thread_references(inputs)
         threads = searchmod.render_threads(roots)
         self.send(b"* THREAD " + threads + b"\r\n" if threads else b"* THREAD\r\n")
         await self.report_changes(allow_expunge=cmd.uid)

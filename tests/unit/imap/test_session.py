@@ -199,7 +199,8 @@ def test_sort_and_threads() -> None:
     assert search.sort_messages([c.SortCriterion("SIZE")], messages, fields) == [(2, 2), (3, 3), (1, 1)]
     by_subject_then_date = [c.SortCriterion("SUBJECT"), c.SortCriterion("DATE", reverse=True)]
     assert search.sort_messages(by_subject_then_date, messages, fields) == [(2, 2), (3, 3), (1, 1)]
-    roots = search.thread_references(messages, fields, uid=False)
+    inputs = [search.thread_input(seq, i, fields[int(i.uid)], b"", uid=False) for seq, i in messages]
+    roots = search.thread_references(inputs)
     assert search.render_threads(roots) == b"(2)(1 3)"
     roots = search.thread_orderedsubject(messages, fields, uid=True)
     assert search.render_threads(roots) == b"(2)(1 3)"
