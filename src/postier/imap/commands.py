@@ -443,6 +443,7 @@ class AppendMessage:
     internal_date: datetime.datetime | None
     data: bytes
     binary: bool = False  # sent as literal8 ``~{n}`` (RFC 3516 §4.4)
+    utf8: bool = False  # the ``UTF8 (~{n})`` data item (RFC 6855 §4)
 
 
 # --------------------------------------------------------------------------- commands

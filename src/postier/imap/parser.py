@@ -1041,7 +1041,8 @@ def _p_status(r: _Reader) -> c.ImapCommand:
 
 
 def _p_append(r: _Reader) -> c.ImapCommand:
-    """``append = "APPEND" SP mailbox 1*append-message`` (RFC 3502 §6.3.11, RFC 3516)."""
+    """``append = "APPEND" SP mailbox 1*append-message`` (RFC 3502 §6.3.11, RFC 3516,
+    RFC 6855 §4)."""
     r.sp()
     mailbox = r.mailbox()
     messages: list[c.AppendMessage] = []
@@ -1056,11 +1057,20 @@ def _p_append(r: _Reader) -> c.ImapCommand:
         if r.peek() == 0x22:
             when = r.date_time()
             r.sp()
+        # RFC 6855 §4: append-data =/ "UTF8" SP "(" literal8 ")" — a message/global
+        # message (UTF-8 header fields); accepted whether or not UTF8=ACCEPT was enabled.
+        utf8 = r.line[r.pos : r.pos + 6].upper() == b"UTF8 ("
+        if utf8:
+            r.pos += 6
+            if not r._literal_is_binary():
+                raise _Bad("UTF8 needs a literal8 ~{n}")
         binary = r._literal_is_binary()
         data = r._literal()
         if data is None:
             raise _Bad("APPEND needs a literal")
-        messages.append(c.AppendMessage(flags, when, data, binary))
+        if utf8:
+            r.char(b")")
+        messages.append(c.AppendMessage(flags, when, data, binary, utf8))
     if not messages:
         raise _Bad("APPEND needs a message")
     return c.Append(mailbox, tuple(messages))

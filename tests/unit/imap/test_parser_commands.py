@@ -8,7 +8,7 @@ import pytest
 
 from postier.imap import commands as c
 from postier.imap.parser import Command, CommandParser, ParseError
-from tests.unit.imap.feeding import feed_whole, parse_one
+from tests.unit.imap.feeding import commands, feed_bytewise, feed_whole, parse_one
 
 S = c.SequenceSet
 R = c.SeqRange
@@ -300,9 +300,29 @@ def test_append_date_time_and_multiappend() -> None:
     )
 
 
+def test_append_utf8_data_item_whole_and_bytewise() -> None:
+    """RFC 6855 §4: ``"UTF8" SP "(" literal8 ")"``, also in MULTIAPPEND and with LITERAL+."""
+    msg = "Subject: café\r\n\r\nbody".encode()
+    data = (
+        b"A1 APPEND INBOX (\\Seen) UTF8 (~{%d+}\r\n" % len(msg) + msg + b") UTF8 (~{1}\r\nx)\r\n"
+    )
+    expected = c.Append(
+        "INBOX",
+        (
+            c.AppendMessage(("\\Seen",), None, msg, binary=True, utf8=True),
+            c.AppendMessage((), None, b"x", binary=True, utf8=True),
+        ),
+    )
+    assert parse_one(data) == expected
+    assert commands(feed_bytewise(data))[0].command == expected
+
+
 @pytest.mark.parametrize(
     "line",
     [
+        b"A1 APPEND INBOX UTF8 ({1+}\r\nx)\r\n",  # RFC 6855 §4: literal8 only
+        b"A1 APPEND INBOX UTF8 (~{1+}\r\nx\r\n",  # no closing parenthesis
+        b"A1 APPEND INBOX UTF8 ~{1+}\r\nx\r\n",
         b"A1 APPEND INBOX\r\n",
         b'A1 APPEND INBOX "hello"\r\n',
         b'A1 APPEND INBOX "31-Feb-1994 21:52:25 -0800" {1+}\r\nx\r\n',
