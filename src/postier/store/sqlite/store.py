@@ -1072,11 +1072,17 @@ def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
          " ".join(parsed.references), int(parsed.has_attachment), body.inline),
     )
     body_id = int(cur.lastrowid or 0)
-    tx.execute(
-        "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (body_id, *_fts_values(parsed)),
-    )
+    values = (body_id, *_fts_values(parsed))
+    conn = tx.conn
+
+    def index() -> None:  # after the batch's savepoints: one FTS5 segment per batch
+        conn.execute(
+            "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+
+    tx.before_commit.append(index)
     return body_id
 
 
