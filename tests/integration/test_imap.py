@@ -711,9 +711,19 @@ async def test_start_imap_registers_listeners(store: SqliteStore, account: Accou
         await app.stop()
 
 
-async def test_many_idle_sessions_all_hear_one_delivery(server: ImapServer, delivery: Delivery) -> None:
+async def test_many_idle_sessions_all_hear_one_delivery(
+    store: SqliteStore, account: Account, delivery: Delivery
+) -> None:
     """Fan-out: 100 sessions IDLE on one INBOX; one delivery reaches every one within 1 s."""
-    port = port_of(server)
+    # 100 connections from 127.0.0.1: above the default per-IP limit.
+    server = await start_server(store, ImapSettings(max_connections_per_ip=200))
+    try:
+        await _many_idle_sessions(port_of(server), delivery)
+    finally:
+        await server.stop()
+
+
+async def _many_idle_sessions(port: int, delivery: Delivery) -> None:
     login = b"l LOGIN alice@example.org {%d+}\r\n%s\r\n" % (len(TEST_PASSWORD), TEST_PASSWORD.encode())
     sessions: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
@@ -813,5 +823,56 @@ async def test_logindisabled_until_starttls_when_loopback_plaintext_off(
 
     try:
         await in_thread(run)
+    finally:
+        await srv.stop()
+
+
+async def test_connections_over_the_per_ip_limit_get_a_bye_greeting(
+    store: SqliteStore, account: Account
+) -> None:
+    """RFC 9051 §7.1.5: a BYE greeting refuses; a freed slot is usable again."""
+    srv = await start_server(store, ImapSettings(max_connections_per_ip=2, max_connections=3))
+    port = port_of(srv)
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return reader, writer, await asyncio.wait_for(reader.readline(), 5)
+
+    try:
+        first = await connect()
+        second = await connect()
+        assert first[2].startswith(b"* OK ") and second[2].startswith(b"* OK ")
+        reader, writer, greeting = await connect()
+        assert greeting == b"* BYE [UNAVAILABLE] too many connections from your address\r\n"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+        first[1].write(b"a LOGOUT\r\n")
+        assert b"a OK" in await asyncio.wait_for(first[0].read(), 5)
+        first[1].close()
+        for _ in range(50):  # the server notices the close
+            third = await connect()
+            if third[2].startswith(b"* OK "):
+                break
+            third[1].close()
+            await asyncio.sleep(0.05)
+        assert third[2].startswith(b"* OK ")
+        third[1].close()
+        second[1].close()
+    finally:
+        await srv.stop()
+
+
+async def test_connections_over_the_server_limit_get_a_bye_greeting(
+    store: SqliteStore, account: Account
+) -> None:
+    srv = await start_server(store, ImapSettings(max_connections_per_ip=10, max_connections=1))
+    port = port_of(srv)
+    try:
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        assert (await asyncio.wait_for(r1.readline(), 5)).startswith(b"* OK ")
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r2.readline(), 5) == b"* BYE [UNAVAILABLE] too many connections\r\n"
+        w1.close()
+        w2.close()
     finally:
         await srv.stop()

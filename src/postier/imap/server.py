@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import collections
 import contextlib
 import datetime
 import socket
@@ -114,6 +115,12 @@ class ImapSettings:
     max_commands_per_s: float = 500.0
     """Past this rate a connection is slowed down (each command waits its turn), so one
     client cannot monopolise the store; 0 disables.  Far above any real client."""
+    max_connections: int = 1000
+    """Open IMAP connections of this server (process), from ``[server] max_connections``;
+    one more is greeted with ``* BYE [UNAVAILABLE]`` and closed (RFC 9051 §7.1.5)."""
+    max_connections_per_ip: int = 20
+    """The same per client IP (``[server] max_connections_per_ip``), so one host cannot take
+    them all; Unix-socket peers (no IP) count only against ``max_connections``."""
 
 
 class _Closed(Exception):
@@ -152,6 +159,7 @@ class ImapServer:
         self._servers: list[tuple[asyncio.Server, bool]] = []
         self._sessions: set[asyncio.Task[None]] = set()
         self._connections: set[Connection] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
         self._stopping = False
         self.recent = RecentWatermarks()  # \Recent of IMAP4rev1 sessions, per process
 
@@ -226,6 +234,20 @@ class ImapServer:
         local = sock is not None and sock.family == socket.AF_UNIX
         ip = str(peername[0]) if isinstance(peername, tuple) else ""
         clog = ConnectionLogger("imap", peer=format_peer(peername))
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            # RFC 9051 §7.1.5: a BYE greeting refuses the connection.
+            clog.info("refused: %s", refusal)
+            self._sessions.discard(task)
+            with contextlib.suppress(Exception):
+                writer.write(untagged_status("BYE", refusal, code=response_code("UNAVAILABLE")))
+                await asyncio.wait_for(writer.drain(), 5.0)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            return
+        if ip:
+            self._per_ip[ip] += 1
         clog.info("connected to %s%s", listener, " (TLS)" if implicit_tls else "")
         session = Connection(self, reader, writer, clog, ip, implicit_tls, local or is_loopback(ip))
         self._connections.add(session)
@@ -247,7 +269,21 @@ class ImapServer:
                 await asyncio.wait_for(writer.wait_closed(), 5.0)
             self._sessions.discard(task)
             self._connections.discard(session)
+            if ip:
+                self._per_ip[ip] -= 1
+                if self._per_ip[ip] <= 0:
+                    del self._per_ip[ip]
             clog.connection_lost(error)
+
+    def _refusal(self, ip: str) -> str | None:
+        """Why a new connection from *ip* is refused (None: it is not)."""
+        if self._stopping:
+            return "server shutting down"
+        if len(self._connections) >= self.settings.max_connections:
+            return "too many connections"
+        if ip and self._per_ip[ip] >= self.settings.max_connections_per_ip:
+            return "too many connections from your address"
+        return None
 
 
 def _utc_epoch(value: datetime.datetime | None) -> int | None:

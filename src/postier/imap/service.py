@@ -17,6 +17,9 @@ def settings_from(app: App) -> ImapSettings:
         allow_plaintext_auth_on_loopback=cfg.allow_plaintext_auth_on_loopback,
         hostname=app.hostname or "postier",
         reuse_port=app.reuse_port,
+        # Per process: with [server] workers > 1 each worker counts its own connections.
+        max_connections=app.config.server.max_connections,
+        max_connections_per_ip=app.config.server.max_connections_per_ip,
     )
 
 
