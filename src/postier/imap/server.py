@@ -694,6 +694,8 @@ class Connection:
             if cap == "IMAP4REV2" and not self.rev2:
                 self.rev2 = True
                 self.parser.utf8 = True  # RFC 9051 §5.1: UTF-8 mailbox names
+                if self.view is not None:
+                    self.view.forget_recent()
                 done.append(b"IMAP4rev2")
             elif cap == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True  # RFC 6855 §3

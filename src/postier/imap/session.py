@@ -265,6 +265,14 @@ class MailboxView:
                 self.recent.add(uid)
                 self.infos[uid] = self._dress(self.infos[uid])
 
+    def forget_recent(self) -> None:
+        """IMAP4rev2 enabled while selected: no more ``\\Recent`` (RFC 9051 §2.3.2)."""
+        for uid in self.recent:
+            info = self.infos.get(uid)
+            if info is not None:
+                self.infos[uid] = replace(info, flags=info.flags - {RECENT_FLAG})
+        self.recent.clear()
+
     def update(self, info: MessageInfo) -> None:
         if info.uid in self.infos:
             self.infos[int(info.uid)] = self._dress(info)

@@ -29,3 +29,12 @@ def test_recent_survives_flag_updates_in_the_view() -> None:
     lines = view.apply([info(2, frozenset())], [], 9, allow_expunge=True)
     assert lines == [b"* 2 FETCH (FLAGS (\\Recent) UID 2)\r\n"]
     assert view.remove([2]) == [b"* 2 EXPUNGE\r\n"] and view.recent == set()
+
+
+def test_enabling_imap4rev2_forgets_recent() -> None:
+    view = MailboxView.open(1, "INBOX", False, 7, [info(1, frozenset({"\\Seen"}))])
+    view.mark_recent([1])
+    view.forget_recent()
+    assert view.infos[1].flags == {"\\Seen"} and view.recent == set()
+    view.update(info(1, frozenset()))
+    assert view.infos[1].flags == frozenset()
