@@ -129,6 +129,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (domain, selector)
     ) WITHOUT ROWID;
     """,
+    # 4: FTS5 merges 8 segments of a level instead of 4: each indexed byte is rewritten
+    # fewer times (writer CPU per 10 KB delivery 0.74-0.95 ms -> 0.59-0.77 ms measured with
+    # 2,000-4,000 stored); a search reads at most 8 segments per level.
+    """
+    INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8);
+    """,
 )
 
 LATEST = len(MIGRATIONS)
