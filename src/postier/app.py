@@ -263,6 +263,8 @@ async def start_pop3(app: App) -> None:
             retention_days=c.retention_days,
             idle_timeout_s=float(c.idle_timeout_s),
             allow_plaintext_auth_on_loopback=c.allow_plaintext_auth_on_loopback,
+            reuse_port=app.reuse_port,
+            lock_dir=app.data_dir / "locks",
         ),
         app.tls,
     )
@@ -297,6 +299,7 @@ async def start_smtp(app: App) -> None:
             sender_must_match=c.sender_must_match,
             max_connections_per_ip=c.max_connections_per_ip,
             max_connections=app.config.server.max_connections,
+            reuse_port=app.reuse_port,
         ),
         app.store,
         app.delivery,

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
@@ -81,6 +84,10 @@ class Pop3Settings:
     sasl_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     tls_handshake_timeout_s: float = 30.0
     trash_name: str = "Trash"  # created with \Trash when the account has no \Trash mailbox
+    reuse_port: bool = False  # several worker processes share the listening ports
+    # Maildrop locks shared by every process on the data folder (flock files); None: in
+    # this process only.
+    lock_dir: Path | None = None
 
 
 class _IdleTimeout(Exception):
@@ -112,6 +119,7 @@ class Pop3Server:
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
         self._locks: dict[AccountId, str] = {}  # account → connection id holding the maildrop
+        self._lock_files: dict[AccountId, int] = {}  # account → fd holding its flock
         self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
@@ -136,7 +144,8 @@ class Pop3Server:
             server = await asyncio.start_unix_server(handler, path=address.path, ssl=ctx)
         else:
             server = await asyncio.start_server(
-                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True
+                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True,
+                reuse_port=self.settings.reuse_port or None,
             )
         log.info("pop3 listening on %s%s", address, " (TLS)" if implicit_tls else "")
         return server
@@ -171,14 +180,28 @@ class Pop3Server:
     # ------------------------------------------------------------ locks
 
     def _lock(self, account_id: AccountId, conn_id: str) -> bool:
+        """RFC 1939 §8: one session per maildrop, across every worker process."""
         if account_id in self._locks:
             return False
+        lock_dir = self.settings.lock_dir
+        if lock_dir is not None:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_dir / f"pop3-{int(account_id)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False  # held by a session in another worker
+            self._lock_files[account_id] = fd
         self._locks[account_id] = conn_id
         return True
 
     def _unlock(self, account_id: AccountId, conn_id: str) -> None:
         if self._locks.get(account_id) == conn_id:
             del self._locks[account_id]
+            fd = self._lock_files.pop(account_id, None)
+            if fd is not None:
+                os.close(fd)  # closing releases the flock (and a crash releases it too)
 
     # ------------------------------------------------------------ sessions
 
@@ -293,10 +316,9 @@ class _Session:
     # ------------------------------------------------------------ I/O
 
     async def _read(self) -> bytes:
-        try:
-            return await asyncio.wait_for(
-                self.reader.read(READ_BYTES), self.settings.idle_timeout_s
-            )
+        try:  # asyncio.timeout: a timer, not wait_for's extra task per read
+            async with asyncio.timeout(self.settings.idle_timeout_s):
+                return await self.reader.read(READ_BYTES)
         except TimeoutError:
             raise _IdleTimeout() from None
 
@@ -307,6 +329,11 @@ class _Session:
             await self._drain()
 
     async def _drain(self) -> None:
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            # All sent already (the usual case on a RETR): nothing to wait for, and
+            # wait_for's task and timer per RETR were a tenth of the session's CPU.
+            return
         try:
             await asyncio.wait_for(self.writer.drain(), self.settings.idle_timeout_s)
         except TimeoutError:

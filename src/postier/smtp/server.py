@@ -110,6 +110,7 @@ class SmtpSettings:
     # RFC 4954 over TLS; SCRAM-SHA-256 (RFC 7677) for accounts with stored SCRAM credentials.
     auth_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "PLAIN", "LOGIN")
     stop_grace_s: float = 10.0  # how long stop() lets transactions in progress finish
+    reuse_port: bool = False  # several worker processes share the listening ports
 
 
 # ---------------------------------------------------------------- transport
@@ -320,6 +321,7 @@ class SmtpServer:
             ssl=self.tls_context if implicit_tls else None,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if implicit_tls else None,
             reuse_address=True,
+            reuse_port=self.settings.reuse_port or None,
         )
         self._servers.append(server)
         for sock in server.sockets:

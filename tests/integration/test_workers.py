@@ -1,0 +1,167 @@
+"""`postier serve` with `[server] workers = 2`: two processes share ports and data."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_PASSWORD, cheap_hash
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int], str]]:
+    import asyncio
+
+    from postier.store.sqlite import SqliteStore
+
+    data = tmp_path / "data"
+
+    async def setup() -> None:
+        store = await SqliteStore.open(data)
+        await store.add_domain("example.org")
+        await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
+        await store.close()
+
+    asyncio.run(setup())
+    ports = {"smtp": free_port(), "imap": free_port(), "pop3": free_port()}
+    config = tmp_path / "postier.toml"
+    config.write_text(f"""
+[server]
+workers = 2
+[smtp]
+listen = ["127.0.0.1:{ports['smtp']}"]
+submission_listen = []
+submissions_listen = []
+check_spf = false
+check_dkim = false
+check_dmarc = false
+check_arc = false
+[imap]
+listen = ["127.0.0.1:{ports['imap']}"]
+tls_listen = []
+[pop3]
+listen = ["127.0.0.1:{ports['pop3']}"]
+tls_listen = []
+[queue]
+enabled = false
+""")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    out = ""
+    deadline = time.monotonic() + 60
+    while "Press Ctrl-C" not in out and time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if not line:
+            break
+        out += line
+    try:
+        yield proc, ports, out
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def imap_idle(port: int) -> tuple[socket.socket, object]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(f'a LOGIN alice@example.org "{TEST_PASSWORD}"\r\n'.encode())
+    while not f.readline().startswith(b"a OK"):
+        pass
+    sock.sendall(b"b SELECT INBOX\r\n")
+    while not f.readline().startswith(b"b OK"):
+        pass
+    sock.sendall(b"c IDLE\r\n")
+    assert f.readline().startswith(b"+")
+    return sock, f
+
+
+def test_two_workers_share_ports_data_and_events(
+    server: tuple[subprocess.Popen[bytes], dict[str, int], str],
+) -> None:
+    proc, ports, out = server
+    assert "(2 worker processes)" in out and f"127.0.0.1:{ports['imap']}" in out
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    sock, f = imap_idle(ports["imap"])
+    try:
+        # Twenty SMTP connections: the kernel spreads them over both workers; the IDLE
+        # session (in one of them) must hear every delivery.
+        for n in range(20):
+            with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:
+                s.sendmail("bob@example.net", ["alice@example.org"],
+                           b"Subject: %d\r\n\r\nbody\r\n" % n)
+        seen = 0
+        deadline = time.monotonic() + 10
+        while seen < 20 and time.monotonic() < deadline:
+            line = f.readline()  # type: ignore[attr-defined]
+            m = re.match(rb"\* (\d+) EXISTS", line)
+            if m:
+                seen = int(m.group(1))
+        assert seen == 20
+    finally:
+        sock.close()
+    # One POP3 session per maildrop, whichever workers the two connections land on.
+    for _ in range(6):
+        first = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
+        first.user("alice@example.org")
+        first.pass_(TEST_PASSWORD)
+        second = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
+        second.user("alice@example.org")
+        with pytest.raises(poplib.error_proto, match="IN-USE"):
+            second.pass_(TEST_PASSWORD)
+        second.quit()
+        assert first.stat()[0] == 20
+        first.quit()
+
+
+def test_a_killed_worker_is_restarted_and_stop_is_clean(
+    server: tuple[subprocess.Popen[bytes], dict[str, int], str],
+) -> None:
+    proc, ports, _ = server
+    victim = children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = children(proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.2)
+    assert len(children(proc.pid)) == 2 and victim not in children(proc.pid)
+    for _ in range(6):  # every connection is served, whichever worker takes it
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:
+            assert s.noop()[0] == 250
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"Traceback" not in err
