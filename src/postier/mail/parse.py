@@ -177,8 +177,12 @@ def decode_body(raw: bytes, part: MimePart, limit: int = MAX_PART_DECODE_BYTES) 
     data = raw[part.body_start : min(part.body_end, part.body_start + limit)]
     try:
         if part.encoding == "base64":  # RFC 2045 §6.8: ignore characters outside the alphabet
-            data = data.translate(None, _NOT_BASE64)
-            data = data[: len(data) - len(data) % 4]
+            data = data.translate(None, _NOT_BASE64)  # "=" padding goes too: re-pad below
+            rest = len(data) % 4
+            if rest == 1:  # a lone sextet carries no whole octet
+                data = data[:-1]
+            elif rest:
+                data += b"=" * (4 - rest)
             return binascii.a2b_base64(data)
         if part.encoding == "quoted-printable":  # RFC 2045 §6.7
             return binascii.a2b_qp(data)
