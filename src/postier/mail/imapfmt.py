@@ -27,6 +27,7 @@ from postier.mail.headers import (
     parse_fields,
     parse_params_value,
 )
+from postier.mail.mime import _is_token
 from postier.mail.parsed import MimePart
 
 MAX_QUOTED_BYTES = 1000  # longer strings go as literals (keeps lines of a reply sane)
@@ -187,7 +188,7 @@ def _disposition(value: bytes | None) -> bytes:
         return NIL
     head, params = parse_params_value(value)
     kind = head.strip().decode("utf-8", "replace")
-    if not kind:
+    if not kind or not _is_token(kind):  # RFC 2183 §2: disposition-type is a token
         return NIL
     return b"(" + _astr(kind.upper()) + b" " + _params(params) + b")"
 

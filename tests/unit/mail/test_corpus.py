@@ -53,12 +53,7 @@ def _expected() -> list[tuple[str, bytes]]:
 # Suspected postier bugs: the expectation file holds the RFC-correct value for these, so the
 # test is expected to fail until src/postier/mail is fixed (strict: a fix makes it XPASS,
 # and the entry must then be removed here).
-KNOWN_BUGS = {
-    # Content-Disposition "=?utf-8?Q?invalid?=" is not an RFC 2183 disposition-type (a
-    # token; "=" and "?" are tspecials): expected NIL (as for an invalid Content-Type or
-    # Content-Transfer-Encoding), postier sends ("=?UTF-8?Q?INVALID?=" NIL).
-    "mikel-mail/error_emails/multiple_invalid_content_dispositions.eml": "invalid disposition",
-}
+KNOWN_BUGS: dict[str, str] = {}  # none known; the disposition bug is fixed (RFC 2183 token check)
 
 
 def test_expected_file_covers_every_message() -> None:

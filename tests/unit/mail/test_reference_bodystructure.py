@@ -79,11 +79,7 @@ ALLOWED: dict[str, dict[str, str]] = {
 
 # Suspected postier bugs (the reference is right; reported, src/ not changed here):
 # the comparison is expected to fail until fixed (strict: a fix must remove the entry).
-KNOWN_BUGS = {
-    # Content-Disposition "=?utf-8?Q?invalid?=" is not an RFC 2183 token: expected NIL,
-    # postier sends ("=?UTF-8?Q?INVALID?=" NIL).
-    "mikel-mail/error_emails/multiple_invalid_content_dispositions.eml": "TEXT disposition",
-}
+KNOWN_BUGS: dict[str, str] = {}  # none known; the disposition bug is fixed (RFC 2183 token check)
 
 
 def _name(path: Path) -> str:
