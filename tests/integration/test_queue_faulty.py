@@ -15,6 +15,7 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 
+from postier.mailauth.dns import FakeResolver
 from postier.queue import QueueRunner, QueueSettings
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.queue import RcptStatus, SqliteQueue
@@ -164,12 +165,13 @@ async def test_close_during_greeting_falls_back_to_next_mx(
     c.start()
     controllers.append(c)
     try:
-        res = resolver({}, lambda r: (
-            r.add("faulty.test", "MX", (10, "mx1.faulty.test")),
-            r.add("faulty.test", "MX", (20, "mx2.faulty.test")),
-            r.add("mx1.faulty.test", "A", "127.0.0.9"),
-            r.add("mx2.faulty.test", "A", "127.0.0.10"),
-        ))
+        def zone(r: FakeResolver) -> None:
+            r.add("faulty.test", "MX", (10, "mx1.faulty.test"))
+            r.add("faulty.test", "MX", (20, "mx2.faulty.test"))
+            r.add("mx1.faulty.test", "A", "127.0.0.9")
+            r.add("mx2.faulty.test", "A", "127.0.0.10")
+
+        res = resolver({}, zone)
         runner = QueueRunner(store, QueueSettings(port=port, connect_timeout_s=5,
                                                   command_timeout_s=5), res, clock=Clock())
         await enqueue(store, "t@faulty.test")
