@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from postier.errors import TemporaryError, UserError
@@ -146,16 +146,23 @@ class Delivery:
         *,
         prepared: PreparedBody | None = None,
         junk: bool = False,
+        resolved: Mapping[str, Resolution | None] | None = None,
     ) -> list[RecipientResult]:
         """Store ``raw`` for each recipient; a result per recipient, in order.
 
         Each DELIVERED result is durable (fsync'd body, committed row) when this returns.
         ``junk``: into each account's \\Junk mailbox (RFC 6154) instead of INBOX.
+        ``resolved``: what resolve() just returned for some of ``recipients`` (the SMTP
+        server's quota check resolves them right before; not resolving twice saves the
+        lookups on the hot path).
         """
         resolutions: list[Resolution | RecipientResult] = []
         for rcpt in recipients:
             try:
-                found = await self.resolve(rcpt)
+                if resolved is not None and rcpt in resolved:
+                    found = resolved[rcpt]
+                else:
+                    found = await self.resolve(rcpt)
             except UserError as exc:
                 resolutions.append(RecipientResult(rcpt, Status.NOT_LOCAL, str(exc)))
                 continue

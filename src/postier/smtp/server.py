@@ -39,7 +39,14 @@ from pathlib import Path
 
 from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
-from postier.delivery import Delivery, RecipientResult, Status, canonical, split_address
+from postier.delivery import (
+    Delivery,
+    RecipientResult,
+    Resolution,
+    Status,
+    canonical,
+    split_address,
+)
 from postier.log import ConnectionLogger, format_peer
 from postier.mailauth.inbound import Action, InboundChecker, strip_forged_results
 from postier.net.addresses import ListenAddress, is_loopback
@@ -747,11 +754,12 @@ class SmtpServer:
         local = [r for r in recipients if r.address not in session.remote_rcpts]
         remote = list({r.address: r for r in recipients if r.address in session.remote_rcpts}.values())
         local_addresses = [await self._rcpt_address(r) for r in local]
+        resolved: dict[str, Resolution | None] = {}
         try:
             if session.mode is not Mode.LMTP:
                 # Every quota is checked before the first copy is written (an address may
                 # be an alias of several accounts), so a full mailbox refuses the whole.
-                full = await self._over_quota(local_addresses, len(raw))
+                full = await self._over_quota(local_addresses, len(raw), resolved)
                 if full:
                     log.info("message refused: %s over quota", full)
                     conn.reject(C452_MAILBOX_FULL)
@@ -769,7 +777,8 @@ class SmtpServer:
             results: list[RecipientResult] = []
             if local_addresses:
                 results = await self.delivery.deliver(
-                    raw, sender, local_addresses, prepared=prepared, junk=junk
+                    raw, sender, local_addresses, prepared=prepared, junk=junk,
+                    resolved=resolved,
                 )
         except Exception:
             log.exception("storing the message failed")
@@ -806,11 +815,16 @@ class SmtpServer:
             return await self._postmaster_address()
         return rcpt.address
 
-    async def _over_quota(self, addresses: Sequence[str], size: int) -> str:
-        """The first account that cannot take ``size`` more bytes, or ""."""
+    async def _over_quota(
+        self, addresses: Sequence[str], size: int, resolved: dict[str, Resolution | None]
+    ) -> str:
+        """The first account that cannot take ``size`` more bytes, or "".
+
+        Fills ``resolved`` (address → resolution) for deliver() to reuse."""
         seen: set[str] = set()
         for address in addresses:
             resolution = await self.delivery.resolve(address)
+            resolved[address] = resolution
             if resolution is None:
                 continue
             for account_address in resolution.local:
