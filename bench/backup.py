@@ -4,7 +4,8 @@
 
 One message in ``--big-every`` is 100 KB (a body file, > INLINE_BODY_MAX); the rest are
 stored in the database.  Prints fill time, then backup (full, then incremental with
-nothing new), verify and restore: seconds and MB/s of the data folder's size.
+1% new messages), verify and restore: seconds and MB/s of the data folder's size,
+and for each backup the bytes it wrote into DEST.
 """
 
 from __future__ import annotations
@@ -34,16 +35,21 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-async def fill(data: Path, count: int, size: int, big_every: int) -> None:
+async def fill(data: Path, count: int, size: int, big_every: int, first: int = 0) -> None:
     store = await SqliteStore.open(data)
     try:
-        await store.add_domain("example.org")
-        acct = await store.create_account("bench@example.org", "x", None)
+        if first == 0:
+            await store.add_domain("example.org")
+            acct = await store.create_account("bench@example.org", "x", None)
+        else:
+            found = await store.get_account("bench@example.org")
+            assert found is not None
+            acct = found
         mb = await store.get_mailbox(acct.id, "INBOX")
         assert mb is not None
-        for start in range(0, count, BATCH):
+        for start in range(first, first + count, BATCH):
             batch = []
-            for n in range(start, min(count, start + BATCH)):
+            for n in range(start, min(first + count, start + BATCH)):
                 raw = message(n, 100 * 1024 if big_every and n % big_every == 0 else size)
                 batch.append(NewMessage(mb.id, await store.prepare_body(raw)))
             await store.append(batch)
@@ -51,8 +57,10 @@ async def fill(data: Path, count: int, size: int, big_every: int) -> None:
         await store.close()
 
 
-def line(what: str, seconds: float, size: int) -> None:
-    print(f"{what:<24} {seconds:8.2f} s  {size / 1e6 / seconds if seconds else 0:8.1f} MB/s")
+def line(what: str, seconds: float, size: int, written: int | None = None) -> None:
+    extra = f"  {written / 1e6:8.1f} MB written" if written is not None else ""
+    print(f"{what:<24} {seconds:8.2f} s  {size / 1e6 / seconds if seconds else 0:8.1f} MB/s"
+          + extra)
 
 
 def main() -> None:
@@ -72,11 +80,20 @@ def main() -> None:
               f"(filled in {time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
         full = backup(data, dest)
-        line("backup (full)", time.perf_counter() - t, size)
+        line("backup (full)", time.perf_counter() - t, size, folder_bytes(dest))
+        assert full.blobs_copied == full.blobs
+        before = folder_bytes(dest)
         t = time.perf_counter()
-        incr = backup(data, dest)
-        line("backup (incremental)", time.perf_counter() - t, size)
-        assert incr.blobs_copied == 0 and full.blobs_copied == full.blobs
+        backup(data, dest)
+        line("backup (nothing new)", time.perf_counter() - t, size, folder_bytes(dest) - before)
+        extra = max(1, args.messages // 100)
+        asyncio.run(fill(data, extra, args.size, args.big_every, first=args.messages))
+        size = folder_bytes(data)
+        before = folder_bytes(dest)
+        t = time.perf_counter()
+        backup(data, dest)
+        line(f"backup (+{extra} messages)", time.perf_counter() - t, size,
+             folder_bytes(dest) - before)
         t = time.perf_counter()
         assert verify(dest).ok
         line("verify", time.perf_counter() - t, size)

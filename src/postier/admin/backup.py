@@ -1,35 +1,49 @@
 """Online backup, verification and restore of a postier data folder.
 
 A backup folder (DEST) holds any number of snapshots sharing one content-addressed body
-store, so a second backup to the same DEST copies only bodies it has not seen::
+store, so a second backup to the same DEST copies only bodies it has not seen — the
+small bodies kept inline in the database included::
 
     DEST/
-      blobs/ab/<sha256>              body files (> 64 KiB bodies), shared by all snapshots
+      blobs/ab/<sha256>              every body (file or inline in the store), shared by
+                                     all snapshots
       snapshots/20250101T120000Z/
-        postier.db                   the SQLite database, via the online backup API
+        postier.db                   the database *without* inline bodies (metadata,
+                                     parsed structure, full-text index)
         tls/...                      certificates and keys of the data folder
         manifest.json                written last: the snapshot exists once this exists
 
-**Consistency while the server runs.** The database is copied with SQLite's online
-backup API from a connection that holds one read transaction for the whole copy: in WAL
-mode writers go on committing, and the copy is exactly the database at the moment that
-transaction began (the backup does not restart when others write, because our
-connection never re-reads).  The list of body files to copy is read in the same
-transaction, so it matches the copied database.  A body file is written and fsync'd
-before the transaction that references it commits, so every file the snapshot
-references is whole on disk; only garbage collection (of bodies expunged *after* the
-snapshot) could remove one before we copy it, and then the snapshot is taken again.
+**Consistency while the server runs.** The snapshot's database is built by one
+connection that attaches the live database and, inside one read transaction, creates
+the same schema and copies every table row by row (``INSERT … SELECT``, rowids kept, the
+full-text index's shadow tables included): in WAL mode writers go on committing, and
+the copy is exactly the database at the moment that transaction began.  The copy of
+``bodies`` leaves ``data`` NULL and lists the ids of inline bodies in a table
+``backup_inline`` (which exists only in snapshots); the inline bodies not yet in DEST
+are written to ``DEST/blobs`` from the same transaction, so the second backup of a
+store reads and writes only the metadata and the new bodies.  The list of body files to
+copy is read in the same transaction too.  A body file is written and fsync'd before
+the transaction that references it commits, so every file the snapshot references is
+whole on disk; only garbage collection (of bodies expunged *after* the snapshot) could
+remove one before we copy it, and then the snapshot is taken again.
+
+**Formats.** Version 2 (this one) moves inline bodies out; version 1 snapshots (the
+whole database, inline bodies in it) are still verified and restored.
 
 **IMAP identity.** A restore copies the database, never re-appends: UIDVALIDITY, UIDs,
-MODSEQs, POP3 UIDLs and the UIDVALIDITY counter come back exactly.
+MODSEQs, POP3 UIDLs and the UIDVALIDITY counter come back exactly; the inline bodies are
+put back into ``bodies.data`` from DEST's body files (each checked against its hash)
+and ``backup_inline`` is dropped.
 
-**Trust.** ``manifest.json`` holds the database's sha256 and the list of bodies it
-references; every body file is named by its sha256.  :func:`verify` checks all of it;
+**Trust.** ``manifest.json`` holds the database's sha256 and the lists of bodies it
+references (``blobs``: kept as files in the store; ``inline``: kept in the database);
+every body file is named by its sha256.  :func:`verify` checks all of it;
 :func:`restore` runs the same checks before it writes a single byte.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import hashlib
 import json
@@ -50,7 +64,8 @@ Progress = Callable[[int, int, str], None]
 """progress(done, total, what): called often; ``what`` names the phase ("database", …)."""
 
 FORMAT: Final = "postier-backup"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: inline bodies moved out of the database
+INLINE_TABLE: Final = "backup_inline"  # in snapshots only: ids of bodies kept inline
 DB_NAME: Final = "postier.db"
 MANIFEST_NAME: Final = "manifest.json"
 BLOBS_DIR: Final = "blobs"
@@ -92,8 +107,10 @@ class BackupSummary:
     db_bytes: int
     blobs: int  # body files the snapshot references
     blobs_copied: int  # of which this run copied (the others were already in DEST)
-    bytes_copied: int  # database + copied body files + tls
+    bytes_copied: int  # database + copied body files + inline bodies written + tls
     seconds: float
+    inline: int = 0  # bodies kept in the database, stored in DEST/blobs
+    inline_copied: int = 0  # of which this run wrote (the others were already in DEST)
 
     def describe(self) -> str:
         c = self.counts
@@ -101,7 +118,8 @@ class BackupSummary:
         return (
             f"backup {self.snapshot}: {c.accounts} accounts, {c.mailboxes} mailboxes, "
             f"{c.messages} messages ({c.message_bytes / 1e6:.1f} MB); "
-            f"{self.blobs_copied} of {self.blobs} body files copied; "
+            f"{self.blobs_copied} of {self.blobs} body files and {self.inline_copied} of "
+            f"{self.inline} inline bodies copied; "
             f"{mb:.1f} MB written in {self.seconds:.1f} s"
             f" ({mb / self.seconds if self.seconds else 0:.1f} MB/s)"
         )
@@ -170,9 +188,13 @@ def backup(data_dir: Path, dest: Path, progress: Progress = _no_progress) -> Bac
     work = snapshots / f".tmp-{stamp}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
+    inline_written = inline_bytes = 0
     try:
         for attempt in range(1, SNAPSHOT_ATTEMPTS + 1):
-            schema, counts, referenced = _snapshot_db(db_path, work / DB_NAME, progress)
+            snap = _snapshot_db(db_path, work / DB_NAME, blob_root, progress)
+            inline_written += snap.inline_written
+            inline_bytes += snap.inline_bytes_written
+            referenced = snap.files
             missing, copied, copied_bytes = _copy_blobs(
                 data_dir / BLOBS_DIR, blob_root, referenced, progress
             )
@@ -184,6 +206,7 @@ def backup(data_dir: Path, dest: Path, progress: Progress = _no_progress) -> Bac
                     f"{data_dir / BLOBS_DIR} (first: {sorted(missing)[0]}); "
                     "run `postier backup verify` on older backups and check the disk"
                 )
+        schema, counts = snap.schema, snap.counts
         tls_files = _copy_tree(data_dir / TLS_DIR, work / TLS_DIR)
         db_size = (work / DB_NAME).stat().st_size
         db_sha = _file_sha256(work / DB_NAME)
@@ -197,6 +220,8 @@ def backup(data_dir: Path, dest: Path, progress: Progress = _no_progress) -> Bac
             "counts": _counts_dict(counts),
             "blobs": {"count": len(referenced), "bytes": sum(referenced.values()),
                       "sha256": sorted(referenced)},
+            "inline": {"count": len(snap.inline), "bytes": sum(snap.inline.values()),
+                       "sha256": sorted(snap.inline)},
             "tls": tls_files,
         }
         _write_durably(work / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
@@ -210,7 +235,8 @@ def backup(data_dir: Path, dest: Path, progress: Progress = _no_progress) -> Bac
     tls_bytes = sum(int(str(t["size"])) for t in tls_files)
     return BackupSummary(
         final, schema, counts, db_size, len(referenced), copied,
-        db_size + copied_bytes + tls_bytes, time.monotonic() - started,
+        db_size + copied_bytes + inline_bytes + tls_bytes, time.monotonic() - started,
+        len(snap.inline), inline_written,
     )
 
 
@@ -223,61 +249,210 @@ def _stamp(snapshots: Path) -> str:
     return stamp
 
 
-def _snapshot_db(
-    db_path: Path, target: Path, progress: Progress
-) -> tuple[int, Counts, dict[str, int]]:
-    """Copy the database as of one read transaction; return what that copy references."""
+@dataclass(slots=True)
+class _Snapshot:
+    schema: int
+    counts: Counts
+    files: dict[str, int]  # sha256 → size of bodies kept as files in the store
+    inline: dict[str, int]  # sha256 → size of bodies kept in the database
+    inline_written: int = 0  # inline bodies this run wrote into DEST/blobs
+    inline_bytes_written: int = 0
+
+
+def _snapshot_db(db_path: Path, target: Path, blob_root: Path, progress: Progress) -> _Snapshot:
+    """Build the snapshot's database as of one read transaction; inline bodies → blobs."""
     target.unlink(missing_ok=True)
-    src = sqlite3.connect(db_path, isolation_level=None)
+    conn = sqlite3.connect(target, isolation_level=None)
     try:
-        src.execute("PRAGMA busy_timeout = 10000")
-        src.execute("PRAGMA query_only = ON")
-        # One read transaction for everything below: the snapshot the backup API copies,
-        # the counts and the list of body files are the same database state.
-        src.execute("BEGIN")
-        schema = int(src.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        # A fresh file that is fsync'd below and discarded on any failure: no journal.
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
+        for pragma in ("page_size", "auto_vacuum"):
+            value = int(conn.execute(f"PRAGMA src.{pragma}").fetchone()[0])
+            conn.execute(f"PRAGMA main.{pragma} = {value}")
+        # One transaction for everything below: what is copied, the counts, the lists of
+        # bodies and the inline bodies written out are the same database state.
+        conn.execute("BEGIN")
+        schema = int(
+            conn.execute("SELECT max(version) FROM src.schema_version").fetchone()[0] or 0
+        )
         if schema > LATEST:
             raise BackupError(f"database schema {schema} is newer than this postier ({LATEST})")
-        counts = _read_counts(src)
-        referenced = _referenced_blobs(src)
-        dst = sqlite3.connect(target, isolation_level=None)
-        try:
-            def step(status: int, remaining: int, total: int) -> None:
-                progress(total - remaining, total, "database")
-
-            src.backup(dst, pages=DB_PAGES_PER_STEP, progress=step)
-            # The copy is a standalone file: no WAL beside it.
-            dst.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            dst.close()
-        src.execute("COMMIT")
+        snap = _Snapshot(schema, _read_counts(conn, "src"), _referenced_blobs(conn, "src"), {})
+        _copy_schema_and_rows(conn, progress)
+        conn.execute(f"CREATE TABLE main.{INLINE_TABLE} (body_id INTEGER PRIMARY KEY)")
+        conn.execute(
+            f"INSERT INTO main.{INLINE_TABLE} (body_id)"
+            " SELECT id FROM src.bodies WHERE data IS NOT NULL"
+        )
+        _write_inline_bodies(conn, blob_root, snap, progress)
+        for pragma in ("user_version", "application_id"):
+            value = int(conn.execute(f"PRAGMA src.{pragma}").fetchone()[0])
+            conn.execute(f"PRAGMA main.{pragma} = {value}")
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE src")
     finally:
-        src.close()
+        conn.close()
     with open(target, "rb+") as f:
         os.fsync(f.fileno())
-    return schema, counts, referenced
+    return snap
 
 
-def _read_counts(conn: sqlite3.Connection) -> Counts:
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_schema_and_rows(conn: sqlite3.Connection, progress: Progress) -> None:
+    """Recreate src's schema in main and copy every row (rowids kept); bodies without data.
+
+    Virtual tables are created from their SQL and their shadow tables (the FTS5 index)
+    then copied like any other table, so the index is the live one, not rebuilt.
+    """
+    objects = conn.execute(
+        "SELECT type, name, sql FROM src.sqlite_master WHERE sql IS NOT NULL"
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+    ).fetchall()
+    kinds = {
+        str(row[1]): (str(row[2]), bool(row[4]))
+        for row in conn.execute("PRAGMA src.table_list")
+    }  # name → (type: table/virtual/shadow/view, without rowid)
+
+    def existing() -> set[str]:
+        return {str(r[0]) for r in conn.execute("SELECT name FROM main.sqlite_master")}
+
+    for kind, name, sql in objects:
+        if kind == "table" and name not in existing():
+            conn.execute(sql)  # unqualified CREATE: into main
+    tables = [
+        name for kind, name, _ in objects
+        if kind == "table" and kinds.get(name, ("table", False))[0] in ("table", "shadow")
+    ]
+    for n, name in enumerate(tables, 1):
+        cols = [str(r[1]) for r in conn.execute(f"PRAGMA src.table_info({_quote(name)})")]
+        picked = [("NULL" if name == "bodies" and c == "data" else _quote(c)) for c in cols]
+        targets = [_quote(c) for c in cols]
+        if not kinds.get(name, ("table", False))[1]:
+            picked.insert(0, "rowid")
+            targets.insert(0, "rowid")
+        conn.execute(f"DELETE FROM main.{_quote(name)}")  # shadow tables start non-empty
+        conn.execute(
+            f"INSERT INTO main.{_quote(name)} ({', '.join(targets)})"
+            f" SELECT {', '.join(picked)} FROM src.{_quote(name)}"
+        )
+        progress(n, len(tables), "database")
+    if conn.execute(
+        "SELECT 1 FROM src.sqlite_master WHERE name = 'sqlite_sequence'"
+    ).fetchone():
+        conn.execute("DELETE FROM main.sqlite_sequence")
+        conn.execute("INSERT INTO main.sqlite_sequence SELECT * FROM src.sqlite_sequence")
+    for kind, _name, sql in objects:
+        if kind in ("index", "trigger", "view"):
+            conn.execute(sql)
+
+
+def _write_inline_bodies(
+    conn: sqlite3.Connection, blob_root: Path, snap: _Snapshot, progress: Progress
+) -> None:
+    """Write every inline body not yet in ``blob_root`` there, checked against its hash.
+
+    Files are written without a fsync each; one ``syncfs`` makes them durable before the
+    manifest is written (one journal commit instead of one per body).
+    """
+    rows = conn.execute(
+        "SELECT id, sha256, length(data) FROM src.bodies WHERE data IS NOT NULL"
+    ).fetchall()
+    total = len(rows)
+    for n, (body_id, sha, size) in enumerate(rows, 1):
+        sha, size = str(sha), int(size)
+        snap.inline[sha] = size
+        target = _blob_path(blob_root, sha)
+        try:
+            present = target.stat().st_size == size
+        except FileNotFoundError:
+            present = False
+        if not present:
+            data = conn.execute(
+                "SELECT data FROM src.bodies WHERE id = ?", (body_id,)
+            ).fetchone()[0]
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise BackupError(
+                    f"inline body {body_id} does not match its sha256 {sha}: "
+                    "the database is damaged; not backed up"
+                )
+            target.parent.mkdir(exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+            snap.inline_written += 1
+            snap.inline_bytes_written += size
+        if n % 256 == 0 or n == total:
+            progress(n, total, "inline bodies")
+    if snap.inline_written:
+        _sync_filesystem(blob_root)
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Make everything written under ``path`` durable: syncfs(2), else sync(2)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _read_counts(conn: sqlite3.Connection, db: str = "main") -> Counts:
     def one(sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0] or 0)
 
     return Counts(
-        domains=one("SELECT count(*) FROM domains"),
-        accounts=one("SELECT count(*) FROM accounts"),
-        aliases=one("SELECT count(*) FROM aliases"),
-        mailboxes=one("SELECT count(*) FROM mailboxes"),
-        messages=one("SELECT count(*) FROM messages"),
-        message_bytes=one("SELECT sum(size) FROM messages"),
-        queue=one("SELECT count(*) FROM queue"),
+        domains=one(f"SELECT count(*) FROM {db}.domains"),
+        accounts=one(f"SELECT count(*) FROM {db}.accounts"),
+        aliases=one(f"SELECT count(*) FROM {db}.aliases"),
+        mailboxes=one(f"SELECT count(*) FROM {db}.mailboxes"),
+        messages=one(f"SELECT count(*) FROM {db}.messages"),
+        message_bytes=one(f"SELECT sum(size) FROM {db}.messages"),
+        queue=one(f"SELECT count(*) FROM {db}.queue"),
     )
 
 
-def _referenced_blobs(conn: sqlite3.Connection) -> dict[str, int]:
-    """sha256 → size of every body kept as a file (``bodies.data IS NULL``)."""
+def _has_inline_table(conn: sqlite3.Connection, db: str = "main") -> bool:
+    return conn.execute(
+        f"SELECT 1 FROM {db}.sqlite_master WHERE type = 'table' AND name = ?", (INLINE_TABLE,)
+    ).fetchone() is not None
+
+
+def _referenced_blobs(conn: sqlite3.Connection, db: str = "main") -> dict[str, int]:
+    """sha256 → size of every body kept as a file in the store.
+
+    In a live database that is ``bodies.data IS NULL``; in a snapshot the inline bodies
+    (``backup_inline``) have NULL data too and are not files.
+    """
+    sql = f"SELECT sha256, size FROM {db}.bodies WHERE data IS NULL"
+    if _has_inline_table(conn, db):
+        sql += f" AND id NOT IN (SELECT body_id FROM {db}.{INLINE_TABLE})"
+    return {str(sha): int(size) for sha, size in conn.execute(sql)}
+
+
+def _inline_bodies(conn: sqlite3.Connection) -> dict[int, str]:
+    """A snapshot's inline bodies: body id → sha256 (empty for format 1 snapshots)."""
+    if not _has_inline_table(conn):
+        return {}
     return {
-        str(sha): int(size)
-        for sha, size in conn.execute("SELECT sha256, size FROM bodies WHERE data IS NULL")
+        int(body_id): str(sha)
+        for body_id, sha in conn.execute(
+            f"SELECT b.id, b.sha256 FROM bodies b JOIN {INLINE_TABLE} i ON i.body_id = b.id"
+        )
     }
 
 
@@ -463,6 +638,10 @@ def verify(
         return report
     db_file = snap / DB_NAME
     listed: set[str] = set(blobs.get("sha256", []))
+    inline_section = manifest.get("inline", {})
+    listed_inline: set[str] = (
+        set(inline_section.get("sha256", [])) if isinstance(inline_section, dict) else set()
+    )
     # 1. The database: size, hash, then SQLite's own integrity check and what it references.
     try:
         size = db_file.stat().st_size
@@ -476,7 +655,7 @@ def verify(
         report.errors.append(f"{DB_NAME}: sha256 differs from the manifest (modified or damaged)")
     else:
         try:
-            referenced = _check_db(db_file, schema)
+            referenced, inline = _check_db(db_file, schema)
         except (sqlite3.Error, BackupError) as exc:
             report.errors.append(f"{DB_NAME}: {exc}")
         else:
@@ -485,7 +664,15 @@ def verify(
                     f"{DB_NAME} references {len(referenced)} body files, manifest lists "
                     f"{len(listed)} ({len(set(referenced) ^ listed)} differ)"
                 )
+            found_inline = set(inline.values())
+            if found_inline != listed_inline:
+                report.errors.append(
+                    f"{DB_NAME} has {len(found_inline)} inline bodies, manifest lists "
+                    f"{len(listed_inline)} ({len(found_inline ^ listed_inline)} differ)"
+                )
             listed |= set(referenced)
+            listed_inline |= found_inline
+    listed |= listed_inline
     progress(1, 1, "database")
     # 2. Every body file: present, and its content hashes to its name.
     root = _blob_root_of(snap)
@@ -515,7 +702,8 @@ def verify(
     return report
 
 
-def _check_db(db_file: Path, schema: int) -> dict[str, int]:
+def _check_db(db_file: Path, schema: int) -> tuple[dict[str, int], dict[int, str]]:
+    """Integrity and schema of a snapshot's database; (body files, inline bodies)."""
     conn = sqlite3.connect(f"file:{db_file}?mode=ro&immutable=1", uri=True)
     try:
         result = conn.execute("PRAGMA quick_check").fetchall()
@@ -524,7 +712,7 @@ def _check_db(db_file: Path, schema: int) -> dict[str, int]:
         found = int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
         if found != schema:
             raise BackupError(f"schema version {found}, manifest says {schema}")
-        return _referenced_blobs(conn)
+        return _referenced_blobs(conn), _inline_bodies(conn)
     finally:
         conn.close()
 
@@ -584,9 +772,15 @@ def restore(
     assert isinstance(db, dict)
     tmp = data_dir / f".{DB_NAME}.restoring"
     progress(0, 1, "database")
-    if _copy_file(snap / DB_NAME, tmp) != db.get("sha256"):
+    try:
+        if _copy_file(snap / DB_NAME, tmp) != db.get("sha256"):
+            raise BackupError(f"{DB_NAME} changed during restore; nothing restored")
+        written += _put_back_inline(tmp, src_root, progress)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise BackupError(f"{DB_NAME} changed during restore; nothing restored")
+        raise
     os.replace(tmp, data_dir / DB_NAME)
     _fsync_dir(data_dir)
     written += int(db.get("size", 0))
@@ -595,6 +789,39 @@ def restore(
         snap, data_dir, _counts_from(manifest.get("counts")), len(blob_list), written,
         time.monotonic() - started, moved,
     )
+
+
+def _put_back_inline(db_file: Path, blob_root: Path, progress: Progress) -> int:
+    """Refill ``bodies.data`` of a copied snapshot from the body files; drop the marker.
+
+    Each body is checked against its hash again (it was verified, but read anew here).
+    Returns the bytes put back.  A format 1 snapshot has no marker: nothing to do.
+    """
+    conn = sqlite3.connect(db_file, isolation_level=None)
+    written = 0
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")  # a private file, discarded on failure
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN")
+        inline = _inline_bodies(conn)
+        if not _has_inline_table(conn):
+            conn.execute("ROLLBACK")
+            return 0
+        total = len(inline)
+        for n, (body_id, sha) in enumerate(sorted(inline.items()), 1):
+            data = _blob_path(blob_root, sha).read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise BackupError(f"body {sha} changed during restore; nothing restored")
+            conn.execute("UPDATE bodies SET data = ? WHERE id = ?", (data, body_id))
+            written += len(data)
+            if n % 256 == 0 or n == total:
+                progress(n, total, "inline bodies")
+        conn.execute(f"DROP TABLE {INLINE_TABLE}")
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        conn.close()
+    return written
 
 
 def _manifest_blobs(manifest: dict[str, object]) -> list[str]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from postier.admin.backup import (
+    INLINE_TABLE,
     BackupError,
     backup,
     list_snapshots,
@@ -17,6 +20,7 @@ from postier.admin.backup import (
     verify,
 )
 from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.schema import LATEST
 from postier.store.types import Account, FlagMode, Uid
 
 from .helpers import add_messages, inbox, make_message, state
@@ -129,7 +133,9 @@ async def test_tampered_body_fails_verify_and_restore_writes_nothing(
 ) -> None:
     await _fill(store, account)
     summary = backup(store.data_dir, tmp_path / "bk")
-    blob = next(p for p in (tmp_path / "bk" / "blobs").rglob("*") if p.is_file())
+    blob = next(
+        p for p in (tmp_path / "bk" / "blobs").rglob("*") if p.is_file() and p.stat().st_size > 64 * 1024
+    )
     data = bytearray(blob.read_bytes())
     data[500] ^= 1
     blob.write_bytes(bytes(data))
@@ -139,7 +145,7 @@ async def test_tampered_body_fails_verify_and_restore_writes_nothing(
     with pytest.raises(BackupError, match="verification"):
         restore(tmp_path / "bk", tmp_path / "r")
     assert not (tmp_path / "r").exists()
-    assert summary.blobs == report.blobs_checked
+    assert summary.blobs + summary.inline == report.blobs_checked
 
 
 async def test_missing_body_fails_verify(
@@ -230,3 +236,150 @@ async def test_tls_files_are_backed_up(
     restore(tmp_path / "bk", tmp_path / "r")
     assert (tmp_path / "r" / "tls" / "key.pem").read_bytes() == b"secret"
     assert (tmp_path / "r" / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+
+
+def _tables(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table (FTS5 shadow tables included), rowids kept, sorted."""
+    conn = sqlite3.connect(db)
+    try:
+        out: dict[str, list[tuple[object, ...]]] = {}
+        for name, kind, wr in conn.execute("SELECT name, type, wr FROM pragma_table_list"
+                                           " WHERE schema = 'main'"):
+            if kind not in ("table", "shadow") or name.startswith("sqlite_schema"):
+                continue
+            cols = "*" if wr else "rowid, *"
+            out[name] = sorted(conn.execute(f'SELECT {cols} FROM "{name}"').fetchall(), key=repr)
+        out["pragmas"] = [tuple(conn.execute(f"PRAGMA {p}").fetchone()) for p in
+                          ("user_version", "application_id", "page_size")]
+        return out
+    finally:
+        conn.close()
+
+
+async def test_inline_bodies_leave_the_snapshot_and_come_back(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    mb = await inbox(store, account)
+    await add_messages(store, mb, [make_message(400, subject="needle haystack")])
+    small = make_message(400, subject="needle haystack")
+    summary = backup(store.data_dir, tmp_path / "bk")
+    assert summary.inline == 5 and summary.inline_copied == 5  # 4 left in INBOX + 1 new
+    # The snapshot's database holds no body: each is a hash-named file in DEST/blobs.
+    conn = sqlite3.connect(summary.snapshot / "postier.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM bodies WHERE data IS NOT NULL").fetchone() == (0,)
+        ids = conn.execute(f"SELECT count(*) FROM {INLINE_TABLE}").fetchone()
+        assert ids == (5,)
+    finally:
+        conn.close()
+    sha = hashlib.sha256(small).hexdigest()
+    assert (tmp_path / "bk" / "blobs" / sha[:2] / sha).read_bytes() == small
+    manifest = json.loads((summary.snapshot / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["inline"]["count"] == 5
+    assert sha in manifest["inline"]["sha256"] and sha not in manifest["blobs"]["sha256"]
+    report = verify(tmp_path / "bk")
+    assert report.ok and report.blobs_checked == 5 + 4
+
+    before = await state(store)
+    restore(tmp_path / "bk", tmp_path / "r")
+    # Row for row the same database (inline data back, marker gone, FTS index the same).
+    live = _tables(store.data_dir / "postier.db")
+    back = _tables(tmp_path / "r" / "postier.db")
+    assert INLINE_TABLE not in back
+    assert back == live
+    copy = await SqliteStore.open(tmp_path / "r")
+    try:
+        assert await state(copy) == before  # message bytes, small and large, flags, UIDs
+        new_mb = await inbox(copy, await _account(copy))
+        assert await copy.search_text(new_mb, "subject", "needle") == [Uid(9)]
+        assert await copy.search_text(new_mb, "body", "number 400") == [Uid(9)]
+        big = await copy.read_message(new_mb, Uid(6))
+        assert big is not None and len(big) > 64 * 1024
+    finally:
+        await copy.close()
+
+
+async def _account(store: SqliteStore) -> Account:
+    found = await store.get_account("alice@example.org")
+    assert found is not None
+    return found
+
+
+async def test_second_backup_writes_only_new_inline_bodies(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    first = backup(store.data_dir, tmp_path / "bk")
+    await add_messages(store, await inbox(store, account), [make_message(500)])
+    second = backup(store.data_dir, tmp_path / "bk")
+    assert (first.inline, first.inline_copied) == (4, 4)
+    assert (second.inline, second.inline_copied) == (5, 1)
+    assert second.bytes_copied < first.bytes_copied
+    assert verify(tmp_path / "bk", first.snapshot.name).ok
+    assert verify(tmp_path / "bk", second.snapshot.name).ok
+
+
+async def test_tampered_or_missing_inline_body_is_refused(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    backup(store.data_dir, tmp_path / "bk")
+    small = make_message(3)  # still in INBOX
+    sha = hashlib.sha256(small).hexdigest()
+    path = tmp_path / "bk" / "blobs" / sha[:2] / sha
+    path.write_bytes(small.replace(b"Hello", b"Jello"))
+    report = verify(tmp_path / "bk")
+    assert any(sha in e and "damaged" in e for e in report.errors)
+    with pytest.raises(BackupError, match="verification"):
+        restore(tmp_path / "bk", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    path.unlink()
+    assert any(sha in e and "missing" in e for e in verify(tmp_path / "bk").errors)
+
+
+async def test_inline_marker_must_match_manifest(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    path = summary.snapshot / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["inline"]["sha256"] = manifest["inline"]["sha256"][1:]
+    path.write_text(json.dumps(manifest))
+    assert any("inline bodies" in e for e in verify(tmp_path / "bk").errors)
+
+
+async def test_format_1_snapshot_still_restores(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    """A snapshot of the earlier format: the whole database, inline bodies in it."""
+    await _fill(store, account)
+    before = await state(store)
+    snap = tmp_path / "bk" / "snapshots" / "20250101T000000Z"
+    snap.mkdir(parents=True)
+    src = sqlite3.connect(store.data_dir / "postier.db")
+    dst = sqlite3.connect(snap / "postier.db")
+    src.backup(dst)
+    dst.execute("PRAGMA journal_mode = DELETE")
+    dst.close()
+    files = [str(r[0]) for r in src.execute("SELECT sha256 FROM bodies WHERE data IS NULL")]
+    src.close()
+    for sha in files:
+        target = tmp_path / "bk" / "blobs" / sha[:2] / sha
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store.data_dir / "blobs" / sha[:2] / sha, target)
+    db = (snap / "postier.db").read_bytes()
+    manifest = {
+        "format": "postier-backup", "version": 1, "schema_version": LATEST,
+        "db": {"file": "postier.db", "size": len(db), "sha256": hashlib.sha256(db).hexdigest()},
+        "counts": {}, "blobs": {"count": len(files), "sha256": sorted(files)}, "tls": [],
+    }
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    assert verify(tmp_path / "bk").ok
+    restore(tmp_path / "bk", tmp_path / "r")
+    copy = await SqliteStore.open(tmp_path / "r")
+    try:
+        assert await state(copy) == before
+    finally:
+        await copy.close()
