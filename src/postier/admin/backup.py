@@ -266,8 +266,9 @@ def _snapshot_db(db_path: Path, target: Path, blob_root: Path, progress: Progres
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         # A fresh file that is fsync'd below and discarded on any failure: no journal.
-        conn.execute("PRAGMA journal_mode = OFF")
-        conn.execute("PRAGMA synchronous = OFF")
+        # (Qualified: an unqualified journal_mode would also apply to the attached store.)
+        conn.execute("PRAGMA main.journal_mode = OFF")
+        conn.execute("PRAGMA main.synchronous = OFF")
         conn.execute("ATTACH DATABASE ? AS src", (str(db_path),))
         for pragma in ("page_size", "auto_vacuum"):
             value = int(conn.execute(f"PRAGMA src.{pragma}").fetchone()[0])
@@ -389,7 +390,7 @@ def _write_inline_bodies(
             snap.inline_written += 1
             snap.inline_bytes_written += size
         if n % 256 == 0 or n == total:
-            progress(n, total, "inline bodies")
+            progress(n, total, "inline")
     if snap.inline_written:
         _sync_filesystem(blob_root)
 
@@ -800,8 +801,8 @@ def _put_back_inline(db_file: Path, blob_root: Path, progress: Progress) -> int:
     conn = sqlite3.connect(db_file, isolation_level=None)
     written = 0
     try:
-        conn.execute("PRAGMA journal_mode = OFF")  # a private file, discarded on failure
-        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA main.journal_mode = OFF")  # a private file, discarded on failure
+        conn.execute("PRAGMA main.synchronous = OFF")
         conn.execute("BEGIN")
         inline = _inline_bodies(conn)
         if not _has_inline_table(conn):
@@ -815,7 +816,7 @@ def _put_back_inline(db_file: Path, blob_root: Path, progress: Progress) -> int:
             conn.execute("UPDATE bodies SET data = ? WHERE id = ?", (data, body_id))
             written += len(data)
             if n % 256 == 0 or n == total:
-                progress(n, total, "inline bodies")
+                progress(n, total, "inline")
         conn.execute(f"DROP TABLE {INLINE_TABLE}")
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode = DELETE")

@@ -316,6 +316,11 @@ async def test_second_backup_writes_only_new_inline_bodies(
     assert (first.inline, first.inline_copied) == (4, 4)
     assert (second.inline, second.inline_copied) == (5, 1)
     assert second.bytes_copied < first.bytes_copied
+    live = sqlite3.connect(store.data_dir / "postier.db")
+    try:  # the snapshot connection's settings did not leak onto the live store
+        assert live.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        live.close()
     assert verify(tmp_path / "bk", first.snapshot.name).ok
     assert verify(tmp_path / "bk", second.snapshot.name).ok
 
