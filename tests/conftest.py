@@ -6,6 +6,7 @@ adding a parameter here, and every store test then runs against it too.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pytest
 from postier.delivery import Delivery
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
+
+# Nothing a test starts may contact anything but loopback (inherited by subprocesses):
+# see src/postier/net/guard.py.
+os.environ["POSTIER_LOOPBACK_ONLY"] = "1"
 
 # argon2id with tiny parameters keeps tests fast; production parameters are measured in
 # bench/auth.py.  The hash format is the same.

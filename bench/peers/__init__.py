@@ -265,7 +265,8 @@ class PostierProcess:
 
     def prepare(self, script: Path, *args: str, timeout: float = 300) -> None:
         """Run ``script --prepare DATA ARGS…`` with this server's sources (fills the store)."""
-        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src))
+        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src),
+                   POSTIER_LOOPBACK_ONLY="1")
         subprocess.run([sys.executable, str(script), "--prepare", str(self.data), *args],
                        env=env, check=True, timeout=timeout)
 
@@ -279,7 +280,12 @@ class PostierProcess:
             'log_level = "warning"\n'
             "max_connections = 5000\n"
             "max_connections_per_ip = 5000\n"
+            # Benchmarks measure the store path and never leave loopback: no SPF/DKIM/DMARC
+            # lookups, no outbound queue, and a loopback-only resolver (net/guard.py).
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\n"
+            "[queue]\nenabled = false\n"
             "[smtp]\n"
+            "check_spf = false\ncheck_dkim = false\ncheck_dmarc = false\ncheck_arc = false\n"
             f"listen = {listen(self.smtp_port)}\n"
             "submission_listen = []\nsubmissions_listen = []\n"
             "max_connections_per_ip = 5000\n"
@@ -294,7 +300,8 @@ class PostierProcess:
         self.write_config()
         exe = Path(sys.executable).with_name("postier")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "postier.cli"]
-        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src))
+        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src),
+                   POSTIER_LOOPBACK_ONLY="1")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*cmd, "serve", "--data", str(self.data), "--config", str(self.config)],

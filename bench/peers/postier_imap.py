@@ -118,7 +118,12 @@ class ImapPostier(PostierProcess):
             f"max_connections = {n}\n"
             f"max_connections_per_ip = {n}\n"
             f"workers = {self.workers}\n"
+            # Benchmarks measure the store path and never leave loopback: no SPF/DKIM/DMARC
+            # lookups, no outbound queue, and a loopback-only resolver (net/guard.py).
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\n"
+            "[queue]\nenabled = false\n"
             "[smtp]\n"
+            "check_spf = false\ncheck_dkim = false\ncheck_dmarc = false\ncheck_arc = false\n"
             "listen = []\nsubmission_listen = []\nsubmissions_listen = []\n"
             f"max_connections_per_ip = {n}\n"
             "[imap]\n"
@@ -131,7 +136,8 @@ class ImapPostier(PostierProcess):
         self.write_config()
         exe = Path(sys.executable).with_name("postier")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "postier.cli"]
-        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src))
+        env = dict(os.environ, PYTHONPATH=str(self.src), POSTIER_SRC=str(self.src),
+                   POSTIER_LOOPBACK_ONLY="1")
         nofile = self.nofile
 
         def preexec() -> None:  # `ulimit -n` for the server only

@@ -36,6 +36,7 @@ import dns.resolver
 import dns.reversename
 
 from postier.errors import TemporaryError
+from postier.net.guard import ENV, check_destination
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 
@@ -87,6 +88,17 @@ def _valid_name(name: str) -> bool:
     return True
 
 
+CACHE_ENTRIES = 20_000
+
+
+def _loopback_allowed(nameserver: str) -> bool:
+    try:
+        check_destination(nameserver)
+    except PermissionError:
+        return False
+    return True
+
+
 class DnsPythonResolver:
     """`Resolver` on dnspython's asyncio resolver.
 
@@ -109,11 +121,18 @@ class DnsPythonResolver:
         self._resolver.port = port
         self._resolver.lifetime = timeout_s
         self._resolver.timeout = min(timeout_s, 2.0)
-        self._resolver.cache = None
+        # Answers are cached for their TTL (dnspython also caches NXDOMAIN/no-data by the
+        # SOA minimum): a burst of mail from one domain asks DNS once, not per message.
+        self._resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        self._forbidden = next(
+            (ns for ns in self._resolver.nameservers if not _loopback_allowed(str(ns))), None
+        )
 
     async def _query(
         self, name: str, rdtype: dns.rdatatype.RdataType
     ) -> dns.resolver.Answer | None:
+        if self._forbidden is not None:
+            raise DnsTempError(f"{ENV}=1: refusing to ask nameserver {self._forbidden}")
         try:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError, ValueError):

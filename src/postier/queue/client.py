@@ -19,6 +19,8 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from postier.net.guard import check_destination
+
 MAX_REPLY_LINE_BYTES = 4096  # RFC 5321 §4.5.3.1.5 says 512; be lenient with peers
 MAX_REPLY_LINES = 200
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -159,6 +161,7 @@ class SmtpClient:
         source_address: str | None = None,
     ) -> SmtpClient:
         try:
+            check_destination(address)
             async with asyncio.timeout(connect_timeout_s):
                 reader, writer = await asyncio.open_connection(
                     address, port, limit=MAX_REPLY_LINE_BYTES * 4,

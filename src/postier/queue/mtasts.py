@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from postier.net.guard import check_destination
+
 log = logging.getLogger("postier.queue.mtasts")
 
 MAX_POLICY_BYTES = 64 * 1024  # §3.3: senders MAY limit; 64 KiB is generous
@@ -222,6 +224,7 @@ class MtaSts:
         async with asyncio.timeout(self.timeout_s):
             for address in addresses:
                 try:
+                    check_destination(address)
                     reader, writer = await asyncio.open_connection(
                         address, self.port, ssl=self.ssl_context, server_hostname=host)
                 except (OSError, ssl.SSLError) as exc:
