@@ -128,6 +128,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per case and server")
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument("--messages", type=int, default=30, help="per mailbox")
+    parser.add_argument("--workers", type=int, default=1, help="postier's [server] workers")
     parser.add_argument("--postier-commit", default="", metavar="REV",
                         help="run postier from this commit (git archive), not the working tree")
     args = parser.parse_args()
@@ -155,7 +156,7 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
         t0 = time.monotonic()
         delivered = dovecot.deliver_many(contents)
         t1 = time.monotonic()
-        postier = PostierProcess(pop3_port=free_ports(1)[0], src=src)
+        postier = PostierProcess(pop3_port=free_ports(1)[0], src=src, workers=args.workers)
         postier.prepare(Path(__file__), str(args.mailboxes), str(args.messages))
         t2 = time.monotonic()
         stack.enter_context(postier)

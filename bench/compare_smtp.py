@@ -142,6 +142,7 @@ async def main() -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case at most")
+    parser.add_argument("--workers", type=int, default=1, help="postier's [server] workers")
     parser.add_argument("--postier-commit", default="", metavar="REV",
                         help="run postier from this commit (git archive), not the working tree")
     args = parser.parse_args()
@@ -166,7 +167,7 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
     with ExitStack() as stack:
         dovecot = stack.enter_context(Dovecot({RECIPIENT: "x"}))
         postfix = stack.enter_context(Postfix([DOMAIN], [RECIPIENT], dovecot.lmtp_port))
-        postier = PostierProcess(smtp_port=free_ports(1)[0], src=src)
+        postier = PostierProcess(smtp_port=free_ports(1)[0], src=src, workers=args.workers)
         postier.prepare(Path(__file__))
         stack.enter_context(postier)
         new_dir = dovecot.maildir(RECIPIENT) / "new"

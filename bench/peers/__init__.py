@@ -251,8 +251,9 @@ class PostierProcess:
 
     def __init__(self, smtp_port: int = 0, pop3_port: int = 0, *,
                  pop3_delete_mode: str = "keep", workdir: Path | None = None,
-                 src: Path | None = None) -> None:
+                 src: Path | None = None, workers: int = 1) -> None:
         self.src = src or REPO / "src"
+        self.workers = workers
         self.smtp_port = smtp_port
         self.pop3_port = pop3_port
         self.pop3_delete_mode = pop3_delete_mode
@@ -280,6 +281,7 @@ class PostierProcess:
             'log_level = "warning"\n'
             "max_connections = 5000\n"
             "max_connections_per_ip = 5000\n"
+            f"workers = {self.workers}\n"
             # Benchmarks measure the store path and never leave loopback: no SPF/DKIM/DMARC
             # lookups, no outbound queue, and a loopback-only resolver (net/guard.py).
             "[dns]\nnameservers = [\"127.0.0.1:9\"]\n"
