@@ -43,6 +43,7 @@ from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
+from postier.net.listeners import start_stream_server, tcp_names
 from postier.net.tls import describe_tls
 from postier.pop3.core import (
     ConnectionClosed,
@@ -140,13 +141,9 @@ class Pop3Server:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._handle(reader, writer, implicit_tls, str(address))
 
-        if address.is_unix:
-            server = await asyncio.start_unix_server(handler, path=address.path, ssl=ctx)
-        else:
-            server = await asyncio.start_server(
-                handler, host=address.bind_host, port=address.port, ssl=ctx, reuse_address=True,
-                reuse_port=self.settings.reuse_port or None,
-            )
+        server = await start_stream_server(
+            handler, address, ctx, reuse_port=self.settings.reuse_port
+        )
         log.info("pop3 listening on %s%s", address, " (TLS)" if implicit_tls else "")
         return server
 
@@ -156,10 +153,7 @@ class Pop3Server:
         out: list[tuple[str, int, bool]] = []
         for server in self._servers:
             implicit = server in self._servers[len(self.settings.listen):]
-            for sock in server.sockets:
-                name = sock.getsockname()
-                if isinstance(name, tuple):
-                    out.append((str(name[0]), int(name[1]), implicit))
+            out += [(host, port, implicit) for host, port in tcp_names(server)]
         return out
 
     async def stop(self, timeout_s: float = 5.0) -> None:
