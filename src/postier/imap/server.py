@@ -1300,8 +1300,7 @@ class Connection:
 
 
 def _with_flags(info: MessageInfo, flags: frozenset[str], modseq: int) -> MessageInfo:
-    from dataclasses import replace
 
     from postier.store.types import ModSeq
 
-    return replace(info, flags=flags, modseq=ModSeq(modseq))
+    return info._replace(flags=flags, modseq=ModSeq(modseq))

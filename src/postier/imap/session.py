@@ -21,7 +21,7 @@ import bisect
 import enum
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from postier.imap import commands as c
@@ -255,7 +255,7 @@ class MailboxView:
     def _dress(self, info: MessageInfo) -> MessageInfo:
         """*info* as this session shows it: with ``\\Recent`` when it is recent here."""
         if int(info.uid) in self.recent and RECENT_FLAG not in info.flags:
-            return replace(info, flags=info.flags | {RECENT_FLAG})
+            return info._replace(flags=info.flags | {RECENT_FLAG})
         return info
 
     def mark_recent(self, uids: Iterable[int]) -> None:
@@ -270,7 +270,7 @@ class MailboxView:
         for uid in self.recent:
             info = self.infos.get(uid)
             if info is not None:
-                self.infos[uid] = replace(info, flags=info.flags - {RECENT_FLAG})
+                self.infos[uid] = info._replace(flags=info.flags - {RECENT_FLAG})
         self.recent.clear()
 
     def update(self, info: MessageInfo) -> None:

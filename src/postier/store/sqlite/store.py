@@ -95,9 +95,8 @@ def _account(row: Sequence[Any]) -> Account:
 
 
 def _info(row: Sequence[Any]) -> MessageInfo:
-    return MessageInfo(
-        Uid(row[0]), ModSeq(row[1]), mask_to_flags(row[2], row[3]), row[4], row[5], BodyId(row[6])
-    )
+    # _make skips the NewType wrappers (identity at run time) on this hot path.
+    return MessageInfo._make((row[0], row[1], mask_to_flags(row[2], row[3]), row[4], row[5], row[6]))
 
 
 def _domain_of(address: str) -> str:
