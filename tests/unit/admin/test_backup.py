@@ -14,6 +14,7 @@ import pytest
 from postier.admin.backup import (
     INLINE_TABLE,
     BackupError,
+    _drop_orphans,
     backup,
     list_snapshots,
     restore,
@@ -276,17 +277,23 @@ async def test_inline_bodies_leave_the_snapshot_and_come_back(
     sha = hashlib.sha256(small).hexdigest()
     assert (tmp_path / "bk" / "blobs" / sha[:2] / sha).read_bytes() == small
     manifest = json.loads((summary.snapshot / "manifest.json").read_text())
-    assert manifest["version"] == 2 and manifest["inline"]["count"] == 5
+    assert manifest["version"] == 3 and manifest["inline"]["count"] == 5
     assert sha in manifest["inline"]["sha256"] and sha not in manifest["blobs"]["sha256"]
     report = verify(tmp_path / "bk")
     assert report.ok and report.blobs_checked == 5 + 4
 
     before = await state(store)
     restore(tmp_path / "bk", tmp_path / "r")
-    # Row for row the same database (inline data back, marker gone, FTS index the same).
+    # Row for row the same database (inline data back, marker gone), except the full-text
+    # index, rebuilt (same documents; FTS5's pages differ), and the orphans, dropped.
     live = _tables(store.data_dir / "postier.db")
     back = _tables(tmp_path / "r" / "postier.db")
     assert INLINE_TABLE not in back
+    assert live.pop("orphans") and back.pop("orphans") == []
+    body_ids = {row[0] for row in live["bodies"]}
+    live["body_fts_docsize"] = [r for r in live["body_fts_docsize"] if r[0] in body_ids]
+    for name in ("body_fts_data", "body_fts_idx"):
+        del live[name], back[name]
     assert back == live
     copy = await SqliteStore.open(tmp_path / "r")
     try:
@@ -388,3 +395,145 @@ async def test_format_1_snapshot_still_restores(
         assert await state(copy) == before
     finally:
         await copy.close()
+
+
+_NEEDLES = [("subject", "message 3"), ("subject", "needle"), ("body", "number 10"),
+            ("body", "xxxxxxxx"), ("from", "sender 4"), ("text", "Hello"), ("to", "alice"),
+            ("text", "message-id"), ("body", "number 1."), ("subject", "message 10")]
+
+
+async def _searches(store: SqliteStore) -> dict[str, list[Uid]]:
+    acct = await _account(store)
+    out = {}
+    for mb in await store.list_mailboxes(acct.id):
+        for field, needle in _NEEDLES:
+            out[f"{mb.name}/{field}/{needle}"] = await store.search_text(mb.id, field, needle)
+    return out
+
+
+def _fts_health(db: Path) -> tuple[int, int, int]:
+    """(bodies, documents in the index by docsize, by FTS5's averages record)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
+        bodies = conn.execute("SELECT count(*) FROM bodies").fetchone()[0]
+        docs = conn.execute("SELECT count(*) FROM body_fts_docsize").fetchone()[0]
+        block = conn.execute("SELECT block FROM body_fts_data WHERE id = 1").fetchone()[0]
+    finally:
+        conn.close()
+    total = 0  # the averages record starts with the row count as an SQLite varint
+    for byte in block[:9]:
+        total = (total << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    return bodies, docs, total
+
+
+async def test_index_is_rebuilt_and_orphans_are_not_restored(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    """Format 3: no index in the snapshot; restore rebuilds it; GC cannot corrupt it."""
+    await _fill(store, account)  # the expunge leaves an inline orphan
+    mb = await inbox(store, account)
+    await add_messages(store, mb, [make_message(i) for i in range(7, 15)])
+    await add_messages(store, mb, [make_message(600, subject="needle in a haystack")])
+    await store.expunge(mb, [Uid(6), Uid(10)], only_deleted=False)  # a file and an inline
+    live_db = sqlite3.connect(store.data_dir / "postier.db")
+    try:
+        orphans = live_db.execute("SELECT count(*), count(data) FROM orphans").fetchone()
+    finally:
+        live_db.close()
+    assert orphans == (3, 2)
+    searches = await _searches(store)
+    assert searches["INBOX/subject/needle"] and searches["INBOX/body/xxxxxxxx"]
+    calls: list[tuple[int, int, str]] = []
+    summary = backup(store.data_dir, tmp_path / "bk")
+    snap = sqlite3.connect(summary.snapshot / "postier.db")
+    try:
+        for table in ("body_fts_idx", "body_fts_docsize", "orphans"):
+            assert snap.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        assert ("automerge", 8) in snap.execute("SELECT k, v FROM body_fts_config").fetchall()
+    finally:
+        snap.close()
+    restore(tmp_path / "bk", tmp_path / "r", progress=lambda n, t, w: calls.append((n, t, w)))
+    index_calls = [(n, t) for n, t, w in calls if w == "index"]
+    assert index_calls[0][0] == 0 and index_calls[-1][0] == index_calls[-1][1] > 0
+    copy = await SqliteStore.open(tmp_path / "r")
+    try:
+        assert await copy.collect_garbage() == 0  # nothing to collect, no bogus 'delete'
+        assert await _searches(copy) == searches
+        # The rebuilt index keeps working as the store changes it.
+        copy_mb = await inbox(copy, await _account(copy))
+        await copy.expunge(copy_mb, [Uid(1)], only_deleted=False)
+        await add_messages(copy, copy_mb, [make_message(700, subject="needle again")])
+        assert await copy.collect_garbage() == 1
+        found = await copy.search_text(copy_mb, "subject", "needle")
+        assert len(found) == 2
+    finally:
+        await copy.close()
+    bodies, docs, averaged = _fts_health(tmp_path / "r" / "postier.db")
+    assert bodies == docs == averaged
+
+
+def _as_format_2(live: Path, snapshot: Path) -> None:
+    """Turn a format 3 snapshot of an idle store into what format 2 wrote: index copied."""
+    db = snapshot / "postier.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("ATTACH DATABASE ? AS live", (str(live / "postier.db"),))
+        for table in ("body_fts_data", "body_fts_idx", "body_fts_docsize", "orphans"):
+            conn.execute(f"DELETE FROM main.{table}")
+            conn.execute(f"INSERT INTO main.{table} SELECT * FROM live.{table}")
+        conn.execute("DETACH DATABASE live")
+    finally:
+        conn.close()
+    data = db.read_bytes()
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    manifest["version"] = 2
+    manifest["db"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+
+
+async def test_format_2_snapshot_still_restores_with_its_index(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    await _fill(store, account)
+    before, searches = await state(store), await _searches(store)
+    summary = backup(store.data_dir, tmp_path / "bk")
+    _as_format_2(store.data_dir, summary.snapshot)
+    assert verify(tmp_path / "bk").ok
+    calls: list[str] = []
+    restore(tmp_path / "bk", tmp_path / "r", progress=lambda n, t, w: calls.append(w))
+    assert "index" not in calls
+    assert _tables(tmp_path / "r" / "postier.db") == _tables(store.data_dir / "postier.db")
+    copy = await SqliteStore.open(tmp_path / "r")
+    try:
+        assert await state(copy) == before
+        assert await _searches(copy) == searches
+        assert await copy.collect_garbage() == 1  # format 2 kept the orphan and its entries
+        assert await _searches(copy) == searches
+    finally:
+        await copy.close()
+
+
+async def test_drop_orphans_keeps_files_still_owned(
+    store: SqliteStore, account: Account, tmp_path: Path
+) -> None:
+    mb = await inbox(store, account)
+    big = [make_message(800 + i, BIG) for i in range(2)]
+    await add_messages(store, mb, [*big, make_message(900)])
+    await store.expunge(mb, [Uid(1), Uid(2), Uid(3)], only_deleted=False)
+    await add_messages(store, mb, big[:1])  # the same content again: a new body row
+    blobs = store.data_dir / "blobs"
+    shas = [hashlib.sha256(b).hexdigest() for b in big]
+    conn = sqlite3.connect(store.data_dir / "postier.db", isolation_level=None)
+    try:
+        assert conn.execute("SELECT count(*) FROM orphans").fetchone() == (3,)
+        conn.execute("BEGIN IMMEDIATE")
+        _drop_orphans(conn, blobs)
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM orphans").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert (blobs / shas[0][:2] / shas[0]).exists()  # owned by the new row
+    assert not (blobs / shas[1][:2] / shas[1]).exists()
