@@ -19,9 +19,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from postier.errors import TemporaryError, UserError
+from postier.errors import QuotaExceeded, TemporaryError, UserError
 from postier.store.interface import Store
-from postier.store.sqlite.store import QuotaExceeded
 from postier.store.types import NewMessage, PreparedBody, QueuedRecipient
 
 log = logging.getLogger("postier.delivery")

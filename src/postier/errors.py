@@ -20,3 +20,7 @@ class TemporaryError(PostierError):
 
 class ServerBug(PostierError):
     """Our fault; logged with a traceback, the client sees only a generic reply."""
+
+
+class QuotaExceeded(UserError):
+    """The account is over its quota (RFC 3463 X.2.2, IMAP [OVERQUOTA], RFC 9208)."""

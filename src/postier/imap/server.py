@@ -31,7 +31,7 @@ from typing import Any
 
 from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed, decode_client_data
-from postier.errors import TemporaryError, UserError
+from postier.errors import QuotaExceeded, TemporaryError, UserError
 from postier.imap import commands as c
 from postier.imap import fetch as fetchmod
 from postier.imap import search as searchmod
@@ -80,7 +80,6 @@ from postier.net.listeners import start_stream_server, tcp_names
 from postier.net.tls import describe_tls
 from postier.store import bus as ev
 from postier.store.interface import Store
-from postier.store.sqlite.store import QuotaExceeded  # TODO(store): move to store.interface
 from postier.store.types import (
     HIERARCHY_SEPARATOR,
     AccountId,

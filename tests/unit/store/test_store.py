@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from postier.errors import UserError
+from postier.errors import QuotaExceeded, UserError
 from postier.store import bus as ev
 from postier.store.sqlite import SqliteStore
-from postier.store.sqlite.store import QuotaExceeded
 from postier.store.types import Account, FlagMode, ModSeq, NewMessage, Uid
 
 MSG = (

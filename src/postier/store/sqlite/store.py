@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postier.errors import TemporaryError, UserError
+from postier.errors import QuotaExceeded, TemporaryError, UserError
 from postier.mail.parse import parse_message
 from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
@@ -997,10 +997,6 @@ class SqliteStore:
             await self._write(fn)
             done += 1
         return done
-
-
-class QuotaExceeded(UserError):
-    """The account is over its quota (RFC 3463 5.2.2 / IMAP [OVERQUOTA])."""
 
 
 def _publish_all(bus: ChangeBus, events: list[ev.Event]) -> None:
