@@ -5,7 +5,8 @@
 One message in ``--big-every`` is 100 KB (a body file, > INLINE_BODY_MAX); the rest are
 stored in the database.  Prints fill time, then backup (full, then incremental with
 1% new messages), verify and restore: seconds and MB/s of the data folder's size,
-and for each backup the bytes it wrote into DEST.
+and for each backup the bytes it wrote into DEST and the size of its snapshot database;
+for restore, the part of it spent rebuilding the full-text index (format 3).
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ async def fill(data: Path, count: int, size: int, big_every: int, first: int = 0
         await store.close()
 
 
-def line(what: str, seconds: float, size: int, written: int | None = None) -> None:
+def line(what: str, seconds: float, size: int, written: int | None = None,
+         db: int | None = None) -> None:
     extra = f"  {written / 1e6:8.1f} MB written" if written is not None else ""
+    extra += f"  (snapshot db {db / 1e6:.1f} MB)" if db is not None else ""
     print(f"{what:<24} {seconds:8.2f} s  {size / 1e6 / seconds if seconds else 0:8.1f} MB/s"
           + extra)
 
@@ -80,26 +83,36 @@ def main() -> None:
               f"(filled in {time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
         full = backup(data, dest)
-        line("backup (full)", time.perf_counter() - t, size, folder_bytes(dest))
+        line("backup (full)", time.perf_counter() - t, size, folder_bytes(dest), full.db_bytes)
         assert full.blobs_copied == full.blobs
         before = folder_bytes(dest)
         t = time.perf_counter()
-        backup(data, dest)
-        line("backup (nothing new)", time.perf_counter() - t, size, folder_bytes(dest) - before)
+        again = backup(data, dest)
+        line("backup (nothing new)", time.perf_counter() - t, size, folder_bytes(dest) - before,
+             again.db_bytes)
         extra = max(1, args.messages // 100)
         asyncio.run(fill(data, extra, args.size, args.big_every, first=args.messages))
         size = folder_bytes(data)
         before = folder_bytes(dest)
         t = time.perf_counter()
-        backup(data, dest)
+        incr = backup(data, dest)
         line(f"backup (+{extra} messages)", time.perf_counter() - t, size,
-             folder_bytes(dest) - before)
+             folder_bytes(dest) - before, incr.db_bytes)
         t = time.perf_counter()
         assert verify(dest).ok
         line("verify", time.perf_counter() - t, size)
+        index_started: list[float] = []
+
+        def progress(done: int, total: int, what: str) -> None:
+            if what == "index" and not index_started:
+                index_started.append(time.perf_counter())
+
         t = time.perf_counter()
-        restore(dest, restored)
-        line("restore", time.perf_counter() - t, size)
+        restore(dest, restored, progress=progress)
+        end = time.perf_counter()
+        line("restore", end - t, size)
+        if index_started:
+            print(f"  of which index rebuild {end - index_started[0]:8.2f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -8,8 +8,8 @@ small bodies kept inline in the database included::
       blobs/ab/<sha256>              every body (file or inline in the store), shared by
                                      all snapshots
       snapshots/20250101T120000Z/
-        postier.db                   the database *without* inline bodies (metadata,
-                                     parsed structure, full-text index)
+        postier.db                   the database *without* inline bodies and without
+                                     the full-text index (metadata, parsed structure)
         tls/...                      certificates and keys of the data folder
         manifest.json                written last: the snapshot exists once this exists
 
@@ -64,6 +64,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -871,31 +872,47 @@ def _rebuild_index(db_file: Path, blob_root: Path, progress: Progress) -> int:
         total = int(conn.execute("SELECT count(*) FROM bodies").fetchone()[0])
         done, last = 0, -1
         progress(0, total, "index")
-        while True:
+
+        def next_batch() -> list[tuple[int, str, bytes | None]]:
+            nonlocal last
             rows = conn.execute(
                 "SELECT id, sha256, data FROM bodies WHERE id > ? ORDER BY id LIMIT ?",
                 (last, INDEX_BATCH),
             ).fetchall()
-            if not rows:
-                break
-            values = []
-            for body_id, sha, data in rows:
-                raw = bytes(data) if data is not None else _blob_path(blob_root, sha).read_bytes()
-                values.append((body_id, *_fts_values(parse_message(raw))))
-            conn.execute("BEGIN")
-            conn.executemany(
-                f"INSERT INTO {FTS_TABLE} (rowid, subject, from_, to_, cc, bcc, headers, text)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            conn.execute("COMMIT")
-            last = int(rows[-1][0])
-            done += len(rows)
-            progress(done, total, "index")
+            if rows:
+                last = int(rows[-1][0])
+            return rows
+
+        # One thread parses the next batch while this one inserts (the sqlite3 module
+        # lets go of the GIL inside SQLite, where the indexing time goes).
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_index_values, next_batch(), blob_root)
+            while values := pending.result():
+                pending = pool.submit(_index_values, next_batch(), blob_root)
+                conn.execute("BEGIN")
+                conn.executemany(
+                    f"INSERT INTO {FTS_TABLE} (rowid, subject, from_, to_, cc, bcc, headers,"
+                    " text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                conn.execute("COMMIT")
+                done += len(values)
+                progress(done, total, "index")
         conn.execute("PRAGMA journal_mode = DELETE")
     finally:
         conn.close()
     return done
+
+
+def _index_values(
+    rows: list[tuple[int, str, bytes | None]], blob_root: Path
+) -> list[tuple[object, ...]]:
+    """(rowid, *the store's index values) of each body: inline data or its file."""
+    out: list[tuple[object, ...]] = []
+    for body_id, sha, data in rows:
+        raw = bytes(data) if data is not None else _blob_path(blob_root, sha).read_bytes()
+        out.append((body_id, *_fts_values(parse_message(raw))))
+    return out
 
 
 def _drop_orphans(conn: sqlite3.Connection, blob_root: Path) -> None:
