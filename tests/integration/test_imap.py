@@ -876,3 +876,22 @@ async def test_connections_over_the_server_limit_get_a_bye_greeting(
         w2.close()
     finally:
         await srv.stop()
+
+
+async def test_unknown_system_flag_is_refused_with_bad(server: ImapServer) -> None:
+    """RFC 9051 §2.3.2: \\Bogus is no system flag; refused rather than silently dropped."""
+
+    def client() -> None:
+        m = imaplib_login(port_of(server))
+        assert m.append("INBOX", "(\\Seen)", None, SIMPLE)[0] == "OK"
+        with pytest.raises(imaplib.IMAP4.error, match="invalid system flag"):
+            m.append("INBOX", "(\\Bogus)", None, SIMPLE)
+        m.select("INBOX")
+        with pytest.raises(imaplib.IMAP4.error, match="invalid system flag"):
+            m.store("1", "+FLAGS", "(\\Bogus)")
+        typ, data = m.store("1", "+FLAGS", "($Custom \\Flagged)")
+        assert typ == "OK"
+        assert isinstance(data[0], bytes) and b"$Custom" in data[0] and b"\\Flagged" in data[0]
+        m.logout()
+
+    await in_thread(client)

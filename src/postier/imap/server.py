@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,19 @@ class _No(Exception):
 
 class _Bad(_No):
     """A command the client should not have sent: tagged BAD (RFC 9051 §7.1.3)."""
+
+
+_SETTABLE_SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
+
+
+def _check_system_flags(flags: Iterable[str]) -> None:
+    """RFC 9051 §2.3.2: system flags are the five defined ones (\\Recent may not be
+    set by a client in rev1 and is ignored); an unknown flag-extension is refused with BAD
+    rather than silently dropped."""
+    for flag in flags:
+        lowered = flag.lower()
+        if flag.startswith("\\") and lowered not in _SETTABLE_SYSTEM_FLAGS and lowered != "\\recent":
+            raise _Bad(f"invalid system flag {flag}")
 
 
 class ImapServer:
@@ -914,6 +927,7 @@ class Connection:
             if not msg.data:
                 raise _No("empty message")
             body = await self.store.prepare_body(msg.data)
+            _check_system_flags(msg.flags)
             flags = frozenset(f for f in msg.flags if f.lower() != "\\recent")
             news.append(NewMessage(mb.id, body, flags=flags, internal_date=_utc_epoch(msg.internal_date)))
         try:
@@ -1136,6 +1150,7 @@ class Connection:
         expunge_issued = len(pairs) < len(requested)
         mode = {c.StoreMode.ADD: FlagMode.ADD, c.StoreMode.REMOVE: FlagMode.REMOVE,
                 c.StoreMode.REPLACE: FlagMode.REPLACE}[cmd.mode]
+        _check_system_flags(cmd.flags)
         flags = frozenset(f for f in cmd.flags if f.lower() != "\\recent")
         uids = [Uid(u) for _, u in pairs]
         result = await self.store.store_flags(
