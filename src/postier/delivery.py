@@ -88,19 +88,26 @@ class Delivery:
             raise UserError(f"{domain or address} is not a local domain")
         locals_: list[str] = []
         remotes: list[str] = []
-        found = await self._resolve_into(address, locals_, remotes, set(), 0)
+        found = await self._resolve_into(address, locals_, remotes, set(), 0, domain_is_local=True)
         if not found:
             return None
         return Resolution(tuple(dict.fromkeys(locals_)), tuple(dict.fromkeys(remotes)))
 
     async def _resolve_into(
-        self, address: str, locals_: list[str], remotes: list[str], seen: set[str], depth: int
+        self,
+        address: str,
+        locals_: list[str],
+        remotes: list[str],
+        seen: set[str],
+        depth: int,
+        *,
+        domain_is_local: bool = False,  # the caller has just checked (no second lookup)
     ) -> bool:
         if address in seen or depth > MAX_ALIAS_DEPTH:
             return True  # a loop or chain too deep: what was found so far stands
         seen.add(address)
         local, domain = split_address(address)
-        if not await self.is_local_domain(domain):
+        if not domain_is_local and not await self.is_local_domain(domain):
             remotes.append(address)
             return True
         base = local.split("+", 1)[0] if "+" in local else None
