@@ -195,7 +195,7 @@ class ImapServer:
         server = await start_stream_server(
             handler, address, ctx, reuse_port=self.settings.reuse_port
         )
-        log.info("imap listening on %s%s", address, " (TLS)" if implicit_tls else "")
+        log.info("listening on %s%s", address, " (TLS)" if implicit_tls else "")
         return server
 
     @property

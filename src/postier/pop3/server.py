@@ -144,7 +144,7 @@ class Pop3Server:
         server = await start_stream_server(
             handler, address, ctx, reuse_port=self.settings.reuse_port
         )
-        log.info("pop3 listening on %s%s", address, " (TLS)" if implicit_tls else "")
+        log.info("listening on %s%s", address, " (TLS)" if implicit_tls else "")
         return server
 
     @property
