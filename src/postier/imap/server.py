@@ -76,7 +76,7 @@ from postier.imap.wire import (
 from postier.imap.wire import mailbox as wire_mailbox
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
-from postier.net.listeners import start_stream_server, tcp_names
+from postier.net.listeners import Listeners
 from postier.net.tls import describe_tls
 from postier.store import bus as ev
 from postier.store.interface import Store
@@ -169,7 +169,7 @@ class ImapServer:
         self.authenticator = authenticator
         self.settings = settings
         self.tls_context = tls_context
-        self._servers: list[tuple[asyncio.Server, bool]] = []
+        self._listeners = Listeners("postier.imap")
         self._sessions: set[asyncio.Task[None]] = set()
         self._connections: set[Connection] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
@@ -178,42 +178,22 @@ class ImapServer:
 
     async def start(self) -> None:
         try:
-            for address in self.settings.listen:
-                self._servers.append((await self._bind(address, implicit_tls=False), False))
-            for address in self.settings.tls_listen:
-                self._servers.append((await self._bind(address, implicit_tls=True), True))
+            await self._listeners.start(
+                self._handle, self.settings.listen, self.settings.tls_listen, self.tls_context,
+                reuse_port=self.settings.reuse_port,
+            )
         except BaseException:
             await self.stop()
             raise
 
-    async def _bind(self, address: ListenAddress, *, implicit_tls: bool) -> asyncio.Server:
-        ctx = self.tls_context if implicit_tls else None
-
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._handle(reader, writer, implicit_tls, str(address))
-
-        server = await start_stream_server(
-            handler, address, ctx, reuse_port=self.settings.reuse_port
-        )
-        log.info("listening on %s%s", address, " (TLS)" if implicit_tls else "")
-        return server
-
     @property
     def bound(self) -> list[tuple[str, int, bool]]:
         """``(host, port, implicit_tls)`` of every TCP socket."""
-        out: list[tuple[str, int, bool]] = []
-        for server, implicit in self._servers:
-            out += [(host, port, implicit) for host, port in tcp_names(server)]
-        return out
+        return self._listeners.bound
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping = True
-        for server, _ in self._servers:
-            server.close()
-        for server, _ in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        self._servers.clear()
+        await self._listeners.close()
         # RFC 9051 §7.1.5: BYE, then close; each session ends on the end of its input.
         for conn in list(self._connections):
             conn.shut_down("server shutting down")

@@ -43,7 +43,7 @@ from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
-from postier.net.listeners import start_stream_server, tcp_names
+from postier.net.listeners import Listeners
 from postier.net.tls import describe_tls
 from postier.pop3.core import (
     ConnectionClosed,
@@ -117,7 +117,7 @@ class Pop3Server:
         self.settings = settings
         self.tls_context = tls_context
         self.clock = clock
-        self._servers: list[asyncio.Server] = []
+        self._listeners = Listeners("postier.pop3")
         self._sessions: set[asyncio.Task[None]] = set()
         self._locks: dict[AccountId, str] = {}  # account → connection id holding the maildrop
         self._lock_files: dict[AccountId, int] = {}  # account → fd holding its flock
@@ -127,44 +127,23 @@ class Pop3Server:
 
     async def start(self) -> None:
         try:
-            for address in self.settings.listen:
-                self._servers.append(await self._bind(address, implicit_tls=False))
-            for address in self.settings.tls_listen:
-                self._servers.append(await self._bind(address, implicit_tls=True))
+            await self._listeners.start(
+                self._handle, self.settings.listen, self.settings.tls_listen, self.tls_context,
+                reuse_port=self.settings.reuse_port,
+            )
         except BaseException:
             await self.stop()
             raise
 
-    async def _bind(self, address: ListenAddress, *, implicit_tls: bool) -> asyncio.Server:
-        ctx = self.tls_context if implicit_tls else None
-
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._handle(reader, writer, implicit_tls, str(address))
-
-        server = await start_stream_server(
-            handler, address, ctx, reuse_port=self.settings.reuse_port
-        )
-        log.info("listening on %s%s", address, " (TLS)" if implicit_tls else "")
-        return server
-
     @property
     def bound(self) -> list[tuple[str, int, bool]]:
         """``(host, port, implicit_tls)`` of every TCP socket (ports chosen by the OS too)."""
-        out: list[tuple[str, int, bool]] = []
-        for server in self._servers:
-            implicit = server in self._servers[len(self.settings.listen):]
-            out += [(host, port, implicit) for host, port in tcp_names(server)]
-        return out
+        return self._listeners.bound
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Stop listening, end every session (nothing is deleted for unfinished ones)."""
         self._stopping = True
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-        self._servers.clear()
+        await self._listeners.close()
         tasks = list(self._sessions)
         for task in tasks:
             task.cancel()
