@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = [
     "CLK_TCK",
@@ -242,7 +243,36 @@ def use_postier_source() -> Path:
 # ---------------------------------------------------------------- postier as a process
 
 
-class PostierProcess:
+class ManagedServer:
+    """A benchmark peer as a context manager: ``start()`` on entry, ``stop()`` on exit even
+    on error, and the tail of its log printed when the block failed."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def print_log(self) -> None:
+        """Print the tail of the server's log to stderr (nothing by default)."""
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.print_log()
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if t is not None:
+            self.print_log()
+        self.stop()
+
+
+class PostierProcess(ManagedServer):
     """``postier serve --data D --config C`` as a subprocess with loopback listeners.
 
     ``prepare`` (optional) is called with the data folder before the server starts, to
@@ -324,19 +354,9 @@ class PostierProcess:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> PostierProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if t is not None and self.log.exists():
+    def print_log(self) -> None:
+        if self.log.exists():
             tail = self.log.read_text(errors="replace")[-2000:]
             if tail.strip():
                 print(f"--- postier log (tail)\n{tail}", file=sys.stderr)
-        self.stop()
 

@@ -29,9 +29,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 
-from . import apt_install, free_ports, process_tree_cpu, stop_process, wait_for_port
+from . import ManagedServer, apt_install, free_ports, process_tree_cpu, stop_process, wait_for_port
 
 PACKAGES = ("dovecot-core", "dovecot-pop3d", "dovecot-imapd", "dovecot-lmtpd")
 MAIL_USER = "nobody"
@@ -53,7 +52,7 @@ def make_message(n: int, size: int, to: str) -> bytes:
     return head + body[: max(0, size - len(head))]
 
 
-class Dovecot:
+class Dovecot(ManagedServer):
     """A Dovecot instance with IMAP, POP3 and LMTP (TCP) on 127.0.0.1."""
 
     def __init__(self, users: Mapping[str, str], *, workdir: Path | None = None) -> None:
@@ -160,21 +159,6 @@ protocol lmtp {{
             self.proc = None
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Dovecot:
-        try:
-            self.start()
-        except BaseException:
-            self.print_log()
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if t is not None:
-            self.print_log()
-        self.stop()
 
     def print_log(self) -> None:
         for path in (self.dir / "dovecot.stderr", self.log):

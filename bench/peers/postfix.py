@@ -30,9 +30,8 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
-from . import apt_install, free_ports, pid_alive, process_tree_cpu, wait_for_port
+from . import ManagedServer, apt_install, free_ports, pid_alive, process_tree_cpu, wait_for_port
 
 PRESEED = "postfix postfix/main_mailer_type select No configuration\n"
 
@@ -70,7 +69,7 @@ def ensure_installed() -> None:
     apt_install(["postfix"], ["/usr/sbin/postfix", "/usr/lib/postfix/sbin/master"], PRESEED)
 
 
-class Postfix:
+class Postfix(ManagedServer):
     """Postfix on 127.0.0.1:smtp_port delivering the bench domains to Dovecot's LMTP."""
 
     def __init__(self, domains: Iterable[str], recipients: Iterable[str], lmtp_port: int,
@@ -166,21 +165,6 @@ maillog_file_prefixes = {self.dir}
             self.master_pid = None
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Postfix:
-        try:
-            self.start()
-        except BaseException:
-            self.print_log()
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if t is not None:
-            self.print_log()
-        self.stop()
 
     def print_log(self) -> None:
         if self.maillog.exists() and self.maillog.stat().st_size:

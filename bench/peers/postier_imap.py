@@ -157,6 +157,3 @@ class ImapPostier(PostierProcess):
         assert self.proc is not None
         return sum(rss_kib(p) for p in tree_pids(self.proc.pid))
 
-    def __enter__(self) -> ImapPostier:
-        super().__enter__()
-        return self
