@@ -5,27 +5,40 @@ an alias for the exact address; the account; the same two for ``local@domain`` w
 ``+tag`` (plus-addressing); ``postmaster@`` (RFC 5321 §4.5.1) falls back to the domain's
 first account; the catch-all alias ``@domain``.  Alias targets are resolved again (depth
 limit, loops ignored); targets outside our domains are forwarded through the outbound queue.
+Answers are cached until the store's directory generation changes (a counter bumped by
+triggers on domains, accounts and aliases, from any process): one lookup per recipient
+instead of three to six.
 
 A message is parsed once and written once, whatever the number of recipients: each
 recipient's copy is the shared body plus a small per-recipient prefix (Return-Path,
-Delivered-To).  Per-recipient appends run concurrently so they share one group commit.
+Delivered-To).  All copies (and forwards) of a message are one job of the store's writer:
+accounts and mailboxes are looked up inside the transaction, and with ``atomic`` a
+failing copy (over quota) leaves nothing stored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from postier.errors import QuotaExceeded, TemporaryError, UserError
+from postier.errors import (
+    CopyFailed,
+    PostierError,
+    QuotaExceeded,
+    TemporaryError,
+    UnknownAccount,
+    UserError,
+)
 from postier.store.interface import Store
-from postier.store.types import NewMessage, PreparedBody, QueuedRecipient
+from postier.store.types import Appended, LocalCopy, PreparedBody, QueuedRecipient
 
 log = logging.getLogger("postier.delivery")
 
 MAX_ALIAS_DEPTH = 10
+RESOLUTION_CACHE_SIZE = 10_000  # addresses; cleared whole when full (spam to random names)
+_NOT_LOCAL = object()  # cached: the domain is not ours
 
 
 class Status(enum.Enum):
@@ -73,9 +86,31 @@ class Delivery:
     def __init__(self, store: Store, add_delivered_to: bool = True) -> None:
         self.store = store
         self.add_delivered_to = add_delivered_to
+        self._generation = -1
+        self._resolved: dict[str, Resolution | object | None] = {}
+        self._domains: dict[str, bool] = {}
+
+    async def _current(self) -> None:
+        """Forget cached answers when domains, accounts or aliases have changed since."""
+        generation = await self.store.directory_generation()
+        if generation != self._generation:
+            self._resolved.clear()
+            self._domains.clear()
+            self._generation = generation
 
     async def is_local_domain(self, domain: str) -> bool:
-        return await self.store.get_domain(domain.lower().rstrip(".")) is not None
+        await self._current()
+        return await self._is_local_domain(domain)
+
+    async def _is_local_domain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        known = self._domains.get(domain)
+        if known is None:
+            known = await self.store.get_domain(domain) is not None
+            if len(self._domains) >= RESOLUTION_CACHE_SIZE:
+                self._domains.clear()
+            self._domains[domain] = known
+        return known
 
     async def resolve(self, address: str) -> Resolution | None:
         """Where mail for ``address`` goes; None when the domain is hosted but nobody is there.
@@ -83,9 +118,23 @@ class Delivery:
         Raises UserError for a domain that is not hosted here.
         """
         address = canonical(address)
-        _local, domain = split_address(address)
-        if not domain or not await self.is_local_domain(domain):
+        await self._current()
+        cached = self._resolved.get(address, self._resolved)
+        if cached is self._resolved:  # not cached
+            cached = await self._resolve(address)
+            if len(self._resolved) >= RESOLUTION_CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[address] = cached
+        if cached is _NOT_LOCAL:
+            _local, domain = split_address(address)
             raise UserError(f"{domain or address} is not a local domain")
+        assert cached is None or isinstance(cached, Resolution)
+        return cached
+
+    async def _resolve(self, address: str) -> Resolution | object | None:
+        _local, domain = split_address(address)
+        if not domain or not await self._is_local_domain(domain):
+            return _NOT_LOCAL
         locals_: list[str] = []
         remotes: list[str] = []
         found = await self._resolve_into(address, locals_, remotes, set(), 0, domain_is_local=True)
@@ -107,7 +156,7 @@ class Delivery:
             return True  # a loop or chain too deep: what was found so far stands
         seen.add(address)
         local, domain = split_address(address)
-        if not domain_is_local and not await self.is_local_domain(domain):
+        if not domain_is_local and not await self._is_local_domain(domain):
             remotes.append(address)
             return True
         base = local.split("+", 1)[0] if "+" in local else None
@@ -153,14 +202,20 @@ class Delivery:
         prepared: PreparedBody | None = None,
         junk: bool = False,
         resolved: Mapping[str, Resolution | None] | None = None,
+        atomic: bool = False,
+        relay: Sequence[QueuedRecipient] = (),
+        envid: str = "",
+        ret: str = "",
     ) -> list[RecipientResult]:
         """Store ``raw`` for each recipient; a result per recipient, in order.
 
         Each DELIVERED result is durable (fsync'd body, committed row) when this returns.
         ``junk``: into each account's \\Junk mailbox (RFC 6154) instead of INBOX.
-        ``resolved``: what resolve() just returned for some of ``recipients`` (the SMTP
-        server's quota check resolves them right before; not resolving twice saves the
-        lookups on the hot path).
+        ``resolved``: what resolve() just returned for some of ``recipients``.
+        ``atomic``: every copy or none (SMTP must not half-deliver: one failing copy and
+        every recipient gets that failure).  ``relay``: recipients outside our domains
+        (authenticated submission) queued in the same transaction, with ``envid``/``ret``
+        (RFC 3461).
         """
         resolutions: list[Resolution | RecipientResult] = []
         for rcpt in recipients:
@@ -177,68 +232,70 @@ class Delivery:
             else:
                 resolutions.append(found)
         wanted = [r for r in resolutions if isinstance(r, Resolution)]
-        if not wanted:
+        if not wanted and not relay:
             return [r for r in resolutions if isinstance(r, RecipientResult)]
         body = prepared or await self.store.prepare_body(raw)
 
-        # One append per distinct account (duplicates eliminated, as Postfix does).
+        # One copy per distinct account (duplicates eliminated, as Postfix does).
         accounts = list(dict.fromkeys(a for r in wanted for a in r.local))
-        outcomes = await asyncio.gather(
-            *(self._store_one(body, sender, account, junk) for account in accounts)
-        )
-        by_account = dict(zip(accounts, outcomes, strict=True))
-        remotes = list(dict.fromkeys(a for r in wanted for a in r.remote))
-        forward_error: RecipientResult | None = None
-        if remotes:
-            try:
-                await self.store.enqueue(sender, [QueuedRecipient(a) for a in remotes], body)
-            except Exception as exc:
-                log.error("queueing forward to %s failed: %s", ", ".join(remotes), exc)
-                forward_error = RecipientResult("", Status.TEMPORARY, "forwarding queue unavailable")
+        copies = [LocalCopy(a, self._prefix(sender, a), junk) for a in accounts]
+        forward = {q.address: q for q in relay}
+        for r in wanted:
+            for address in r.remote:
+                forward.setdefault(address, QueuedRecipient(address))
+        by_account: dict[str, RecipientResult | None] = {}
+        failed: RecipientResult | None = None  # every copy and forward failed with this
+        try:
+            outcomes = await self.store.deliver(
+                body, copies, atomic=atomic, forward_from=sender, forward=list(forward.values()),
+                envid=envid, ret=ret,
+            )
+        except CopyFailed as exc:
+            cause = self._failure(accounts[exc.index], exc.cause)
+            failed = RecipientResult(
+                cause.recipient, cause.status, f"nothing stored: {cause.recipient}: {cause.detail}"
+            )
+            log.info("delivery refused whole: %s: %s", cause.recipient, cause.detail)
+        except Exception:
+            log.exception("delivery to %s failed", ", ".join(accounts) or "the queue")
+            failed = RecipientResult("", Status.TEMPORARY, "internal error")
+        else:
+            for account, outcome in zip(accounts, outcomes, strict=True):
+                by_account[account] = (
+                    None if isinstance(outcome, Appended) else self._failure(account, outcome)
+                )
 
         results: list[RecipientResult] = []
         for rcpt, item in zip(recipients, resolutions, strict=True):
             if isinstance(item, RecipientResult):
                 results.append(item)
-                continue
-            res = item
-            failures = [f for a in res.local if (f := by_account[a]) is not None]
-            if res.remote and forward_error is not None:
-                failures.append(forward_error)
-            if failures:
-                worst = next((f for f in failures if f.status is Status.TEMPORARY), failures[0])
-                results.append(RecipientResult(rcpt, worst.status, worst.detail))
+            elif failed is not None:
+                results.append(RecipientResult(rcpt, failed.status, failed.detail))
             else:
-                status = Status.FORWARDED if res.remote and not res.local else Status.DELIVERED
-                results.append(RecipientResult(rcpt, status))
+                failures = [f for a in item.local if (f := by_account[a]) is not None]
+                if failures:
+                    worst = next((f for f in failures if f.status is Status.TEMPORARY), failures[0])
+                    results.append(RecipientResult(rcpt, worst.status, worst.detail))
+                else:
+                    status = Status.FORWARDED if item.remote and not item.local else Status.DELIVERED
+                    results.append(RecipientResult(rcpt, status))
+        if failed is not None and relay and not wanted:
+            raise TemporaryError(failed.detail)
         return results
 
-    async def _store_one(
-        self, body: PreparedBody, sender: str, address: str, junk: bool = False
-    ) -> RecipientResult | None:
-        account = await self.store.get_account(address)
-        if account is None:
-            return RecipientResult(address, Status.UNKNOWN_USER, f"no such user: {address}")
-        inbox = None
-        if junk:
-            boxes = await self.store.list_mailboxes(account.id)
-            inbox = next((b for b in boxes if b.special_use == "\\Junk"), None)
-        if inbox is None:
-            inbox = await self.store.get_mailbox(account.id, "INBOX")
-        if inbox is None:
-            inbox = await self.store.create_mailbox(account.id, "INBOX")
-        prefix = trace_prefix(sender, address) if self.add_delivered_to else (
-            f"Return-Path: <{sender}>\r\n".encode()
-        )
-        try:
-            await self.store.append([NewMessage(inbox.id, body, prefix)])
-        except QuotaExceeded as exc:
-            return RecipientResult(address, Status.OVER_QUOTA, str(exc))
-        except TemporaryError as exc:
-            return RecipientResult(address, Status.TEMPORARY, str(exc))
-        except UserError as exc:
-            return RecipientResult(address, Status.TEMPORARY, str(exc))
-        except Exception:
-            log.exception("delivery to %s failed", address)
-            return RecipientResult(address, Status.TEMPORARY, "internal error")
-        return None
+    def _prefix(self, sender: str, account: str) -> bytes:
+        if self.add_delivered_to:
+            return trace_prefix(sender, account)
+        return f"Return-Path: <{sender}>\r\n".encode()
+
+    @staticmethod
+    def _failure(account: str, error: PostierError) -> RecipientResult:
+        if isinstance(error, QuotaExceeded):
+            return RecipientResult(account, Status.OVER_QUOTA, str(error))
+        if isinstance(error, UnknownAccount):
+            # Resolved a moment ago, gone now: let the sender try again.
+            return RecipientResult(account, Status.TEMPORARY, str(error))
+        if isinstance(error, TemporaryError | UserError):
+            return RecipientResult(account, Status.TEMPORARY, str(error))
+        log.error("delivery to %s failed: %s", account, error)
+        return RecipientResult(account, Status.TEMPORARY, "internal error")

@@ -24,3 +24,16 @@ class ServerBug(PostierError):
 
 class QuotaExceeded(UserError):
     """The account is over its quota (RFC 3463 X.2.2, IMAP [OVERQUOTA], RFC 9208)."""
+
+
+class UnknownAccount(UserError):
+    """No account by that address (RFC 3463 X.1.1)."""
+
+
+class CopyFailed(PostierError):
+    """One copy of an all-or-nothing delivery failed; nothing was stored (Store.deliver)."""
+
+    def __init__(self, index: int, cause: PostierError) -> None:
+        super().__init__(f"copy {index}: {cause}")
+        self.index = index
+        self.cause = cause

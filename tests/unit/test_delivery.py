@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from postier.delivery import Delivery, Status
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
@@ -98,3 +103,73 @@ async def test_one_body_for_many_recipients(store: SqliteStore, delivery: Delive
     alice, bob = await inbox_messages(store, "alice@example.org"), await inbox_messages(store, "bob@example.org")
     assert alice[0].endswith(RAW) and bob[0].endswith(RAW)
     assert b"Delivered-To: bob@example.org" in bob[0]
+
+
+async def test_whole_or_nothing_when_atomic(
+    store: SqliteStore, delivery: Delivery, account: Account
+) -> None:
+    await store.create_account("bob@example.org", cheap_hash("pw"), None, quota_bytes=10)
+    results = await delivery.deliver(RAW, "", ["alice@example.org", "bob@example.org"], atomic=True)
+    assert [r.status for r in results] == [Status.OVER_QUOTA, Status.OVER_QUOTA]
+    assert "bob@example.org" in results[0].detail  # the reason names the full mailbox
+    assert await inbox_messages(store, "alice@example.org") == []
+    # Not atomic (LMTP: one reply per recipient): alice's copy is stored, bob's is refused.
+    alice, bob = await delivery.deliver(RAW, "", ["alice@example.org", "bob@example.org"])
+    assert (alice.status, bob.status) == (Status.DELIVERED, Status.OVER_QUOTA)
+    assert len(await inbox_messages(store, "alice@example.org")) == 1
+    assert await inbox_messages(store, "bob@example.org") == []
+
+
+async def test_atomic_failure_queues_no_forward(
+    store: SqliteStore, delivery: Delivery, account: Account
+) -> None:
+    await store.set_quota("alice@example.org", 10)
+    await store.add_alias("both@example.org", ["alice@example.org", "someone@remote.test"])
+    (result,) = await delivery.deliver(RAW, "x@example.net", ["both@example.org"], atomic=True)
+    assert result.status is Status.OVER_QUOTA
+    assert await store.list_queue() == []
+
+
+async def test_cached_resolution_follows_changes_made_elsewhere(
+    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path
+) -> None:
+    """Answers are cached, but a change by another process (here: another connection, as
+    `postier user add` would make) is seen at the next resolution."""
+    assert await delivery.resolve("bob@example.org") is None
+    other = await SqliteStore.open(tmp_path / "data")
+    try:
+        await other.create_account("bob@example.org", cheap_hash("pw"), None)
+        found = await delivery.resolve("bob@example.org")
+        assert found is not None and found.local == ("bob@example.org",)
+        await other.add_alias("bob@example.org", ["alice@example.org"])
+        found = await delivery.resolve("bob@example.org")
+        assert found is not None and found.local == ("alice@example.org",)
+        await other.remove_alias("bob@example.org")
+        await other.delete_account("bob@example.org")
+        assert await delivery.resolve("bob@example.org") is None
+        await other.add_domain("example.com")
+        assert await delivery.is_local_domain("example.com")
+    finally:
+        await other.close()
+
+
+async def test_resolution_is_cached(
+    store: SqliteStore, delivery: Delivery, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    for name in ("get_domain", "get_account", "alias_targets"):
+        original = getattr(store, name)
+
+        async def counting(*args: object, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return await _original(*args)
+
+        monkeypatch.setattr(store, name, counting)
+    first = await delivery.resolve("alice+x@example.org")
+    assert calls  # resolved from the database once
+    calls.clear()
+    assert await delivery.resolve("Alice+X@example.org") == first
+    assert calls == []
+    await store.add_alias("alice+x@example.org", ["alice@example.org"])  # bumps the generation
+    await delivery.resolve("alice+x@example.org")
+    assert calls

@@ -31,7 +31,6 @@ import secrets
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -42,7 +41,6 @@ from postier.auth.sasl import Cancelled, Malformed
 from postier.delivery import (
     Delivery,
     RecipientResult,
-    Resolution,
     Status,
     canonical,
     split_address,
@@ -754,32 +752,16 @@ class SmtpServer:
         local = [r for r in recipients if r.address not in session.remote_rcpts]
         remote = list({r.address: r for r in recipients if r.address in session.remote_rcpts}.values())
         local_addresses = [await self._rcpt_address(r) for r in local]
-        resolved: dict[str, Resolution | None] = {}
         try:
-            if session.mode is not Mode.LMTP:
-                # Every quota is checked before the first copy is written (an address may
-                # be an alias of several accounts), so a full mailbox refuses the whole.
-                full = await self._over_quota(local_addresses, len(raw), resolved)
-                if full:
-                    log.info("message refused: %s over quota", full)
-                    conn.reject(C452_MAILBOX_FULL)
-                    return
             prepared: PreparedBody = await self.store.prepare_body(raw)
-            if remote:
-                # Durable queue table for the outbound issue (RFC 3461 parameters kept).
-                await self.store.enqueue(
-                    sender,
-                    [QueuedRecipient(r.address, ",".join(r.notify), r.orcpt) for r in remote],
-                    prepared,
-                    event.sender.envid,
-                    event.sender.ret,
-                )
-            results: list[RecipientResult] = []
-            if local_addresses:
-                results = await self.delivery.deliver(
-                    raw, sender, local_addresses, prepared=prepared, junk=junk,
-                    resolved=resolved,
-                )
+            # One job of the store's writer for every copy and the relayed recipients: a
+            # full mailbox (or any failure) refuses the whole transaction, nothing half-done.
+            results = await self.delivery.deliver(
+                raw, sender, local_addresses, prepared=prepared, junk=junk,
+                atomic=session.mode is not Mode.LMTP,
+                relay=[QueuedRecipient(r.address, ",".join(r.notify), r.orcpt) for r in remote],
+                envid=event.sender.envid, ret=event.sender.ret,
+            )
         except Exception:
             log.exception("storing the message failed")
             conn.reject(C451_LOCAL_ERROR)
@@ -814,29 +796,6 @@ class SmtpServer:
         if rcpt.address == "postmaster":
             return await self._postmaster_address()
         return rcpt.address
-
-    async def _over_quota(
-        self, addresses: Sequence[str], size: int, resolved: dict[str, Resolution | None]
-    ) -> str:
-        """The first account that cannot take ``size`` more bytes, or "".
-
-        Fills ``resolved`` (address → resolution) for deliver() to reuse."""
-        seen: set[str] = set()
-        for address in addresses:
-            resolution = await self.delivery.resolve(address)
-            resolved[address] = resolution
-            if resolution is None:
-                continue
-            for account_address in resolution.local:
-                if account_address in seen:
-                    continue
-                seen.add(account_address)
-                account = await self.store.get_account(account_address)
-                if account is not None and account.quota_bytes and (
-                    account.used_bytes + size > account.quota_bytes
-                ):
-                    return account_address
-        return ""
 
     @staticmethod
     def _lmtp_reply(result: RecipientResult) -> Reply:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from postier.errors import PostierError
 from postier.store.bus import ChangeBus
 from postier.store.types import (
     Account,
@@ -21,6 +22,7 @@ from postier.store.types import (
     DkimKeyRecord,
     Domain,
     FlagMode,
+    LocalCopy,
     Mailbox,
     MailboxId,
     MailboxStatus,
@@ -46,6 +48,9 @@ class Store(Protocol):
     async def remove_domain(self, name: str) -> None: ...
     async def list_domains(self) -> list[Domain]: ...
     async def get_domain(self, name: str) -> Domain | None: ...
+    async def directory_generation(self) -> int:
+        """A number that changes whenever domains, accounts or aliases change (any process)."""
+        ...
 
     # DKIM keys ---------------------------------------------------------------
     async def add_dkim_key(self, key: DkimKeyRecord) -> None: ...
@@ -84,6 +89,17 @@ class Store(Protocol):
     # Messages ----------------------------------------------------------------
     async def prepare_body(self, raw: bytes) -> PreparedBody: ...
     async def append(self, messages: Sequence[NewMessage], check_quota: bool = True) -> list[Appended]: ...
+    async def deliver(
+        self,
+        body: PreparedBody,
+        copies: Sequence[LocalCopy],
+        *,
+        atomic: bool,
+        forward_from: str = "",
+        forward: Sequence[QueuedRecipient] = (),
+        envid: str = "",
+        ret: str = "",
+    ) -> list[Appended | PostierError]: ...
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageInfo]: ...
     async def fetch_meta(self, mailbox_id: MailboxId, uids: Sequence[Uid]) -> list[MessageMeta]: ...
     async def read_body(self, body_id: BodyId) -> bytes: ...

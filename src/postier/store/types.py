@@ -151,6 +151,15 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalCopy:
+    """One account's copy of a delivered message (Store.deliver)."""
+
+    account: str  # the account's address
+    prefix: bytes = b""  # Return-Path, Delivered-To
+    junk: bool = False  # into the account's \Junk mailbox (RFC 6154); INBOX if it has none
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedBody:
     """A body written durably to the blob store and parsed once, not yet referenced."""
 

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postier.errors import QuotaExceeded, TemporaryError, UserError
+from postier.errors import (
+    CopyFailed,
+    PostierError,
+    QuotaExceeded,
+    TemporaryError,
+    UnknownAccount,
+    UserError,
+)
 from postier.mail.parse import parse_message
 from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
@@ -40,6 +47,7 @@ from postier.store.types import (
     Domain,
     FlagMode,
     FlagUpdate,
+    LocalCopy,
     Mailbox,
     MailboxId,
     MailboxStatus,
@@ -229,6 +237,14 @@ class SqliteStore:
             ).fetchone()
         )
         return Domain(row[0], row[1]) if row else None
+
+    async def directory_generation(self) -> int:
+        row = self._lookup(
+            lambda c: c.execute(
+                "SELECT value FROM meta WHERE key = 'directory_generation'"
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
 
     # DKIM keys ------------------------------------------------------------------
 
@@ -586,46 +602,67 @@ class SqliteStore:
         blobs = self.blobs
 
         def fn(tx: Tx) -> list[Appended]:
-            results: list[Appended] = []
-            for msg in messages:
-                mrow = tx.execute(
-                    "SELECT m.account_id, m.uidvalidity, m.uidnext, m.highestmodseq,"
-                    " a.quota_bytes, a.used_bytes FROM mailboxes m JOIN accounts a"
-                    " ON a.id = m.account_id WHERE m.id = ?",
-                    (msg.mailbox_id,),
-                ).fetchone()
-                if mrow is None:
-                    raise UserError("no such mailbox")
-                account_id, uidvalidity, uid, modseq, quota, used = mrow
-                size = len(msg.prefix) + msg.body.size
-                if check_quota and quota and used + size > quota:
-                    raise QuotaExceeded(f"mailbox full: {used + size} > quota {quota} bytes")
-                body_id = _ensure_body(tx, msg.body, blobs)
-                modseq += 1
-                mask, keywords = flags_to_mask(msg.flags)
-                tx.execute(
-                    "INSERT INTO messages (mailbox_id, uid, modseq, sysflags, keywords,"
-                    " internal_date, save_date, size, body_id, prefix)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (msg.mailbox_id, uid, modseq, mask, keywords,
-                     msg.internal_date if msg.internal_date is not None else now,
-                     now, size, body_id, msg.prefix),
-                )
-                tx.execute(
-                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
-                    (uid + 1, modseq, msg.mailbox_id),
-                )
-                tx.execute(
-                    "UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
-                    (size, account_id),
-                )
-                results.append(Appended(msg.mailbox_id, uidvalidity, Uid(uid), ModSeq(modseq)))
-                events.append(
-                    ev.MessageAdded(AccountId(account_id), msg.mailbox_id, Uid(uid), ModSeq(modseq))
-                )
-            return results
+            return [
+                _append_one(tx, msg.mailbox_id, msg.body, msg.prefix, msg.flags,
+                            msg.internal_date if msg.internal_date is not None else now,
+                            now, check_quota, blobs, events)
+                for msg in messages
+            ]
 
         return await self._write(fn, events)
+
+    async def deliver(
+        self,
+        body: PreparedBody,
+        copies: Sequence[LocalCopy],
+        *,
+        atomic: bool,
+        forward_from: str = "",
+        forward: Sequence[QueuedRecipient] = (),
+        envid: str = "",
+        ret: str = "",
+    ) -> list[Appended | PostierError]:
+        """Store ``body`` once and a copy into each account's INBOX (or \\Junk), in one job.
+
+        The accounts and their mailboxes are looked up inside the write transaction, so a
+        delivery costs the event loop no lookups.  ``forward``: recipients outside our
+        domains (alias targets, submission relay), queued from ``forward_from`` in the same
+        transaction with ``envid`` and ``ret`` (RFC 3461).
+        ``atomic``: all copies and the forward or nothing — the first failure raises
+        CopyFailed (SMTP: never half-deliver).  Otherwise each copy succeeds or fails on
+        its own (LMTP: one reply per recipient) and the list holds the error.
+        """
+        events: list[ev.Event] = []
+        now = _now()
+        blobs = self.blobs
+
+        def fn(tx: Tx) -> list[Appended | PostierError]:
+            results: list[Appended | PostierError] = []
+            for index, copy in enumerate(copies):
+                if not atomic:
+                    tx.execute("SAVEPOINT copy")
+                mark = len(events)
+                try:
+                    mailbox_id = _delivery_mailbox(tx, copy)
+                    results.append(_append_one(tx, mailbox_id, body, copy.prefix, frozenset(),
+                                               now, now, True, blobs, events))
+                except PostierError as exc:
+                    if atomic:
+                        raise CopyFailed(index, exc) from exc
+                    tx.execute("ROLLBACK TO copy")
+                    del events[mark:]
+                    results.append(exc)
+                if not atomic:
+                    tx.execute("RELEASE copy")
+            if forward:
+                _enqueue_tx(tx, forward_from, forward, body, blobs, now, envid, ret)
+            return results
+
+        results = await self._write(fn, events)
+        if forward:
+            for listener in self.enqueue_listeners:
+                listener()
+        return results
 
     async def list_messages(self, mailbox_id: MailboxId) -> list[MessageInfo]:
         rows = await self._read(
@@ -918,20 +955,7 @@ class SqliteStore:
         blobs = self.blobs
 
         def fn(tx: Tx) -> int:
-            body_id = _ensure_body(tx, body, blobs)
-            cur = tx.execute(
-                "INSERT INTO queue (sender, body_id, size, created, envid, ret, next_attempt)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (sender, body_id, body.size, now, envid, ret, now),
-            )
-            queue_id = int(cur.lastrowid or 0)
-            for rcpt in recipients:
-                tx.execute(
-                    "INSERT OR IGNORE INTO queue_rcpt (queue_id, address, notify, orcpt)"
-                    " VALUES (?, ?, ?, ?)",
-                    (queue_id, rcpt.address, rcpt.notify, rcpt.orcpt),
-                )
-            return queue_id
+            return _enqueue_tx(tx, sender, recipients, body, blobs, now, envid, ret)
 
         queue_id = await self._write(fn)
         for listener in self.enqueue_listeners:
@@ -1025,6 +1049,94 @@ def _next_uidvalidity(tx: Tx) -> int:
         (value,),
     )
     return value
+
+
+def _append_one(
+    tx: Tx,
+    mailbox_id: MailboxId,
+    body: PreparedBody,
+    prefix: bytes,
+    flags: frozenset[str],
+    internal_date: int,
+    now: int,
+    check_quota: bool,
+    blobs: FileBlobStore,
+    events: list[ev.Event],
+) -> Appended:
+    mrow = tx.execute(
+        "SELECT m.account_id, m.uidvalidity, m.uidnext, m.highestmodseq,"
+        " a.quota_bytes, a.used_bytes FROM mailboxes m JOIN accounts a"
+        " ON a.id = m.account_id WHERE m.id = ?",
+        (mailbox_id,),
+    ).fetchone()
+    if mrow is None:
+        raise UserError("no such mailbox")
+    account_id, uidvalidity, uid, modseq, quota, used = mrow
+    size = len(prefix) + body.size
+    if check_quota and quota and used + size > quota:
+        raise QuotaExceeded(f"mailbox full: {used + size} > quota {quota} bytes")
+    body_id = _ensure_body(tx, body, blobs)
+    modseq += 1
+    mask, keywords = flags_to_mask(flags)
+    tx.execute(
+        "INSERT INTO messages (mailbox_id, uid, modseq, sysflags, keywords,"
+        " internal_date, save_date, size, body_id, prefix)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (mailbox_id, uid, modseq, mask, keywords, internal_date, now, size, body_id, prefix),
+    )
+    tx.execute(
+        "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+        (uid + 1, modseq, mailbox_id),
+    )
+    tx.execute("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", (size, account_id))
+    events.append(ev.MessageAdded(AccountId(account_id), mailbox_id, Uid(uid), ModSeq(modseq)))
+    return Appended(mailbox_id, uidvalidity, Uid(uid), ModSeq(modseq))
+
+
+def _delivery_mailbox(tx: Tx, copy: LocalCopy) -> MailboxId:
+    """The mailbox a delivered copy goes to: \\Junk when asked and present, else INBOX."""
+    row = tx.execute("SELECT id FROM accounts WHERE address = ?", (copy.account.lower(),)).fetchone()
+    if row is None:
+        raise UnknownAccount(f"no such user: {copy.account}")
+    account_id = AccountId(row[0])
+    found = None
+    if copy.junk:
+        found = tx.execute(
+            "SELECT id FROM mailboxes WHERE account_id = ? AND special_use = ? ORDER BY id LIMIT 1",
+            (account_id, "\\Junk"),
+        ).fetchone()
+    if found is None:
+        found = tx.execute(
+            "SELECT id FROM mailboxes WHERE account_id = ? AND name = 'INBOX'", (account_id,)
+        ).fetchone()
+    if found is None:
+        return _insert_mailbox(tx, account_id, "INBOX", None).id
+    return MailboxId(found[0])
+
+
+def _enqueue_tx(
+    tx: Tx,
+    sender: str,
+    recipients: Sequence[QueuedRecipient],
+    body: PreparedBody,
+    blobs: FileBlobStore,
+    now: int,
+    envid: str,
+    ret: str,
+) -> int:
+    body_id = _ensure_body(tx, body, blobs)
+    cur = tx.execute(
+        "INSERT INTO queue (sender, body_id, size, created, envid, ret, next_attempt)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (sender, body_id, body.size, now, envid, ret, now),
+    )
+    queue_id = int(cur.lastrowid or 0)
+    for rcpt in recipients:
+        tx.execute(
+            "INSERT OR IGNORE INTO queue_rcpt (queue_id, address, notify, orcpt) VALUES (?, ?, ?, ?)",
+            (queue_id, rcpt.address, rcpt.notify, rcpt.orcpt),
+        )
+    return queue_id
 
 
 def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str | None) -> Mailbox:
