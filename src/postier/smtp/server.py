@@ -308,6 +308,8 @@ class SmtpServer:
         self._stopping = False
         self._log = logging.getLogger("postier.smtp")
         self._header_parser = BytesHeaderParser(policy=compat32)
+        self._date_second = -1
+        self._date_text = ""
 
     # ------------------------------------------------------------ listeners
 
@@ -690,8 +692,16 @@ class SmtpServer:
         if len(event.recipients) == 1:
             lines.append(f"\tfor <{self._display(event.recipients[0].address)}>")
         lines[-1] += ";"
-        lines.append(f"\t{email.utils.format_datetime(email.utils.localtime())}")
+        lines.append(f"\t{self._date()}")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    def _date(self) -> str:
+        """RFC 5322 date-time of now, formatted once per second (it is on every message)."""
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second = second
+            self._date_text = email.utils.format_datetime(email.utils.localtime())
+        return self._date_text
 
     @staticmethod
     def _display(address: str) -> str:
@@ -728,7 +738,7 @@ class SmtpServer:
                         return
             # RFC 6409 §8.3 (Date) and §8.3 (Message-ID): a submission server MAY add them.
             if not has_date:
-                prefix += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
+                prefix += f"Date: {self._date()}\r\n".encode()
             if not has_message_id:
                 prefix += f"Message-ID: <{secrets.token_hex(16)}@{self.settings.hostname}>\r\n".encode()
         data = event.data

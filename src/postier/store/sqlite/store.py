@@ -174,18 +174,13 @@ class SqliteStore:
         ``fn`` appends to ``events`` while it runs; they are published on the loop's thread
         in commit order, before the caller resumes.
         """
-        loop = asyncio.get_running_loop()
         if events is not None:
             bus = self.bus
 
             def job(tx: Tx) -> T:
                 result = fn(tx)
                 published = list(events)
-
-                def publish() -> None:
-                    loop.call_soon_threadsafe(_publish_all, bus, published)
-
-                tx.after_commit.append(publish)
+                tx.on_loop.append(lambda: _publish_all(bus, published))
                 return result
 
             return await self.writer.run(job)

@@ -4,7 +4,9 @@ Every write is a plain function run on the writer thread inside a SAVEPOINT; the
 takes every job queued at that moment (up to ``max_batch``) into one transaction and one
 fsync (synchronous=FULL), then resolves each job's future.  A job that raises rolls back
 only its own savepoint.  Measured in shared/ARCHITECTURE.md: ~11.7k write transactions/s
-this way against ~1.9k with an await per statement.
+this way against ~1.9k with an await per statement.  The futures of jobs submitted from an
+event loop are resolved by one callback per loop and batch (one wake-up of the loop for the
+whole batch, not one per job).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Tx:
 
     conn: sqlite3.Connection
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Run on the submitting event loop's thread after COMMIT, before the job's caller
+    # resumes (change-bus events); only for jobs submitted with Writer.run().
+    on_loop: list[Callable[[], None]] = field(default_factory=list)
     # Run after every job of the batch, outside any SAVEPOINT, before COMMIT (dropped if
     # the job fails).  For full-text index inserts: FTS5 flushes its pending terms to a new
     # segment at every SAVEPOINT/RELEASE, so inserting inside each job's savepoint wrote
@@ -57,7 +62,46 @@ class Tx:
 @dataclass
 class _Job(Generic[T]):
     fn: Callable[[Tx], T]
-    future: concurrent.futures.Future[T]
+    future: concurrent.futures.Future[T] | None  # submit(): from any thread
+    loop: asyncio.AbstractEventLoop | None = None  # run(): from an event loop
+    waiter: asyncio.Future[T] | None = None
+
+    def start(self) -> bool:
+        """False when the caller gave up before the job ran (it is then dropped)."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        assert self.waiter is not None
+        return not self.waiter.cancelled()
+
+    def fail_now(self, exc: BaseException) -> None:
+        if self.future is not None:
+            self.future.set_exception(exc)
+        else:
+            assert self.loop is not None
+            failed: list[_Outcome] = [(self.waiter, [], None, exc)]
+            try:
+                self.loop.call_soon_threadsafe(_settle, failed)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
+
+
+_Outcome = tuple["asyncio.Future[Any] | None", list[Callable[[], None]], Any, "BaseException | None"]
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the loop: run each job's on_loop hooks, then resolve its future, in commit order."""
+    for waiter, hooks, result, exc in outcomes:
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("on-loop hook failed")
+        if waiter is None or waiter.cancelled():
+            continue
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(result)
 
 
 _STOP = object()
@@ -79,7 +123,10 @@ class Writer:
         return future
 
     async def run(self, fn: Callable[[Tx], T]) -> T:
-        return await asyncio.wrap_future(self.submit(fn))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(fn, None, loop, waiter))
+        return await waiter
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -105,7 +152,7 @@ class Writer:
                 batch.append(item)
             # A job whose caller was cancelled before it ran is dropped; once running, its
             # future can no longer be cancelled, so its result is always deliverable.
-            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            batch = [job for job in batch if job.start()]
             if batch:
                 self._run_batch(batch)
 
@@ -116,7 +163,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for job in batch:
-                job.future.set_exception(exc)
+                job.fail_now(exc)
             return
         for job in batch:
             tx = Tx(conn)
@@ -142,7 +189,7 @@ class Writer:
             except sqlite3.Error:
                 pass
             for job, _tx, _result, _err in outcomes:
-                job.future.set_exception(exc)
+                job.fail_now(exc)
             return
         try:
             conn.execute("COMMIT")
@@ -153,20 +200,32 @@ class Writer:
             except sqlite3.Error:
                 pass
             for job, _tx, _result, _err in outcomes:
-                job.future.set_exception(exc)
+                job.fail_now(exc)
             return
         self.batches += 1
         self.jobs += len(batch)
+        per_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for job, tx, result, err in outcomes:
-            if err is not None:
-                job.future.set_exception(err)
+            if err is None:
+                for hook in tx.after_commit:
+                    try:
+                        hook()
+                    except Exception:
+                        log.exception("after-commit hook failed")
+            if job.future is not None:
+                if err is not None:
+                    job.future.set_exception(err)
+                else:
+                    job.future.set_result(result)
                 continue
-            for hook in tx.after_commit:
-                try:
-                    hook()
-                except Exception:
-                    log.exception("after-commit hook failed")
-            job.future.set_result(result)
+            assert job.loop is not None
+            hooks = tx.on_loop if err is None else []
+            per_loop.setdefault(job.loop, []).append((job.waiter, hooks, result, err))
+        for loop, settled in per_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
+                pass
 
 
 class ReaderPool:
