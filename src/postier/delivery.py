@@ -38,6 +38,11 @@ log = logging.getLogger("postier.delivery")
 
 MAX_ALIAS_DEPTH = 10
 RESOLUTION_CACHE_SIZE = 10_000  # addresses; cleared whole when full (spam to random names)
+# How long a found recipient may be served from the cache before the directory counter is
+# read again, when the change was made by another process (our own changes are seen at
+# once; a recipient not found is always checked again at once).  Within this window a
+# removed account gets a temporary error at delivery, a changed alias its old targets.
+RECHECK_S = 1.0
 _NOT_LOCAL = object()  # cached: the domain is not ours
 
 
@@ -90,16 +95,23 @@ class Delivery:
         self._resolved: dict[str, Resolution | object | None] = {}
         self._domains: dict[str, bool] = {}
 
-    async def _current(self) -> None:
-        """Forget cached answers when domains, accounts or aliases have changed since."""
-        generation = await self.store.directory_generation()
-        if generation != self._generation:
-            self._resolved.clear()
-            self._domains.clear()
-            self._generation = generation
+    async def _current(self, max_age_s: float | None = None) -> bool:
+        """Forget cached answers when domains, accounts or aliases have changed since;
+        True when they had."""
+        generation = await self.store.directory_generation(
+            RECHECK_S if max_age_s is None else max_age_s
+        )
+        if generation == self._generation:
+            return False
+        self._resolved.clear()
+        self._domains.clear()
+        self._generation = generation
+        return True
 
     async def is_local_domain(self, domain: str) -> bool:
         await self._current()
+        if not await self._is_local_domain(domain) and await self._current(0.0):
+            return await self._is_local_domain(domain)  # a refusal is always checked again
         return await self._is_local_domain(domain)
 
     async def _is_local_domain(self, domain: str) -> bool:
@@ -120,6 +132,11 @@ class Delivery:
         address = canonical(address)
         await self._current()
         cached = self._resolved.get(address, self._resolved)
+        # A refusal from the cache is checked again at once: mail for an account created a
+        # moment ago by `postier user add` must not get a 550.
+        refused = cached is not self._resolved and not isinstance(cached, Resolution)
+        if refused and await self._current(0.0):
+            cached = self._resolved
         if cached is self._resolved:  # not cached
             cached = await self._resolve(address)
             if len(self._resolved) >= RESOLUTION_CACHE_SIZE:

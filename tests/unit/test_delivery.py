@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import postier.delivery
 from postier.delivery import Delivery, Status
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
@@ -131,24 +132,29 @@ async def test_atomic_failure_queues_no_forward(
 
 
 async def test_cached_resolution_follows_changes_made_elsewhere(
-    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path
+    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Answers are cached, but a change by another process (here: another connection, as
-    `postier user add` would make) is seen at the next resolution."""
+    """Answers are cached.  A change by another process (here: another connection, as
+    `postier user add` would make) is seen at once for a recipient that was refused, and
+    within RECHECK_S for one that was found."""
     assert await delivery.resolve("bob@example.org") is None
     other = await SqliteStore.open(tmp_path / "data")
     try:
         await other.create_account("bob@example.org", cheap_hash("pw"), None)
-        found = await delivery.resolve("bob@example.org")
+        found = await delivery.resolve("bob@example.org")  # refused before: checked at once
         assert found is not None and found.local == ("bob@example.org",)
+        await other.add_domain("example.com")
+        assert await delivery.is_local_domain("example.com")
         await other.add_alias("bob@example.org", ["alice@example.org"])
+        found = await delivery.resolve("bob@example.org")  # found before: served from cache
+        assert found is not None and found.local == ("bob@example.org",)
+        monkeypatch.setattr(postier.delivery, "RECHECK_S", 0.0)  # as if the window had passed
         found = await delivery.resolve("bob@example.org")
         assert found is not None and found.local == ("alice@example.org",)
         await other.remove_alias("bob@example.org")
         await other.delete_account("bob@example.org")
         assert await delivery.resolve("bob@example.org") is None
-        await other.add_domain("example.com")
-        assert await delivery.is_local_domain("example.com")
     finally:
         await other.close()
 
