@@ -309,6 +309,8 @@ class SmtpServer:
         self._log = logging.getLogger("postier.smtp")
         self._header_parser = BytesHeaderParser(policy=compat32)
         self._date_second = -1
+        self._received_base = secrets.token_hex(5)
+        self._received_seq = 0
         self._date_text = ""
 
     # ------------------------------------------------------------ listeners
@@ -685,7 +687,8 @@ class SmtpServer:
         peer = f"[{session.peer_ip}]" if session.peer_ip else "localhost"
         helo = "".join(c for c in session.helo if c.isprintable() and c not in "()")[:100] or "unknown"
         lines = [f"Received: from {helo} ({peer})", f"\tby {self.settings.hostname} (postier) with {with_}"]
-        lines[-1] += f" id {secrets.token_hex(8)}"
+        self._received_seq += 1  # unique per process start, no random bytes per message
+        lines[-1] += f" id {self._received_base}{self._received_seq:06x}"
         if tls:
             version, _, cipher = tls.partition(" ")
             lines.append(f"\t(version={version} cipher={cipher})")
