@@ -493,12 +493,57 @@ def _mailbox(toks: list[_Token]) -> Address | None:
     return Address(comment, None, mailbox, host)
 
 
+# One mailbox of the common shapes: ``local@host`` or ``phrase <local@host>`` where the
+# phrase holds atoms, spaces and quoted strings without quoted-pairs; then "," or the end.
+# Linear: the alternatives of each repetition start with distinct characters.
+_ADDR_ATOM = rb'[^ \t\r\n"()<>@,;:\\]+'
+_SIMPLE_MAILBOX = re.compile(
+    rb"[ \t]*(" + _ADDR_ATOM + rb")@(" + _ADDR_ATOM + rb")[ \t]*(?:,|\Z)"
+    rb'|((?:[^"()<>@,;:\\\r\n]|"[^"\\\r\n]*")*)<(' + _ADDR_ATOM + rb")@(" + _ADDR_ATOM + rb")>"
+    rb"[ \t]*(?:,|\Z)"
+)
+_PHRASE_WORD = re.compile(rb'"([^"]*)"|([^ \t"]+)')
+
+
+def _simple_addresses(value: bytes) -> list[Address] | None:
+    """``parse_addresses`` of a list of plain mailboxes, or None for anything else.
+
+    Gives what the tokenizer path gives for these shapes (no comments, groups, routes,
+    quoted-pairs or line breaks): the phrase's atoms and quoted strings joined by one
+    space, the quotes removed.
+    """
+    out: list[Address] = []
+    pos = 0
+    n = len(value)
+    while pos < n:
+        m = _SIMPLE_MAILBOX.match(value, pos)
+        if m is None:
+            return None
+        if m.group(1) is not None:
+            out.append(Address(None, None, m.group(1), m.group(2)))
+        else:
+            words = [q or a for q, a in _PHRASE_WORD.findall(m.group(3))]
+            name = b" ".join(w for w in words if w) or None
+            out.append(Address(name, None, m.group(4), m.group(5)))
+        pos = m.end()
+    return out
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """Parse an RFC 5322 §3.4 address-list, groups included, robust to garbage.
 
     A group becomes a start marker (name in ``mailbox``), its members, and an end marker
     (RFC 9051 §7.5.2 group syntax).  Unparseable pieces are dropped, never raised.
     """
+    if len(value) <= MAX_ADDRESS_HEADER_BYTES:
+        simple = _simple_addresses(value)  # the usual header: no tokenizer needed
+        if simple is not None:
+            return simple
+    return _parse_address_list(value)
+
+
+def _parse_address_list(value: bytes) -> list[Address]:
+    """``parse_addresses`` of any value: RFC 5322 §3.2 tokens, then mailboxes and groups."""
     raw_toks = _tokenize(value[:MAX_ADDRESS_HEADER_BYTES])
     toks: list[_Token] = []
     i = 0

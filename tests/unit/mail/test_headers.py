@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postier.mail.headers import (
     Address,
+    _parse_address_list,
+    _simple_addresses,
     decode_charset,
     decode_header_value,
     decode_words,
@@ -107,6 +111,45 @@ def test_addresses_empty_group() -> None:
 )
 def test_addresses_garbage_does_not_raise(garbage: bytes) -> None:
     parse_addresses(garbage)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"alice@example.org",
+        b"Sender 5 <sender5@example.net>",
+        b'"Alice A." <alice@example.org>, bob@example.org',
+        b'"Doe, John" <john@example.com>,jane@example.org ,  x@y',
+        b'""  <a@b>, "x"y"z" <c@d>,\t<e@f>\t',
+        b"=?utf-8?Q?J=C3=BCrgen?= <jurgen@example.net>",
+        b"a@b,",
+        b"J\xc3\xb6rg [x] <j\x0b@b\xc3\xa4r.de>",
+    ],
+)
+def test_simple_address_fast_path(value: bytes) -> None:
+    assert _simple_addresses(value) is not None
+    assert parse_addresses(value) == _parse_address_list(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"a@b (c)", b"a@b@c", b"<a @b>", b"x: a@b;", b'"a\\"b" <c@d>', b"a@b, ", b"a@b,,c@d", b"<a@b"],
+)
+def test_simple_address_fast_path_declines(value: bytes) -> None:
+    assert _simple_addresses(value) is None
+
+
+_ADDRESS_PIECES = st.sampled_from(
+    [b"a", b"b.c", b"@", b"<", b">", b",", b" ", b"\t", b'"', b'"q r"', b"(c)", b":", b";",
+     b"\\", b"\r\n", b"\xc3\xa9", b"=?utf-8?q?x?=", b"", b"[1.2]", b"\x0b"]
+)  # fmt: skip
+
+
+@given(st.lists(_ADDRESS_PIECES, max_size=14).map(b"".join))
+def test_simple_addresses_match_the_tokenizer(value: bytes) -> None:
+    simple = _simple_addresses(value)
+    if simple is not None:
+        assert simple == _parse_address_list(value)
 
 
 def test_address_display_decodes_name() -> None:
