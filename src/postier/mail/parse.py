@@ -35,7 +35,7 @@ from postier.mail.headers import (
     parse_msg_ids,
     parse_params_value,
 )
-from postier.mail.imapfmt import ADDRESS_FIELDS, body_structure, envelope
+from postier.mail.imapfmt import ADDRESS_FIELDS, body_structures, envelope
 from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan_with_fields
 from postier.mail.parsed import MimePart, ParsedMessage
 
@@ -74,10 +74,11 @@ def _parse(raw: bytes) -> ParsedMessage:
 
     message_ids = parse_msg_ids(first_field(fields, b"message-id"))
     in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
+    body, bodystructure = body_structures(raw, root, cache)
     return ParsedMessage(
         envelope=envelope(fields, parsed_addresses),
-        body=body_structure(raw, root, False, cache),
-        bodystructure=body_structure(raw, root, True, cache),
+        body=body,
+        bodystructure=bodystructure,
         root=root,
         subject=text_of(b"subject"),
         from_=addrs(b"from"),
