@@ -18,7 +18,7 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
@@ -611,10 +611,42 @@ def addresses_display(addrs: list[Address]) -> str:
 # RFC 5322 §3.3 dates and §3.6.4 message IDs
 
 
+# RFC 5322 §3.3 date-time as mailers write it: "[Day, ]D Mon YYYY HH:MM[:SS] +ZZZZ"; the
+# stdlib parser ignores anything after the zone (a "(UTC)" comment)
+_DATE = re.compile(
+    rb"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) "
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) "
+    rb"(\d\d):(\d\d)(?::(\d\d))? ([+-])(\d\d)(\d\d)(?:[ \t].*)?",
+    re.DOTALL,
+)
+_MONTHS = {m: i for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _simple_date(value: bytes) -> int | None:
+    """``parse_date`` of a valid date-time in the usual form, else None (not decided)."""
+    m = _DATE.fullmatch(value)
+    if m is None:
+        return None
+    day, month, year, hour, minute, second, sign, zh, zm = m.groups()
+    y, h, mi, sec = int(year), int(hour), int(minute), int(second or 0)
+    offset = int(zh) * 3600 + int(zm) * 60
+    if h > 23 or mi > 59 or sec > 59 or offset >= 86400 or not 1900 <= y <= 9000:
+        return None
+    try:
+        days = date(y, _MONTHS[month], int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:  # no such day: the general parser says so
+        return None
+    return days * 86400 + h * 3600 + mi * 60 + sec - (offset if sign == b"+" else -offset)
+
+
 def parse_date(value: bytes | None) -> int | None:
     """RFC 5322 §3.3 date-time to UTC epoch seconds; None when absent or unparseable."""
     if not value:
         return None
+    simple = _simple_date(value)  # the usual form without the stdlib's generic parser
+    if simple is not None:
+        return simple
     try:
         dt = parsedate_to_datetime(decode_8bit(unfold(value)))
         if dt.tzinfo is None:  # "-0000": no zone information, RFC 5322 §3.3
