@@ -115,9 +115,10 @@ def envelope(
         value = first_field(fields, name)
         return parse_addresses(value) if value else []
 
-    from_ = addrs(b"from")
-    sender = addrs(b"sender") or from_  # RFC 9051 §7.5.2: absent or empty → from
-    reply_to = addrs(b"reply-to") or from_  # RFC 9051 §7.5.2: absent or empty → from
+    from_ = address_list(addrs(b"from"))
+    # RFC 9051 §7.5.2: sender and reply-to absent or empty → from
+    sender = addrs(b"sender")
+    reply_to = addrs(b"reply-to")
     return b"".join(
         (
             b"(",
@@ -125,11 +126,11 @@ def envelope(
             b" ",
             nstring(first_field(fields, b"subject")),
             b" ",
-            address_list(from_),
+            from_,
             b" ",
-            address_list(sender),
+            address_list(sender) if sender else from_,
             b" ",
-            address_list(reply_to),
+            address_list(reply_to) if reply_to else from_,
             b" ",
             address_list(addrs(b"to")),
             b" ",
