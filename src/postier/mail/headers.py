@@ -18,7 +18,7 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, date
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
@@ -493,12 +493,57 @@ def _mailbox(toks: list[_Token]) -> Address | None:
     return Address(comment, None, mailbox, host)
 
 
+# One mailbox of the common shapes: ``local@host`` or ``phrase <local@host>`` where the
+# phrase holds atoms, spaces and quoted strings without quoted-pairs; then "," or the end.
+# Linear: the alternatives of each repetition start with distinct characters.
+_ADDR_ATOM = rb'[^ \t\r\n"()<>@,;:\\]+'
+_SIMPLE_MAILBOX = re.compile(
+    rb"[ \t]*(" + _ADDR_ATOM + rb")@(" + _ADDR_ATOM + rb")[ \t]*(?:,|\Z)"
+    rb'|((?:[^"()<>@,;:\\\r\n]|"[^"\\\r\n]*")*)<(' + _ADDR_ATOM + rb")@(" + _ADDR_ATOM + rb")>"
+    rb"[ \t]*(?:,|\Z)"
+)
+_PHRASE_WORD = re.compile(rb'"([^"]*)"|([^ \t"]+)')
+
+
+def _simple_addresses(value: bytes) -> list[Address] | None:
+    """``parse_addresses`` of a list of plain mailboxes, or None for anything else.
+
+    Gives what the tokenizer path gives for these shapes (no comments, groups, routes,
+    quoted-pairs or line breaks): the phrase's atoms and quoted strings joined by one
+    space, the quotes removed.
+    """
+    out: list[Address] = []
+    pos = 0
+    n = len(value)
+    while pos < n:
+        m = _SIMPLE_MAILBOX.match(value, pos)
+        if m is None:
+            return None
+        if m.group(1) is not None:
+            out.append(Address(None, None, m.group(1), m.group(2)))
+        else:
+            words = [q or a for q, a in _PHRASE_WORD.findall(m.group(3))]
+            name = b" ".join(w for w in words if w) or None
+            out.append(Address(name, None, m.group(4), m.group(5)))
+        pos = m.end()
+    return out
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """Parse an RFC 5322 §3.4 address-list, groups included, robust to garbage.
 
     A group becomes a start marker (name in ``mailbox``), its members, and an end marker
     (RFC 9051 §7.5.2 group syntax).  Unparseable pieces are dropped, never raised.
     """
+    if len(value) <= MAX_ADDRESS_HEADER_BYTES:
+        simple = _simple_addresses(value)  # the usual header: no tokenizer needed
+        if simple is not None:
+            return simple
+    return _parse_address_list(value)
+
+
+def _parse_address_list(value: bytes) -> list[Address]:
+    """``parse_addresses`` of any value: RFC 5322 §3.2 tokens, then mailboxes and groups."""
     raw_toks = _tokenize(value[:MAX_ADDRESS_HEADER_BYTES])
     toks: list[_Token] = []
     i = 0
@@ -566,10 +611,42 @@ def addresses_display(addrs: list[Address]) -> str:
 # RFC 5322 §3.3 dates and §3.6.4 message IDs
 
 
+# RFC 5322 §3.3 date-time as mailers write it: "[Day, ]D Mon YYYY HH:MM[:SS] +ZZZZ"; the
+# stdlib parser ignores anything after the zone (a "(UTC)" comment)
+_DATE = re.compile(
+    rb"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) "
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) "
+    rb"(\d\d):(\d\d)(?::(\d\d))? ([+-])(\d\d)(\d\d)(?:[ \t].*)?",
+    re.DOTALL,
+)
+_MONTHS = {m: i for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def _simple_date(value: bytes) -> int | None:
+    """``parse_date`` of a valid date-time in the usual form, else None (not decided)."""
+    m = _DATE.fullmatch(value)
+    if m is None:
+        return None
+    day, month, year, hour, minute, second, sign, zh, zm = m.groups()
+    y, h, mi, sec = int(year), int(hour), int(minute), int(second or 0)
+    offset = int(zh) * 3600 + int(zm) * 60
+    if h > 23 or mi > 59 or sec > 59 or offset >= 86400 or not 1900 <= y <= 9000:
+        return None
+    try:
+        days = date(y, _MONTHS[month], int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:  # no such day: the general parser says so
+        return None
+    return days * 86400 + h * 3600 + mi * 60 + sec - (offset if sign == b"+" else -offset)
+
+
 def parse_date(value: bytes | None) -> int | None:
     """RFC 5322 §3.3 date-time to UTC epoch seconds; None when absent or unparseable."""
     if not value:
         return None
+    simple = _simple_date(value)  # the usual form without the stdlib's generic parser
+    if simple is not None:
+        return simple
     try:
         dt = parsedate_to_datetime(decode_8bit(unfold(value)))
         if dt.tzinfo is None:  # "-0000": no zone information, RFC 5322 §3.3

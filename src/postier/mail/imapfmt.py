@@ -7,7 +7,7 @@
   practice), addresses per §9 ``address`` with the group syntax.
 - ``body_structure``: RFC 9051 §9 ``body`` — body-type-1part (basic, msg, text with lines)
   and body-type-mpart, with extension data (md5, disposition, language, location) when
-  ``extensible`` (BODYSTRUCTURE), without it for BODY.
+  ``extensible`` (BODYSTRUCTURE), without it for BODY; ``body_structures`` gives both.
 
 Type, subtype, parameter names and encodings are upper-cased as in the RFC's examples;
 values are sent as they are.  RFC 2231 parameter values that decode to non-ASCII text are
@@ -115,9 +115,10 @@ def envelope(
         value = first_field(fields, name)
         return parse_addresses(value) if value else []
 
-    from_ = addrs(b"from")
-    sender = addrs(b"sender") or from_  # RFC 9051 §7.5.2: absent or empty → from
-    reply_to = addrs(b"reply-to") or from_  # RFC 9051 §7.5.2: absent or empty → from
+    from_ = address_list(addrs(b"from"))
+    # RFC 9051 §7.5.2: sender and reply-to absent or empty → from
+    sender = addrs(b"sender")
+    reply_to = addrs(b"reply-to")
     return b"".join(
         (
             b"(",
@@ -125,11 +126,11 @@ def envelope(
             b" ",
             nstring(first_field(fields, b"subject")),
             b" ",
-            address_list(from_),
+            from_,
             b" ",
-            address_list(sender),
+            address_list(sender) if sender else from_,
             b" ",
-            address_list(reply_to),
+            address_list(reply_to) if reply_to else from_,
             b" ",
             address_list(addrs(b"to")),
             b" ",
@@ -222,53 +223,82 @@ def body_structure(
     ``fields_cache``: parsed headers by (header_start, body_start), as returned by
     ``mime.scan_with_fields``, so no header is parsed again.
     """
+    return body_structures(raw, part, fields_cache)[1 if extensible else 0]
+
+
+def body_structures(
+    raw: bytes, part: MimePart, fields_cache: Mapping[tuple[int, int], Fields] | None = None
+) -> tuple[bytes, bytes]:
+    """(BODY, BODYSTRUCTURE) of ``part`` in one walk: they differ only by extension data."""
     fields = _fields(raw, part, fields_cache)
-    main, _, sub = part.content_type.partition("/")
     if part.children:
-        out = [b"("]
-        out.extend(
-            body_structure(raw, child, extensible, fields_cache) for child in part.children
+        pairs = [body_structures(raw, child, fields_cache) for child in part.children]
+        subtype = b" " + _astr(part.content_type.partition("/")[2].upper())
+        body = b"".join((b"(", *(p[0] for p in pairs), subtype, b")"))
+        # RFC 9051 §9 body-ext-mpart
+        bodystructure = b"".join(
+            (
+                b"(",
+                *(p[1] for p in pairs),
+                subtype,
+                b" ",
+                _params(part.params),
+                b" ",
+                _disposition(first_field(fields, b"content-disposition")),
+                b" ",
+                _language(first_field(fields, b"content-language")),
+                b" ",
+                nstring(first_field(fields, b"content-location")),
+                b")",
+            )
         )
-        out.append(b" " + _astr(sub.upper()))
-        if extensible:
-            # RFC 9051 §9 body-ext-mpart
-            out.append(b" " + _params(part.params))
-            out.append(b" " + _disposition(first_field(fields, b"content-disposition")))
-            out.append(b" " + _language(first_field(fields, b"content-language")))
-            out.append(b" " + nstring(first_field(fields, b"content-location")))
-        out.append(b")")
-        return b"".join(out)
-    out = [
-        b"(",
-        _type_pair(part.content_type),
-        b" ",
-        # RFC 9051 §9 body-fields
-        _params(part.params),
-        b" ",
-        nstring(first_field(fields, b"content-id")),
-        b" ",
-        nstring(first_field(fields, b"content-description")),
-        b" ",
-        _astr(part.encoding.upper()),
-        b" %d" % (part.body_end - part.body_start),
-    ]
+        return body, bodystructure
+    # RFC 9051 §9 body-fields
+    fixed = b"".join(
+        (
+            b"(",
+            _type_pair(part.content_type),
+            b" ",
+            _params(part.params),
+            b" ",
+            nstring(first_field(fields, b"content-id")),
+            b" ",
+            nstring(first_field(fields, b"content-description")),
+            b" ",
+            _astr(part.encoding.upper()),
+            b" %d" % (part.body_end - part.body_start),
+        )
+    )
+    body_tail = bs_tail = b""
     if part.message is not None:
         # RFC 9051 §9 body-type-msg: envelope SP body SP body-fld-lines
-        out.append(b" " + envelope_of(raw, part.message, fields_cache))
-        out.append(b" " + body_structure(raw, part.message, extensible, fields_cache))
-        out.append(b" %d" % part.lines)
+        env = b" " + envelope_of(raw, part.message, fields_cache) + b" "
+        lines = b" %d" % part.lines
+        inner_body, inner_bs = body_structures(raw, part.message, fields_cache)
+        body_tail = env + inner_body + lines
+        bs_tail = env + inner_bs + lines
     elif part.content_type in ("message/rfc822", "message/global"):
         # a tree without the encapsulated message: keep the body-type-msg shape clients
         # expect for these types (RFC 9051 §9 media-message)
-        out.append(b" " + _EMPTY_ENVELOPE + b" " + (_EMPTY_BODY if not extensible else _EMPTY_BS))
-        out.append(b" %d" % part.lines)
-    elif main == "text":
-        out.append(b" %d" % part.lines)  # RFC 9051 §9 body-type-text
-    if extensible:
-        # RFC 9051 §9 body-ext-1part: md5, dsp, lang, loc
-        out.append(b" " + nstring(first_field(fields, b"content-md5")))
-        out.append(b" " + _disposition(first_field(fields, b"content-disposition")))
-        out.append(b" " + _language(first_field(fields, b"content-language")))
-        out.append(b" " + nstring(first_field(fields, b"content-location")))
-    out.append(b")")
-    return b"".join(out)
+        lines = b" %d" % part.lines
+        body_tail = b" " + _EMPTY_ENVELOPE + b" " + _EMPTY_BODY + lines
+        bs_tail = b" " + _EMPTY_ENVELOPE + b" " + _EMPTY_BS + lines
+    elif part.content_type.partition("/")[0] == "text":
+        body_tail = bs_tail = b" %d" % part.lines  # RFC 9051 §9 body-type-text
+    # RFC 9051 §9 body-ext-1part: md5, dsp, lang, loc
+    bodystructure = b"".join(
+        (
+            fixed,
+            bs_tail,
+            b" ",
+            nstring(first_field(fields, b"content-md5")),
+            b" ",
+            _disposition(first_field(fields, b"content-disposition")),
+            b" ",
+            _language(first_field(fields, b"content-language")),
+            b" ",
+            nstring(first_field(fields, b"content-location")),
+            b")",
+        )
+    )
+    return fixed + body_tail + b")", bodystructure

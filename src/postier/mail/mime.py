@@ -166,25 +166,39 @@ _MEMCHR_MISSES = 32  # dashes that are not delimiters before falling back to byt
 
 
 def _find_delimiter(raw: bytes, delimiter: bytes, start: int, end: int) -> int:
-    """Index of the LF of the first ``LF + delimiter`` in ``raw[start:end]``, or -1.
+    """Index of the LF of the first ``LF + delimiter`` line in ``raw[start:end]``, or -1.
 
     ``delimiter`` starts with "--".  Searching for a single "-" is a memchr, about ten
     times faster than ``bytes.find`` of the whole needle, and base64 bodies contain no
-    "-" at all; bodies full of dashes fall back to ``bytes.find`` after a few misses.
+    "-" at all; bodies full of dashes fall back to a regex search after a few misses.
     """
     dlen = len(delimiter)
-    line = _delimiter_re(delimiter)
     pos = start + 1
     for _ in range(_MEMCHR_MISSES):
         dash = raw.find(b"-", pos, end)
         if dash < 0 or dash + dlen > end:
             return -1
-        if raw[dash - 1] == 0x0A and line.match(raw, dash - 1, end):
+        if (
+            raw[dash - 1] == 0x0A
+            and raw.startswith(delimiter, dash)
+            and _is_delimiter_end(raw, dash + dlen, end)
+        ):
             return dash - 1
         pos = dash + 1
-    # many dashes or near misses ("--boundaryX" lines): let the regex engine search
-    match = line.search(raw, pos - 1, end)
+    # many dashes or near misses ("--boundaryX" lines): let the regex engine search (a
+    # pattern per boundary: compiling one costs about as much as parsing a 10 KB message)
+    match = _delimiter_re(delimiter).search(raw, pos - 1, end)
     return -1 if match is None else match.start()
+
+
+_DELIMITER_END = re.compile(rb"[ \t]*(?:\r|\n|\Z)")
+
+
+def _is_delimiter_end(raw: bytes, pos: int, end: int) -> bool:
+    """``raw[pos:end]`` continues a delimiter line: ``["--"] *WSP (CR / LF / end)``."""
+    if raw.startswith(b"--", pos) and pos + 2 <= end:
+        pos += 2  # without the "--", "-" could not follow: no other way to match
+    return _DELIMITER_END.match(raw, pos, end) is not None
 
 
 @functools.lru_cache(maxsize=256)

@@ -35,7 +35,7 @@ from postier.mail.headers import (
     parse_msg_ids,
     parse_params_value,
 )
-from postier.mail.imapfmt import ADDRESS_FIELDS, body_structure, envelope
+from postier.mail.imapfmt import ADDRESS_FIELDS, body_structures, envelope
 from postier.mail.mime import DEFAULT_PARAMS, count_lines, header_end, scan_with_fields
 from postier.mail.parsed import MimePart, ParsedMessage
 
@@ -74,10 +74,11 @@ def _parse(raw: bytes) -> ParsedMessage:
 
     message_ids = parse_msg_ids(first_field(fields, b"message-id"))
     in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
+    body, bodystructure = body_structures(raw, root, cache)
     return ParsedMessage(
         envelope=envelope(fields, parsed_addresses),
-        body=body_structure(raw, root, False, cache),
-        bodystructure=body_structure(raw, root, True, cache),
+        body=body,
+        bodystructure=bodystructure,
         root=root,
         subject=text_of(b"subject"),
         from_=addrs(b"from"),
@@ -203,18 +204,43 @@ _SPLIT_MAX_CHARS = 256 * 1024
 _ASCII_WS_NOT_SPACE = ("\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 
 
+def _to_space_table(kept: str) -> bytes:
+    """bytes.translate table: ASCII whitespace other than ``kept`` to SPACE."""
+    others = "".join(_ASCII_WS_NOT_SPACE).replace(kept, "")
+    return bytes.maketrans(others.encode("ascii"), b" " * len(others))
+
+
+# Above this the translations' extra large copies (fresh memory: page faults) cost about
+# what they save over str.replace, which makes fewer copies
+_TRANSLATE_MAX_CHARS = 128 * 1024
+_SPACED_BUT_CR = _to_space_table("\r")
+_SPACED_BUT_LF = _to_space_table("\n")
+
+
 def collapse_whitespace(text: str) -> str:
     r"""Runs of whitespace to one space, stripped: ``_WS.sub(" ", text).strip()``.
 
     ``str.split``/``str.strip`` and the ``\s`` of a str pattern use the same whitespace
     definition (``str.isspace``), so both ways give the same result.
     """
-    if text.isascii():
-        # ordinary text: words separated by one SPACE or one CRLF, nothing to collapse
-        # once CRLF is a SPACE; twice as fast as splitting into words
-        spaced = text.replace("\r\n", " ")
-        if "  " not in spaced and not any(c in spaced for c in _ASCII_WS_NOT_SPACE):
-            return spaced.strip()
+    if text.isascii() and len(text) <= _TRANSLATE_MAX_CHARS:
+        # Ordinary text: words separated by one SPACE or one line break (CRLF or LF).
+        # ``spaced``: each whitespace character made a SPACE, CRs deleted.  The same with
+        # the LFs deleted instead is equal only if every run of whitespace held as many
+        # CRs as LFs; then, with no double SPACE, every run inside the text was one
+        # character or CR LF (LF CR): ``spaced`` is the collapsed text.  Byte
+        # translations make this twice as fast as str.replace("\r\n", " ") at 10 KB.
+        data = text.encode("ascii")
+        spaced = data.translate(_SPACED_BUT_CR, b"\r")
+        if b"  " not in spaced and (
+            b"\r" not in data or spaced == data.translate(_SPACED_BUT_LF, b"\n")
+        ):
+            return spaced.strip().decode("ascii")
+    elif text.isascii():
+        # long text: the same test on one copy with each CRLF made a SPACE
+        spaced_text = text.replace("\r\n", " ")
+        if "  " not in spaced_text and not any(c in spaced_text for c in _ASCII_WS_NOT_SPACE):
+            return spaced_text.strip()
     if len(text) <= _SPLIT_MAX_CHARS:
         return " ".join(text.split())
     return _WS.sub(" ", text).strip()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postier.mail.headers import (
     Address,
+    _parse_address_list,
+    _simple_addresses,
+    _simple_date,
     decode_charset,
     decode_header_value,
     decode_words,
@@ -109,6 +117,45 @@ def test_addresses_garbage_does_not_raise(garbage: bytes) -> None:
     parse_addresses(garbage)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"alice@example.org",
+        b"Sender 5 <sender5@example.net>",
+        b'"Alice A." <alice@example.org>, bob@example.org',
+        b'"Doe, John" <john@example.com>,jane@example.org ,  x@y',
+        b'""  <a@b>, "x"y"z" <c@d>,\t<e@f>\t',
+        b"=?utf-8?Q?J=C3=BCrgen?= <jurgen@example.net>",
+        b"a@b,",
+        b"J\xc3\xb6rg [x] <j\x0b@b\xc3\xa4r.de>",
+    ],
+)
+def test_simple_address_fast_path(value: bytes) -> None:
+    assert _simple_addresses(value) is not None
+    assert parse_addresses(value) == _parse_address_list(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"a@b (c)", b"a@b@c", b"<a @b>", b"x: a@b;", b'"a\\"b" <c@d>', b"a@b, ", b"a@b,,c@d", b"<a@b"],
+)
+def test_simple_address_fast_path_declines(value: bytes) -> None:
+    assert _simple_addresses(value) is None
+
+
+_ADDRESS_PIECES = st.sampled_from(
+    [b"a", b"b.c", b"@", b"<", b">", b",", b" ", b"\t", b'"', b'"q r"', b"(c)", b":", b";",
+     b"\\", b"\r\n", b"\xc3\xa9", b"=?utf-8?q?x?=", b"", b"[1.2]", b"\x0b"]
+)  # fmt: skip
+
+
+@given(st.lists(_ADDRESS_PIECES, max_size=14).map(b"".join))
+def test_simple_addresses_match_the_tokenizer(value: bytes) -> None:
+    simple = _simple_addresses(value)
+    if simple is not None:
+        assert simple == _parse_address_list(value)
+
+
 def test_address_display_decodes_name() -> None:
     (addr,) = parse_addresses(b"=?utf-8?Q?J=C3=B6rg?= <j@x.de>")
     assert addr.name == b"=?utf-8?Q?J=C3=B6rg?="  # raw for ENVELOPE
@@ -122,6 +169,45 @@ def test_parse_date() -> None:
     assert parse_date(b"garbage") is None
     assert parse_date(b"Mon, 99 Foo 99999999 99:99:99") is None
     assert parse_date(None) is None
+
+
+def _stdlib_date(value: bytes) -> int | None:
+    try:
+        dt = parsedate_to_datetime(value.decode("utf-8", "replace"))
+        return int(dt.replace(tzinfo=dt.tzinfo or UTC).timestamp())
+    except Exception:
+        return None
+
+
+@given(
+    st.tuples(
+        st.sampled_from(["", "Fri, ", "Sun, "]),
+        st.integers(0, 40),
+        st.sampled_from(["Jan", "Feb", "Dec"]),
+        st.sampled_from([1899, 1900, 1969, 1970, 2000, 2024, 2026, 2100, 9000, 9001]),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.sampled_from([":00", ":59", ":60", ""]),
+        st.sampled_from(["+", "-"]),
+        st.integers(0, 99),
+        st.integers(0, 99),
+        st.sampled_from(["", " (UTC)", "\t x"]),
+    )
+)
+def test_simple_date_matches_the_stdlib(parts: tuple[object, ...]) -> None:
+    dayname, day, month, year, hour, minute, second, sign, zh, zm, tail = parts
+    value = f"{dayname}{day} {month} {year} {hour:02}:{minute:02}{second} {sign}{zh:02}{zm:02}{tail}"
+    simple = _simple_date(value.encode())
+    if simple is not None:
+        assert simple == _stdlib_date(value.encode())
+    assert parse_date(value.encode()) == _stdlib_date(value.encode())
+
+
+def test_simple_date_is_used() -> None:
+    assert _simple_date(b"Fri, 27 Nov 2026 08:00:00 +0100 (CET)") == 1795762800
+    assert _simple_date(b"29 Feb 2024 23:59 -0000") == 1709251140
+    assert _simple_date(b"30 Feb 2024 00:00:00 +0000") is None
+    assert parse_date(b"30 Feb 2024 00:00:00 +0000") is None
 
 
 def test_parse_msg_ids() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from postier.mail.mime import MAX_DEPTH, scan
+from hypothesis import given
+from hypothesis import strategies as st
+
+from postier.mail.mime import MAX_DEPTH, _delimiter_re, _find_delimiter, scan
 from postier.mail.parsed import MimePart
 
 
@@ -241,3 +244,23 @@ def test_is_token_matches_rfc2045_definition() -> None:
     assert not _is_token("")
     assert _is_token("multipart") and _is_token("x-foo.bar+baz")
     assert not _is_token("text plain") and not _is_token("a\n") and not _is_token("caf\u00e9")
+
+
+_BODY_PIECES = st.sampled_from(
+    [b"\n", b"\r\n", b"\r", b"-", b"--", b"--b", b"--bb", b"--b--", b"x", b" ", b"\t", b"b"]
+)
+
+
+@given(
+    st.lists(_BODY_PIECES, max_size=40).map(b"".join),
+    st.sampled_from([b"--b", b"--bb"]),
+    st.integers(0, 5),
+    st.integers(0, 5),
+)
+def test_find_delimiter_matches_the_delimiter_regex(
+    raw: bytes, delimiter: bytes, skip: int, cut: int
+) -> None:
+    start, end = min(skip, len(raw)), max(len(raw) - cut, 0)
+    match = _delimiter_re(delimiter).search(raw, start, end) if start < end else None
+    expected = -1 if match is None else match.start()
+    assert _find_delimiter(raw, delimiter, start, end) == expected

@@ -6,9 +6,13 @@ import base64
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postier.mail.parse import (
+    _WS,
     MAX_TEXT_CHARS,
+    collapse_whitespace,
     decode_parts,
     encode_parts,
     find_part,
@@ -172,6 +176,17 @@ def test_html_to_text_linear_on_unclosed_tags() -> None:
     start = time.perf_counter()
     html_to_text("<script" * 50_000 + "<" * 100_000)
     assert time.perf_counter() - start < 2
+
+
+_TEXT_PIECES = st.sampled_from(
+    ["a", "bc", " ", "  ", "\r", "\n", "\r\n", "\n\r", "\t", "\x0b", "\x0c", "\x1c", "\x1f",
+     "\u00a0", "\x85"]
+)  # fmt: skip
+
+
+@given(st.lists(_TEXT_PIECES, max_size=20).map("".join))
+def test_collapse_whitespace_matches_the_regex(text: str) -> None:
+    assert collapse_whitespace(text) == _WS.sub(" ", text).strip()
 
 
 def test_ten_megabyte_message_parses_fast() -> None:
