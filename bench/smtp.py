@@ -1,12 +1,15 @@
 """SMTP benchmark: messages per second accepted over port-25 SMTP and durably stored.
 
     .venv/bin/python bench/smtp.py [--messages 2000] [--senders 10 50] [--sizes 10240 1048576]
+                                   [--loop auto|uvloop|asyncio]
 
 The server runs in its own process (real SqliteStore, synchronous=FULL, fsync'd bodies,
 parse-once at delivery) so its CPU time per message can be measured apart from the
 clients'.  Each sender is one connection that sends its messages one after the other with
 a pipelined MAIL/RCPT/DATA (RFC 2920).  Every message counts only after its 250, i.e. once
-durable.
+durable.  ``--loop`` picks the server's event loop as ``[server] event_loop`` does for
+``postier serve`` (default ``auto``: uvloop when installed); the clients always run on the
+standard asyncio loop, so only the server side changes between runs.
 
 The side-by-side comparison with Postfix → LMTP → Dovecot (issue 3) is not here yet: it
 needs both installed and configured on loopback ports by this script; the figures of the
@@ -45,18 +48,21 @@ def make_message(n: int, size: int) -> bytes:
 # ---------------------------------------------------------------- server process
 
 
-def server_main(data_dir: str, pipe: Connection) -> None:
+def server_main(data_dir: str, pipe: Connection, event_loop: str = "auto") -> None:
     import faulthandler
     import signal
 
+    from postier.eventloop import choose_event_loop, run
+
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    asyncio.run(_server(Path(data_dir), pipe))
+    run(_server(Path(data_dir), pipe), choose_event_loop(event_loop))
 
 
 async def _server(data_dir: Path, pipe: Connection) -> None:
     from argon2 import PasswordHasher
 
     from postier.delivery import Delivery
+    from postier.eventloop import describe_loop
     from postier.smtp.server import Mode, SmtpServer, SmtpSettings
     from postier.store.sqlite import SqliteStore
 
@@ -72,8 +78,8 @@ async def _server(data_dir: Path, pipe: Connection) -> None:
         SmtpSettings(hostname="bench.example.org", max_connections_per_ip=1000), store, Delivery(store)
     )
     _, port = await server.listen(Mode.MTA, "127.0.0.1", 0)
-    pipe.send(port)
     loop = asyncio.get_running_loop()
+    pipe.send((port, describe_loop(loop)))
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
         if command == "times":
@@ -144,15 +150,17 @@ async def main() -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: temporary)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="the server's event loop (default: auto, as postier serve)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postier-bench-smtp-") as tmp:
         data_dir = args.data or Path(tmp) / "data"
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=server_main, args=(str(data_dir), child), daemon=True)
+        proc = ctx.Process(target=server_main, args=(str(data_dir), child, args.loop), daemon=True)
         proc.start()
-        port = parent.recv()
-        print(f"server pid {proc.pid} on 127.0.0.1:{port}, data in {data_dir}")
+        port, loop_name = parent.recv()
+        print(f"server pid {proc.pid} on 127.0.0.1:{port}, event loop {loop_name}, data in {data_dir}")
         print(f"{'size':>9} {'senders':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} {'server CPU ms/msg':>18}")
         for size in args.sizes:
             count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
