@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare_smtp.py [--messages 2000] [--senders 10 50]
                                            [--sizes 10240 1048576] [--timeout 120]
+                                           [--loop auto|uvloop|asyncio]
 
 Servers (all on 127.0.0.1, ports chosen at start, data in temporary folders):
 
@@ -143,6 +144,8 @@ async def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case at most")
     parser.add_argument("--workers", type=int, default=1, help="postier's [server] workers")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default=None,
+                        help="postier's [server] event_loop (default: not set, i.e. auto)")
     parser.add_argument("--postier-commit", default="", metavar="REV",
                         help="run postier from this commit (git archive), not the working tree")
     args = parser.parse_args()
@@ -167,7 +170,8 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
     with ExitStack() as stack:
         dovecot = stack.enter_context(Dovecot({RECIPIENT: "x"}))
         postfix = stack.enter_context(Postfix([DOMAIN], [RECIPIENT], dovecot.lmtp_port))
-        postier = PostierProcess(smtp_port=free_ports(1)[0], src=src, workers=args.workers)
+        postier = PostierProcess(smtp_port=free_ports(1)[0], src=src, workers=args.workers,
+                                 event_loop=args.loop or "")
         postier.prepare(Path(__file__))
         stack.enter_context(postier)
         new_dir = dovecot.maildir(RECIPIENT) / "new"

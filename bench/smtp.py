@@ -1,12 +1,17 @@
 """SMTP benchmark: messages per second accepted over port-25 SMTP and durably stored.
 
     .venv/bin/python bench/smtp.py [--messages 2000] [--senders 10 50] [--sizes 10240 1048576]
+                                   [--loop auto|uvloop|asyncio]
 
 The server runs in its own process (real SqliteStore, synchronous=FULL, fsync'd bodies,
 parse-once at delivery) so its CPU time per message can be measured apart from the
 clients'.  Each sender is one connection that sends its messages one after the other with
 a pipelined MAIL/RCPT/DATA (RFC 2920).  Every message counts only after its 250, i.e. once
-durable.
+durable.  ``--loop`` picks the server's event loop as ``[server] event_loop`` does for
+``postier serve`` (default ``auto``: uvloop when installed); the clients always run on the
+standard asyncio loop, so only the server side changes between runs.  Server CPU is the
+whole server process (user+system, all threads); "loop thread" is the event loop's own
+thread alone (its thread CPU time), the part the loop implementation can change.
 
 The side-by-side comparison with Postfix → LMTP → Dovecot (issue 3) is not here yet: it
 needs both installed and configured on loopback ports by this script; the figures of the
@@ -45,18 +50,21 @@ def make_message(n: int, size: int) -> bytes:
 # ---------------------------------------------------------------- server process
 
 
-def server_main(data_dir: str, pipe: Connection) -> None:
+def server_main(data_dir: str, pipe: Connection, event_loop: str = "auto") -> None:
     import faulthandler
     import signal
 
+    from postier.eventloop import choose_event_loop, run
+
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    asyncio.run(_server(Path(data_dir), pipe))
+    run(_server(Path(data_dir), pipe), choose_event_loop(event_loop))
 
 
 async def _server(data_dir: Path, pipe: Connection) -> None:
     from argon2 import PasswordHasher
 
     from postier.delivery import Delivery
+    from postier.eventloop import describe_loop
     from postier.smtp.server import Mode, SmtpServer, SmtpSettings
     from postier.store.sqlite import SqliteStore
 
@@ -72,13 +80,14 @@ async def _server(data_dir: Path, pipe: Connection) -> None:
         SmtpSettings(hostname="bench.example.org", max_connections_per_ip=1000), store, Delivery(store)
     )
     _, port = await server.listen(Mode.MTA, "127.0.0.1", 0)
-    pipe.send(port)
     loop = asyncio.get_running_loop()
+    pipe.send((port, describe_loop(loop)))
     while True:
         command = await loop.run_in_executor(None, pipe.recv)
         if command == "times":
+            # The whole process, and the event loop's own thread (this one).
             t = os.times()
-            pipe.send(t.user + t.system)
+            pipe.send((t.user + t.system, time.thread_time()))
         elif command == "stop":
             break
     await server.stop()
@@ -123,18 +132,19 @@ async def run_case(port: int, pipe: Connection, senders: int, size: int, count: 
         [make_message(s * per_sender + i, size) for i in range(per_sender)] for s in range(senders)
     ]
     pipe.send("times")
-    cpu0 = pipe.recv()
+    cpu0, loop0 = pipe.recv()
     start = time.perf_counter()
     await asyncio.gather(*(sender(port, batch) for batch in batches))
     elapsed = time.perf_counter() - start
     pipe.send("times")
-    cpu1 = pipe.recv()
+    cpu1, loop1 = pipe.recv()
     total = per_sender * senders
     return {
         "messages": total,
         "seconds": elapsed,
         "per_s": total / elapsed,
         "cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / total,
+        "loop_ms_per_msg": (loop1 - loop0) * 1000 / total,
     }
 
 
@@ -144,23 +154,26 @@ async def main() -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: temporary)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="the server's event loop (default: auto, as postier serve)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postier-bench-smtp-") as tmp:
         data_dir = args.data or Path(tmp) / "data"
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=server_main, args=(str(data_dir), child), daemon=True)
+        proc = ctx.Process(target=server_main, args=(str(data_dir), child, args.loop), daemon=True)
         proc.start()
-        port = parent.recv()
-        print(f"server pid {proc.pid} on 127.0.0.1:{port}, data in {data_dir}")
-        print(f"{'size':>9} {'senders':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} {'server CPU ms/msg':>18}")
+        port, loop_name = parent.recv()
+        print(f"server pid {proc.pid} on 127.0.0.1:{port}, event loop {loop_name}, data in {data_dir}")
+        print(f"{'size':>9} {'senders':>7} {'messages':>8} {'seconds':>8} {'msg/s':>8} "
+              f"{'server CPU ms/msg':>18} {'loop thread ms/msg':>19}")
         for size in args.sizes:
             count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
             for senders in args.senders:
                 r = await run_case(port, parent, senders, size, count)
                 print(
                     f"{size:>9} {senders:>7} {int(r['messages']):>8} {r['seconds']:>8.2f} "
-                    f"{r['per_s']:>8.0f} {r['cpu_ms_per_msg']:>18.2f}"
+                    f"{r['per_s']:>8.0f} {r['cpu_ms_per_msg']:>18.2f} {r['loop_ms_per_msg']:>19.2f}"
                 )
         parent.send("stop")
         parent.recv()

@@ -20,6 +20,30 @@ from postier.store.types import Account
 # see src/postier/net/guard.py.
 os.environ["POSTIER_LOOPBACK_ONLY"] = "1"
 
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="Event loop for async tests and fixtures (uvloop: as `postier serve` runs).",
+    )
+
+
+class _UvloopTests:
+    """Runs every pytest-asyncio test on a uvloop loop (`pytest --event-loop uvloop`)."""
+
+    @staticmethod
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> object:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--event-loop") == "uvloop":
+        config.pluginmanager.register(_UvloopTests(), "postier-uvloop-tests")
+
+
 # argon2id with tiny parameters keeps tests fast; production parameters are measured in
 # bench/auth.py.  The hash format is the same.
 TEST_PASSWORD = "correct horse battery staple"

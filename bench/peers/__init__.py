@@ -281,9 +281,10 @@ class PostierProcess(ManagedServer):
 
     def __init__(self, smtp_port: int = 0, pop3_port: int = 0, *,
                  pop3_delete_mode: str = "keep", workdir: Path | None = None,
-                 src: Path | None = None, workers: int = 1) -> None:
+                 src: Path | None = None, workers: int = 1, event_loop: str = "") -> None:
         self.src = src or REPO / "src"
         self.workers = workers
+        self.event_loop = event_loop  # "" : the server's default ([server] event_loop)
         self.smtp_port = smtp_port
         self.pop3_port = pop3_port
         self.pop3_delete_mode = pop3_delete_mode
@@ -305,6 +306,7 @@ class PostierProcess(ManagedServer):
         def listen(port: int) -> str:
             return f'["127.0.0.1:{port}"]' if port else "[]"
 
+        loop = f'event_loop = "{self.event_loop}"\n' if self.event_loop else ""
         self.config.write_text(
             "[server]\n"
             'hostname = "bench.example.org"\n'
@@ -312,6 +314,7 @@ class PostierProcess(ManagedServer):
             "max_connections = 5000\n"
             "max_connections_per_ip = 5000\n"
             f"workers = {self.workers}\n"
+            f"{loop}"
             # Benchmarks measure the store path and never leave loopback: no SPF/DKIM/DMARC
             # lookups, no outbound queue, and a loopback-only resolver (net/guard.py).
             "[dns]\nnameservers = [\"127.0.0.1:9\"]\n"

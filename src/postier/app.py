@@ -20,6 +20,7 @@ from postier.auth.authenticator import AccountCredentials, Authenticator, AuthSe
 from postier.auth.limiter import LimiterSettings
 from postier.config import Config, resolve_hostname
 from postier.delivery import Delivery
+from postier.eventloop import describe_loop
 from postier.mail.headers import parse_addresses, parse_fields
 from postier.mailauth.dkim import Algorithm, DkimKey
 from postier.mailauth.dkim import sign as dkim_sign
@@ -369,6 +370,7 @@ def _protocol_starters() -> list[Starter]:
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     loop = asyncio.get_running_loop()
+    log.info("event loop: %s", describe_loop(loop))
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)

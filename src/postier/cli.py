@@ -19,7 +19,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 
-from postier import __version__
+from postier import __version__, eventloop
 from postier.auth.passwords import generate_password, hash_password, scram_credentials
 from postier.config import (
     Config,
@@ -192,6 +192,10 @@ def serve(ctx: Context, config_path: Path | None, data: str | None, demo: bool,
     level = serve_log_level or ctx.log_level or config.server.log_level
     setup_logging(level)
     workers = workers_option or config.server.workers or os.cpu_count() or 1
+    try:
+        loop = eventloop.choose_event_loop(config.server.event_loop)
+    except eventloop.EventLoopUnavailable as exc:
+        fail(str(exc), EX_CONFIG)
     if demo and worker is None:
         run(_ensure_demo(ctx))
     if workers > 1 and worker is None:
@@ -208,7 +212,7 @@ def serve(ctx: Context, config_path: Path | None, data: str | None, demo: bool,
 
     app = App(config, data_dir, worker=worker or 0, workers=workers if worker is not None else 1)
     try:
-        asyncio.run(serve_app(app, ready))
+        eventloop.run(serve_app(app, ready), loop)
     except PostierError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -39,6 +39,7 @@ from postier.net.addresses import (
 __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
+    "EVENT_LOOPS",
     "AuthConfig",
     "Config",
     "ConfigError",
@@ -62,11 +63,14 @@ DATA_DIR_ENV: Final = "POSTIER_DATA"
 DEFAULT_DATA_DIR: Final = Path("data")
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
-LOOPS: Final = ("auto", "asyncio", "uvloop")
+EVENT_LOOPS: Final = ("auto", "asyncio", "uvloop")
 BARE_LF_MODES: Final = ("reject", "normalize")
 POP3_DELETE_MODES: Final = ("expunge", "trash", "keep")
 TLS_VERSIONS: Final = ("TLSv1.2", "TLSv1.3")
 STORE_BACKENDS: Final = ("sqlite",)
+
+# Keys accepted under an older name: dotted old name → current key in the same table.
+RENAMED_KEYS: Final = {"server.loop": "event_loop"}
 
 _MAX_INT: Final = 2**62
 _DAY_S: Final = 86_400
@@ -116,7 +120,8 @@ class ServerConfig:
     log_level: Literal["debug", "info", "warning", "error", "critical"] = _choice(
         "info", LOG_LEVELS
     )
-    loop: Literal["auto", "asyncio", "uvloop"] = _choice("auto", LOOPS)
+    # "auto": uvloop when it can be imported, else asyncio (see postier/eventloop.py).
+    event_loop: Literal["auto", "asyncio", "uvloop"] = _choice("auto", EVENT_LOOPS)
     max_connections: int = _int(1000, minimum=1)
     max_connections_per_ip: int = _int(20, minimum=1)
     # Processes serving the same data folder (SO_REUSEPORT listeners); 0 = one per CPU.
@@ -500,6 +505,11 @@ class _Checker:
         for key, value in table.items():
             dotted = f"{name}.{key}"
             spec = fields.get(key)
+            if spec is None and (renamed := RENAMED_KEYS.get(dotted)):
+                if renamed in table:
+                    self.issue(dotted, f"old name of {name}.{renamed}, which is set too")
+                    continue
+                key, spec = renamed, fields[renamed]
             if spec is None:
                 what = "table" if isinstance(value, dict) else "key"
                 self.issue(dotted, f"unknown {what} {dotted!r}{_suggest(key, fields)}")

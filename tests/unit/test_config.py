@@ -63,7 +63,7 @@ def test_defaults_are_development_ports_on_loopback() -> None:
 
 def test_documented_default_values() -> None:
     c = Config()
-    assert (c.server.log_level, c.server.loop, c.server.max_connections) == ("info", "auto", 1000)
+    assert (c.server.log_level, c.server.event_loop, c.server.max_connections) == ("info", "auto", 1000)
     assert c.smtp.max_message_bytes == 52_428_800
     assert (c.smtp.max_recipients, c.smtp.max_line_bytes, c.smtp.max_errors) == (100, 1000, 10)
     assert (c.smtp.command_timeout_s, c.smtp.data_timeout_s) == (300, 600)
@@ -204,6 +204,23 @@ def test_invalid_choice_lists_valid_values() -> None:
     assert "'reject'" in issue.message and "'normalize'" in issue.message
 
 
+def test_event_loop_choices() -> None:
+    for value in ("auto", "asyncio", "uvloop"):
+        assert parse_config_text(f'[server]\nevent_loop = "{value}"\n').server.event_loop == value
+    issue = only_issue('[server]\nhostname = "mx.example.org"\nevent_loop = "trio"\n')
+    assert (issue.key, issue.line) == ("server.event_loop", 3)
+    assert "'trio' is not one of 'auto', 'asyncio', 'uvloop'" in issue.message
+
+
+def test_event_loop_old_name_loop_is_accepted() -> None:
+    assert parse_config_text('[server]\nloop = "asyncio"\n').server.event_loop == "asyncio"
+    issue = only_issue("[server]\nloop = 'trio'\n")
+    assert (issue.key, issue.line) == ("server.loop", 2)
+    issue = only_issue("[server]\nevent_loop = 'auto'\nloop = 'asyncio'\n")
+    assert (issue.key, issue.line) == ("server.loop", 3)
+    assert "server.event_loop" in issue.message
+
+
 def test_toml_syntax_error_reports_line_and_column() -> None:
     issue = only_issue("[smtp]\nmax_errors = 3\nmax_errors = 4\n")
     assert issue.line == 3
@@ -218,9 +235,9 @@ def test_toml_syntax_error_at_end_of_file() -> None:
 
 
 def test_all_errors_are_reported_at_once() -> None:
-    text = "[server]\nloop = 'trio'\nfoo = 1\n[smtp]\nmax_errors = 0\n[bar]\n"
+    text = "[server]\nevent_loop = 'trio'\nfoo = 1\n[smtp]\nmax_errors = 0\n[bar]\n"
     assert [i.key for i in check_config_text(text)] == [
-        "server.loop",
+        "server.event_loop",
         "server.foo",
         "smtp.max_errors",
         "bar",

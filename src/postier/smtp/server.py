@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
+from typing import cast
 
 from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
@@ -142,11 +143,12 @@ class _Stream(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's transports do not derive from
+        # asyncio.Transport, though they have its methods.
         if self.transport is not None:  # the TLS transport replacing the plain one
-            self.transport = transport
+            self.transport = cast(asyncio.Transport, transport)
             return
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.task = asyncio.get_running_loop().create_task(self.server._serve(self))
 
     def data_received(self, data: bytes) -> None:
@@ -226,7 +228,6 @@ class _Stream(asyncio.Protocol):
         )
         if transport is None:
             raise ConnectionResetError("TLS handshake failed")
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     @property
