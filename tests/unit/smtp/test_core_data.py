@@ -83,8 +83,7 @@ def test_chunked_scanner_matches_reference(normalize: bool) -> None:
 def test_long_lines_are_accepted_as_received(length: int) -> None:
     """RFC 5321 §4.5.3.1.6 says 1000 octets; real mail has longer lines and Postfix takes
     them: no per-line limit in DATA, the message is stored unchanged (no folding)."""
-    line = bytes(random.Random(length).choice(b"abcdefgh =.") for _ in range(length))
-    line = b"x" + line[1:]  # not a dot line
+    line = (b"x<a href=3D.>" * (length // 13 + 1))[:length]  # not a dot line
     body = b"Subject: long\r\n\r\n" + line + b"\r\nshort\r\n" + line + b"\r\n"
     s = new_session()
     s.feed(EHLO + TXN)
