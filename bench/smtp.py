@@ -29,6 +29,7 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -88,11 +89,30 @@ async def _server(data_dir: Path, pipe: Connection) -> None:
             # The whole process, and the event loop's own thread (this one).
             t = os.times()
             pipe.send((t.user + t.system, time.thread_time()))
+        elif command == "threads":
+            pipe.send(_thread_cpu())
         elif command == "stop":
             break
     await server.stop()
     await store.close()
     pipe.send("stopped")
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) per thread kind, from /proc (Linux): the event loop
+    (MainThread), the store's writer, the default executor's workers (asyncio_N, summed)."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        kind = "executor" if thread.name.startswith("asyncio_") else thread.name
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 # ---------------------------------------------------------------- clients
@@ -126,20 +146,29 @@ async def sender(port: int, messages: list[bytes]) -> None:
     writer.close()
 
 
-async def run_case(port: int, pipe: Connection, senders: int, size: int, count: int) -> dict[str, float]:
+async def run_case(
+    port: int, pipe: Connection, senders: int, size: int, count: int
+) -> dict[str, Any]:
     per_sender = max(1, count // senders)
     batches = [
         [make_message(s * per_sender + i, size) for i in range(per_sender)] for s in range(senders)
     ]
     pipe.send("times")
     cpu0, loop0 = pipe.recv()
+    pipe.send("threads")
+    threads0 = pipe.recv()
     start = time.perf_counter()
     await asyncio.gather(*(sender(port, batch) for batch in batches))
     elapsed = time.perf_counter() - start
     pipe.send("times")
     cpu1, loop1 = pipe.recv()
+    pipe.send("threads")
+    threads1 = pipe.recv()
     total = per_sender * senders
+    # an executor thread that exited during the run would make its kind go down: clamp
+    per_thread = {k: max(0.0, v - threads0.get(k, 0.0)) * 1000 / total for k, v in threads1.items()}
     return {
+        "threads": per_thread,
         "messages": total,
         "seconds": elapsed,
         "per_s": total / elapsed,
@@ -153,6 +182,7 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=2000, help="per 10 KB case (1 MB: /10)")
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
+    parser.add_argument("--threads", action="store_true", help="server CPU per thread kind")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: temporary)")
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the server's event loop (default: auto, as postier serve)")
@@ -175,6 +205,10 @@ async def main() -> None:
                     f"{size:>9} {senders:>7} {int(r['messages']):>8} {r['seconds']:>8.2f} "
                     f"{r['per_s']:>8.0f} {r['cpu_ms_per_msg']:>18.2f} {r['loop_ms_per_msg']:>19.2f}"
                 )
+                if args.threads:
+                    print("    CPU ms/msg by thread: " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1])
+                    ))
         parent.send("stop")
         parent.recv()
         proc.join(10)

@@ -164,6 +164,38 @@ async def test_bdat_chunks(smtp: Running, store: SqliteStore) -> None:
     assert strip_trace(stored) == MESSAGE
 
 
+async def test_long_lines_and_a_big_message_stored_byte_identical(
+    smtp: Running, store: SqliteStore
+) -> None:
+    """No line-length limit inside DATA (RFC 5321 §4.5.3.1.6 is broken by real mail and
+    Postfix accepts it): a 100 KB line, then 3 MB without a CRLF, sent in one go, are
+    stored unchanged; the next transaction on the connection is served."""
+    long_line = b"<p>" + b"long html line, " * 6400 + b"</p>"
+    blob = b"A" * (3 * 1024 * 1024)
+    message = MESSAGE + long_line + b"\r\n.dot after it\r\n" + blob + b"\r\n"
+
+    def send() -> list[str]:
+        c = Raw(smtp.mta)
+        c.reply()
+        c.send(b"EHLO client.example.net\r\n")
+        c.reply()
+        c.send(b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        codes = c.codes(3)
+        c.send(stuffed(message) + b".\r\nMAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        codes += c.codes(4)
+        c.send(stuffed(MESSAGE) + b".\r\nQUIT\r\n")
+        codes += c.codes(2)
+        return codes
+
+    assert await in_thread(send) == [
+        "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0",
+        "221 2.0.0",
+    ]
+    big, small = await inbox(store)
+    assert strip_trace(big) == message
+    assert strip_trace(small) == MESSAGE
+
+
 async def test_relay_denied_and_unknown_user(smtp: Running) -> None:
     def send() -> None:
         with smtplib.SMTP(HOST, smtp.mta, timeout=10) as client:

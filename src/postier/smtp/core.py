@@ -23,6 +23,16 @@ SMTP smuggling (CVE-2023-51764 class): only ``<CRLF>.<CRLF>`` ever ends DATA.  A
 a bare CR or LF is refused with ``500 5.5.2`` when ``normalize_bare_lf`` is off (port 25
 default); otherwise bare CR and LF are turned into CRLF before dot-unstuffing.
 
+Text lines inside DATA have no length limit of their own, only the message's (SIZE,
+``max_message_bytes``): RFC 5321 §4.5.3.1.6 caps them at 1000 octets, but real mail breaks
+that and refusing it loses mail (Postfix accepts long lines: its ``line_length_limit`` cuts
+them into records that are joined again on delivery; servers that refuse them, such as
+OpenSMTPD and maddy, had to raise or drop their limits after reports of lost mail).  The
+message is stored as received: folding a long line would break its DKIM body hash.  DATA
+is scanned a received chunk at a time with C-level searches (end mark, CR/LF counts, dot
+lines), with a few bytes carried across chunk edges, so the work per byte is the same for
+a 10 MB line without CRLF as for 80-column text, and nothing is done per line.
+
 Anything a peer sends yields events and replies, never an exception; calling the core out of
 order (accept() with nothing pending) is our bug and raises :class:`CoreMisuse`.
 """
@@ -331,6 +341,7 @@ _OUT_OF_ORDER: dict[str, Reply] = {
     "AUTH": C503_BAD_SEQUENCE,
 }
 
+_END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4
 _KEYWORD_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]*")
 _XTEXT_RE = re.compile(rb"\+([0-9A-F]{2})")
 _BAD_ADDRESS_CHARS = re.compile(r"[\x00-\x20\x7f<>()\[\]\\,;:]")
@@ -416,9 +427,15 @@ class ServerConnection:
         self._esmtp = False
         self._mail: MailFrom | None = None
         self._rcpts: list[RcptTo] = []
-        self._msg = bytearray()
+        self._msg = bytearray()  # BDAT chunks so far
         self._msg_overflow = False
-        self._data_scanned = 0
+        # DATA (see _read_data): message pieces, their size, the stream's last bytes, the
+        # CRLF/CR/LF counts of the stream so far, and whether a line may start with "."
+        self._parts: list[bytes | memoryview] = []
+        self._size = 0
+        self._tail = b""
+        self._counts = [0, 0, 0]
+        self._dots = False
         self._bdat_remaining = 0
         self._bdat_last = False
         self._bdat_in_transaction = False
@@ -587,6 +604,7 @@ class ServerConnection:
         self._pending = None
         self._in.clear()
         self._msg = bytearray()
+        self._parts = []
 
     def _count_error(self) -> None:
         self.errors += 1
@@ -603,6 +621,7 @@ class ServerConnection:
         self._mail = None
         self._rcpts = []
         self._msg = bytearray()
+        self._parts = []
         self._msg_overflow = False
         self._bdat_in_transaction = False
         if self.state in (State.MAIL, State.RCPT, State.DATA, State.BDAT):
@@ -819,8 +838,13 @@ class ServerConnection:
         if self._bdat_in_transaction:
             return self._error(C503_BAD_SEQUENCE, "DATA after BDAT")  # RFC 3030 §3
         self.state = State.DATA
-        self._msg = bytearray(b"\r\n")  # the CRLF ending the DATA line starts the scan
-        self._data_scanned = 0
+        # The CRLF ending the DATA line starts the stream: ".\r\n" first ends an empty
+        # message, a first line starting with "." is dot-stuffed.
+        self._parts = []
+        self._size = 0
+        self._tail = b"\r\n"
+        self._counts = [1, 1, 1]  # CRLF, CR, LF
+        self._dots = False
         self._msg_overflow = False
         self._send(C354_START_INPUT)
         return None
@@ -896,29 +920,77 @@ class ServerConnection:
     # ------------------------------------------------------------ message data
 
     def _read_data(self) -> Event | None:
-        """Scan for <CRLF>.<CRLF> (RFC 5321 §4.1.1.4) — the only end of DATA, ever."""
+        """Scan for <CRLF>.<CRLF> (RFC 5321 §4.1.1.4) — the only end of DATA, ever.
+
+        One received chunk at a time, each byte looked at by a fixed number of C-level
+        scans, never per line: "<LF>." (a line starting with "." — the end mark is one),
+        and the CRLF, CR and LF counts (all equal unless there is a bare CR or LF).  Once a
+        dot-stuffed line is seen only the end mark is searched for, and without one the
+        message is not unstuffed at all.  The last 5 bytes of the stream are kept so that
+        an end mark, a CRLF or a "<CRLF>." split between two chunks is seen; the message's
+        pieces are joined once at the end."""
         if not self._in:
             return NEED_DATA
-        self._msg += self._in
+        tail = self._tail
+        base = len(tail)
+        window = tail + self._in  # bytes: the carried bytes, then the new chunk
         self._in.clear()
-        end = self._msg.find(b"\r\n.\r\n", max(0, self._data_scanned - 4))
-        if end < 0:
-            self._data_scanned = len(self._msg)
-            if len(self._msg) > self.settings.max_message_bytes + 2:
+        if self._dots or self._msg_overflow:
+            end = window.find(_END_OF_DATA)
+        else:
+            end = -1
+            # The stream starts with the CRLF of the DATA line and 5 bytes are carried, so
+            # a hit has a byte before it; a hit in the carried bytes is one whose end could
+            # not be told last time (a hit told before set _dots or ended the message).
+            hit = window.find(b"\n.")
+            if hit >= 0:
+                before = max(hit - 1, 0)
+                if window.startswith(_END_OF_DATA, before):
+                    end = before
+                elif hit + 4 <= len(window):
+                    self._dots = True  # a dot-stuffed line (or a bare LF before ".")
+                    end = window.find(_END_OF_DATA, before)
+        found = end >= 0
+        stop = end + 5 if found else len(window)  # DATA through the end mark
+        body_end = end + 2 - base if found else len(window) - base  # of the chunk
+        if not self._msg_overflow:
+            counts = self._counts
+            counts[0] += window.count(b"\r\n", base - 1, stop)
+            counts[1] += window.count(b"\r", base, stop)
+            counts[2] += window.count(b"\n", base, stop)
+            if body_end > 0:
+                self._parts.append(memoryview(window)[base : base + body_end])
+                self._size += body_end
+            elif body_end < 0:
+                self._drop_last(-body_end)  # the end mark began in the last chunk
+            if self._size > self.settings.max_message_bytes:
                 # Over the limit: keep scanning for the end, store nothing more.
                 self._msg_overflow = True
-                del self._msg[: len(self._msg) - 4]
-                self._data_scanned = len(self._msg)
+                self._parts = []
+        if not found:
+            self._tail = window[-5:]
             return NEED_DATA
-        if end > self.settings.max_message_bytes:
-            self._msg_overflow = True
-        self._in[:0] = self._msg[end + 5 :]  # pipelined commands after the message
-        raw = bytes(self._msg[2 : end + 2])  # keep the CRLF of the last line
-        self._msg = bytearray()
+        self._in += memoryview(window)[stop:]  # pipelined commands after the message
+        parts, self._parts = self._parts, []
         self.state = State.RCPT
         if self._msg_overflow:
             return self._message_error(C552_MESSAGE_TOO_BIG, "message too big")
-        return self._finish_message(raw, chunking=False)
+        raw = b"".join(parts)
+        crlf, cr, lf = self._counts
+        return self._finish_message(raw, chunking=False, bare=not crlf == cr == lf, dots=self._dots)
+
+    def _drop_last(self, count: int) -> None:
+        """Take the last ``count`` message bytes back (the start of an end mark)."""
+        while count and self._parts:
+            last = self._parts[-1]
+            if len(last) <= count:
+                self._parts.pop()
+                count -= len(last)
+                self._size -= len(last)
+            else:
+                self._parts[-1] = memoryview(last)[: len(last) - count]
+                self._size -= count
+                count = 0
 
     def _read_bdat(self) -> Event | None:
         """Consume a BDAT chunk's octets (RFC 3030 §2: always, even when refusing)."""
@@ -956,14 +1028,21 @@ class ServerConnection:
         self._reset_transaction()
         return ProtocolError(reply, reason)
 
-    def _finish_message(self, raw: bytes, chunking: bool) -> Event:
-        crlf = raw.count(b"\r\n")
-        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+    def _finish_message(
+        self, raw: bytes, chunking: bool, bare: bool | None = None, dots: bool = True
+    ) -> Event:
+        """``bare``: whether ``raw`` has a bare CR or LF (None: count here); ``dots``: False
+        when no line of ``raw`` starts with "." (DATA only)."""
+        if bare is None:
+            crlf = raw.count(b"\r\n")
+            bare = raw.count(b"\n") != crlf or raw.count(b"\r") != crlf
+        if bare:
             if not self.settings.normalize_bare_lf:
                 # SMTP smuggling defence (CVE-2023-51764 class); RFC 5321 §2.3.8.
                 return self._message_error(C500_BARE_CR_LF, "bare CR or LF in message")
             raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        if not chunking:
+            dots = True  # a bare CR or LF before "." is a line start now
+        if not chunking and dots:
             if raw.startswith(b"."):
                 raw = raw[1:]
             raw = raw.replace(b"\r\n.", b"\r\n")  # RFC 5321 §4.5.2 transparency
