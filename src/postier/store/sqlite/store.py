@@ -1088,6 +1088,8 @@ def rebuild_index(conn: sqlite3.Connection, blobs: FileBlobStore) -> int:
     interrupted rebuild resumes after the last committed body (several processes opening
     the store take turns through BEGIN IMMEDIATE).  Returns the number of bodies indexed.
     """
+    if not conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone():
+        return 0  # the usual case: no write lock taken at open
     done = 0
     while True:
         conn.execute("BEGIN IMMEDIATE")
