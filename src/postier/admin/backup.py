@@ -34,9 +34,12 @@ rewrote it whole.  A snapshot now has the index table with its configuration
 inserts exactly what the store inserts at delivery (``store._fts_values``), in batches
 of :data:`INDEX_BATCH` bodies per transaction.  The ``orphans`` of the live store
 (bodies whose rows are gone but whose index entries remain, for ``collect_garbage`` to
-delete) are not copied: their entries are not in a rebuilt index, and a contentless FTS5
-'delete' for an entry never inserted corrupts the index.  Restore empties ``orphans``
-in any case (their files, when no body row shares the hash, are removed).
+delete) are not copied: their entries are not in a rebuilt index (the store's index
+keeps its values since schema 6, so deleting a missing entry is harmless; a contentless
+'delete', as older schemas did, of an entry never inserted corrupted it).  Restore
+empties ``orphans`` in any case (their files, when no body row shares the hash, are
+removed).  The index's stored values (``body_fts_content``) are left out too: restore
+writes them again, lowercased, through the same ``_fts_values``.
 
 **Formats.** Version 3 (this one) leaves the full-text index out; version 2 snapshots
 (inline bodies moved out, index copied) and version 1 snapshots (the whole database,

@@ -291,7 +291,8 @@ async def test_inline_bodies_leave_the_snapshot_and_come_back(
     assert INLINE_TABLE not in back
     assert live.pop("orphans") and back.pop("orphans") == []
     body_ids = {row[0] for row in live["bodies"]}
-    live["body_fts_docsize"] = [r for r in live["body_fts_docsize"] if r[0] in body_ids]
+    for name in ("body_fts_docsize", "body_fts_content"):
+        live[name] = [r for r in live[name] if r[0] in body_ids]
     for name in ("body_fts_data", "body_fts_idx"):
         del live[name], back[name]
     assert back == live
@@ -481,7 +482,8 @@ def _as_format_2(live: Path, snapshot: Path) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("ATTACH DATABASE ? AS live", (str(live / "postier.db"),))
-        for table in ("body_fts_data", "body_fts_idx", "body_fts_docsize", "orphans"):
+        for table in ("body_fts_data", "body_fts_idx", "body_fts_docsize", "body_fts_content",
+                      "orphans"):
             conn.execute(f"DELETE FROM main.{table}")
             conn.execute(f"INSERT INTO main.{table} SELECT * FROM live.{table}")
         conn.execute("DETACH DATABASE live")

@@ -9,6 +9,7 @@ import pytest
 
 from postier.store.sqlite.schema import LATEST, MIGRATIONS, current_version, migrate
 from postier.store.sqlite.store import SqliteStore
+from postier.store.types import NewMessage, Uid
 
 
 def tables(conn: sqlite3.Connection) -> set[str]:
@@ -57,3 +58,49 @@ async def test_store_opens_an_older_database(tmp_path: Path) -> None:
         assert await store.list_queue() == []
     finally:
         await store.close()
+
+
+async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> None:
+    """Migration 6 replaces the contentless index; the store refills it from the bodies."""
+    data = tmp_path / "data"
+    store = await SqliteStore.open(data)
+    try:
+        await store.add_domain("example.org")
+        account = await store.create_account("alice@example.org", "x", None)
+        box = await store.get_mailbox(account.id, "INBOX")
+        assert box is not None
+        raws = [b"Subject: note %d\r\n\r\nThe Quick brown fox %d\r\n" % (n, n) for n in range(3)]
+        raws.append(b"Subject: big\r\n\r\n" + b"Needle in a file. " * 20_000)
+        bodies = [await store.prepare_body(raw) for raw in raws]
+        await store.append([NewMessage(box.id, b) for b in bodies])
+        await store.expunge(box.id, [Uid(1)], only_deleted=False)  # an orphan
+    finally:
+        await store.close()
+    # Back to the previous index format, as an older postier left it.
+    conn = sqlite3.connect(data / "postier.db", isolation_level=None)
+    conn.execute("DROP TABLE body_fts")
+    for statement in ("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
+                      " headers, text, content='', tokenize='trigram')",
+                      "INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)"):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO body_fts (rowid, subject, text) VALUES (?, ?, ?)",
+        [(n, "note", "The Quick brown fox") for n in range(1, 5)],
+    )
+    conn.execute("DELETE FROM schema_version WHERE version >= ?", (LATEST,))
+    conn.close()
+    store = await SqliteStore.open(data)
+    try:
+        assert await store.search_text(box.id, "body", "QUICK BROWN") == [Uid(2), Uid(3)]
+        assert await store.search_text(box.id, "body", "fox 2") == [Uid(3)]
+        assert await store.search_text(box.id, "body", "needle in a FILE") == [Uid(4)]
+        assert await store.search_text(box.id, "subject", "big") == [Uid(4)]
+        assert await store.collect_garbage() == 1  # the orphan: never in the new index
+    finally:
+        await store.close()
+    conn = sqlite3.connect(data / "postier.db", isolation_level=None)
+    conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
+    assert conn.execute("SELECT id FROM body_fts_content ORDER BY id").fetchall() == [
+        (2,), (3,), (4,)]
+    assert conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone() is None
+    conn.close()

@@ -242,6 +242,51 @@ async def test_failed_job_does_not_roll_back_its_batch_neighbours(store: SqliteS
     assert len(await store.list_messages(box.id)) == 3
 
 
+def plain(subject: str, body: str, extra: str = "") -> bytes:
+    return (f"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n"
+            f"{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
+
+
+async def test_search_candidates_are_verified_against_the_stored_text(
+    store: SqliteStore, account: Account
+) -> None:
+    """The index only says which trigrams a field holds; the substring is checked."""
+    await add(store, account, plain("one", "abcd xbcde and the fox"))  # every trigram of
+    await add(store, account, plain("two", "say abcde, twice"))  # 'abcde', not in a row
+    await add(store, account, plain("ÉCOLE Straße", "Grüße aus Köln, ΟΔΟΣ"))
+    await add(store, account, plain("four", "nothing here",
+                                    "X-Tracking: zanzibar-Quartz-42\r\n"))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    search = store.search_text
+    assert await search(box.id, "body", "abcde") == [2]  # 1 is the false candidate
+    assert await search(box.id, "text", "abcde") == [2]
+    assert await search(box.id, "body", "XBC") == [1]  # one trigram: answered by the index
+    assert await search(box.id, "body", "d xbc") == [1]  # across a word boundary
+    assert await search(box.id, "body", "E, TW") == [2]
+    assert await search(box.id, "subject", "école") == [3]  # case folding, non-ASCII
+    assert await search(box.id, "subject", "STRASSE") == []
+    assert await search(box.id, "subject", "STRAßE") == [3]
+    assert await search(box.id, "body", "GRÜSSE") == []
+    assert await search(box.id, "body", "grüße AUS kö") == [3]
+    assert await search(box.id, "body", "οδος") == [3]
+    assert await search(box.id, "body", "ö") == [3]  # 1-2 characters: no index
+    assert await search(box.id, "body", "X") == [1]
+    assert await search(box.id, "body", "e,") == [2]
+    assert await search(box.id, "subject", "ÉC") == [3]
+    # Only in a header that has no column of its own.
+    assert await search(box.id, "headers", "ZANZIBAR-quartz") == [4]
+    assert await search(box.id, "text", "zanzibar-quartz") == [4]
+    assert await search(box.id, "body", "zanzibar-quartz") == []
+    assert await search(box.id, "subject", "zanzibar") == []
+    assert await search(box.id, "from", "BOB <bob@") == [1, 2, 3, 4]
+    # A needle with a quote and a long one (more trigrams than a query names).
+    assert await search(box.id, "body", 'fox"') == []
+    long_needle = "abcd xbcde and the fox"
+    assert await search(box.id, "body", long_needle.upper()) == [1]
+    assert await search(box.id, "body", long_needle + " " + long_needle) == []
+
+
 @pytest.mark.parametrize("size", [100, 200_000], ids=["inline", "file"])
 async def test_garbage_collection_removes_unreferenced_bodies(
     store: SqliteStore, account: Account, size: int

@@ -79,6 +79,12 @@ _FTS_COLUMN = {
     "subject": "subject", "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc",
     "headers": "headers", "body": "text", "text": None,
 }
+_CONTENT_COLUMNS = {
+    field: ", ".join(f"CAST({c} AS BLOB)" for c in cols) for field, cols in {
+        "subject": ("c0",), "from": ("c1",), "to": ("c2",), "cc": ("c3",), "bcc": ("c4",),
+        "headers": ("c5",), "body": ("c6",), "text": ("c5", "c6"),
+    }.items()
+}
 _MAILBOX_COLS = "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed"
 _ACCOUNT_COLS = (
     "id, address, domain, password_hash, scram, quota_bytes, used_bytes, enabled, created"
@@ -112,8 +118,18 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2]
 
 
-def _fts_quote(needle: str) -> str:
-    return '"' + needle.replace('"', '""') + '"'
+# A candidate query names at most this many of a long needle's trigrams (spread over it):
+# the stored text is checked anyway, and each trigram costs a read of its document list.
+MAX_QUERY_TRIGRAMS = 24
+
+
+def _trigram_query(lowered: str) -> str:
+    """FTS5 query for the rows holding every trigram of ``lowered`` (in one column)."""
+    grams = list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))
+    if len(grams) > MAX_QUERY_TRIGRAMS:
+        step = (len(grams) - 1) / (MAX_QUERY_TRIGRAMS - 1)
+        grams = [grams[round(i * step)] for i in range(MAX_QUERY_TRIGRAMS)]
+    return "(" + " AND ".join('"' + g.replace('"', '""') + '"' for g in grams) + ")"
 
 
 class SqliteStore:
@@ -123,12 +139,13 @@ class SqliteStore:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "postier.db"
+        self.blobs = FileBlobStore(data_dir / "blobs")
         conn = connect(self.db_path)
         try:
             migrate(conn)
+            rebuild_index(conn, self.blobs)
         finally:
             conn.close()
-        self.blobs = FileBlobStore(data_dir / "blobs")
         self.writer = Writer(self.db_path, group_commit_max)
         self.readers = ReaderPool(self.db_path, readers)
         self.bus = ChangeBus()
@@ -911,19 +928,22 @@ class SqliteStore:
         """UIDs whose ``field`` contains ``needle`` (case-insensitive substring, RFC 9051 §6.4.4).
 
         Fields: subject, from, to, cc, bcc, headers, body, text (headers + body).
-        Needles of three characters or more are answered from the trigram index; shorter
-        ones from the stored header fields and, for bodies, the parsed text.
+        Needles of three characters or more (once lowercased) go through the trigram index:
+        it names the messages whose field holds every trigram of the needle (exact for a
+        single trigram); for longer needles the index's stored, lowercased text of each
+        candidate is then checked for the substring.  Shorter needles are matched against
+        the stored header fields and, for bodies, the parsed text.
         """
         if field not in FTS_FIELDS:
             raise ValueError(f"unknown search field {field}")
+        lowered = needle.lower()
+        if len(lowered) < 3:
+            return await self._search_short(mailbox_id, field, needle)
         column = _FTS_COLUMN[field]
-        if len(needle) >= 3:
-            if column is None:
-                match = f"{{headers text}} : {_fts_quote(needle)}"
-            else:
-                match = f"{column} : {_fts_quote(needle)}"
+        match = ("{headers text}" if column is None else column) + " : " + _trigram_query(lowered)
+        if len(lowered) == 3:  # one trigram: the index's answer is the exact one
 
-            def fn(c: sqlite3.Connection) -> list[Uid]:
+            def exact(c: sqlite3.Connection) -> list[Uid]:
                 rows = c.execute(
                     "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
                     " (SELECT rowid FROM body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
@@ -931,8 +951,24 @@ class SqliteStore:
                 ).fetchall()
                 return [Uid(r[0]) for r in rows]
 
-            return await self._read(fn)
-        return await self._search_short(mailbox_id, field, needle)
+            return await self._read(exact)
+        key = lowered.encode()
+        # The index's own copy of the values (FTS5 shadow table: c0..c6 in column order),
+        # as bytes: bytes.find is faster than str decoding plus str.find.
+        columns = _CONTENT_COLUMNS[field]
+
+        def verified(c: sqlite3.Connection) -> list[Uid]:
+            rows = c.execute(
+                f"SELECT m.uid, {columns} FROM messages m JOIN body_fts_content t"
+                " ON t.id = m.body_id WHERE m.mailbox_id = ? AND m.body_id IN"
+                " (SELECT rowid FROM body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                (mailbox_id, match),
+            )
+            if column is None:
+                return [Uid(r[0]) for r in rows if key in r[1] or key in r[2]]
+            return [Uid(r[0]) for r in rows if key in r[1]]
+
+        return await self._read(verified)
 
     async def _search_short(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
         lowered = needle.lower()
@@ -1012,22 +1048,12 @@ class SqliteStore:
         done = 0
         blobs = self.blobs
         for body_id, sha, data in orphans:
-            raw: bytes | None
-            try:
-                raw = await self._body_bytes(sha, data)
-            except FileNotFoundError:
-                raw = None
             in_file = data is None
-            parsed = parse_message(raw) if raw is not None else None
 
-            def fn(tx: Tx, body_id: int = body_id, sha: str = sha,
-                   parsed: ParsedMessage | None = parsed, in_file: bool = in_file) -> None:
-                if parsed is not None:
-                    tx.execute(
-                        "INSERT INTO body_fts (body_fts, rowid, subject, from_, to_, cc, bcc,"
-                        " headers, text) VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (body_id, *_fts_values(parsed)),
-                    )
+            def fn(tx: Tx, body_id: int = body_id, sha: str = sha, in_file: bool = in_file) -> None:
+                # The index keeps its values: FTS5 removes exactly what it inserted, and
+                # nothing when the body was never indexed.
+                tx.execute("DELETE FROM body_fts WHERE rowid = ?", (body_id,))
                 tx.execute("DELETE FROM orphans WHERE body_id = ?", (body_id,))
                 # Same content delivered again since: the new row owns the file.
                 if in_file and not tx.execute(
@@ -1174,8 +1200,59 @@ FTS_TEXT_MAX_CHARS = 256 * 1024
 
 
 def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
-    return (parsed.subject, parsed.from_, parsed.to, parsed.cc, parsed.bcc,
-            parsed.headers_text[:FTS_TEXT_MAX_CHARS], parsed.text[:FTS_TEXT_MAX_CHARS])
+    """What the index stores for a body, lowercased: SEARCH checks candidates against it."""
+    return (parsed.subject.lower(), parsed.from_.lower(), parsed.to.lower(), parsed.cc.lower(),
+            parsed.bcc.lower(), parsed.headers_text[:FTS_TEXT_MAX_CHARS].lower(),
+            parsed.text[:FTS_TEXT_MAX_CHARS].lower())
+
+
+REBUILD_BATCH = 500  # bodies indexed per transaction by rebuild_index
+
+
+def rebuild_index(conn: sqlite3.Connection, blobs: FileBlobStore) -> int:
+    """Index every body not yet in ``body_fts`` while the 'fts_rebuild' mark is set.
+
+    Migration 6 (new index format) empties the index and sets the mark; the store calls
+    this when it opens.  Bodies go in id order, one transaction per batch, so an
+    interrupted rebuild resumes after the last committed body (several processes opening
+    the store take turns through BEGIN IMMEDIATE).  Returns the number of bodies indexed.
+    """
+    if not conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone():
+        return 0  # the usual case: no write lock taken at open
+    done = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone():
+                conn.execute("COMMIT")
+                return done
+            last = conn.execute("SELECT coalesce(max(id), 0) FROM body_fts_content").fetchone()[0]
+            rows = conn.execute(
+                "SELECT id, sha256, data FROM bodies WHERE id > ? ORDER BY id LIMIT ?",
+                (last, REBUILD_BATCH),
+            ).fetchall()
+            values = []
+            for body_id, sha, data in rows:
+                try:
+                    raw = bytes(data) if data is not None else blobs.get(sha)
+                except FileNotFoundError:
+                    log.error("body %s: file %s missing; not indexed", body_id, sha)
+                    raw = b""
+                values.append((body_id, *_fts_values(parse_message(raw))))
+            conn.executemany(
+                "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            if not rows:
+                conn.execute("DELETE FROM meta WHERE key = 'fts_rebuild'")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done += len(rows)
+        if rows:
+            log.info("full-text index: %d bodies indexed", done)
 
 
 def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
