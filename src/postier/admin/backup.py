@@ -76,7 +76,7 @@ from postier import __version__
 from postier.errors import UserError
 from postier.mail.parse import parse_message
 from postier.store.sqlite.schema import LATEST
-from postier.store.sqlite.store import _fts_values
+from postier.store.sqlite.store import INDEX_TEXT_LIMIT, _fts_values
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, what): called often; ``what`` names the phase ("database", …)."""
@@ -914,7 +914,7 @@ def _index_values(
     out: list[tuple[object, ...]] = []
     for body_id, sha, data in rows:
         raw = bytes(data) if data is not None else _blob_path(blob_root, sha).read_bytes()
-        out.append((body_id, *_fts_values(parse_message(raw))))
+        out.append((body_id, *_fts_values(parse_message(raw, INDEX_TEXT_LIMIT))))
     return out
 
 

@@ -46,15 +46,19 @@ MAX_HEADERS_TEXT_CHARS = 256 * 1024  # decoded header text kept for SEARCH TEXT
 _EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse ``raw`` (the message exactly as stored).  Never raises."""
+def parse_message(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
+    """Parse ``raw`` (the message exactly as stored).  Never raises.
+
+    ``text_limit``: characters of body text to extract (``text``), at most MAX_TEXT_CHARS;
+    delivery asks for what the full-text index takes, not more (decoding and collapsing a
+    megabyte of text costs milliseconds)."""
     try:
-        return _parse(raw)
+        return _parse(raw, min(text_limit, MAX_TEXT_CHARS))
     except Exception:  # best-effort by design: a message is always stored as received
         return _fallback(raw)
 
 
-def _parse(raw: bytes) -> ParsedMessage:
+def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
     root, cache = scan_with_fields(raw)
     fields = cache.get((root.header_start, root.body_start))
     if fields is None:
@@ -92,7 +96,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         in_reply_to=in_reply_to[0] if in_reply_to else "",
         references=parse_msg_ids(first_field(fields, b"references")),
         has_attachment=_has_attachment(raw, root, cache),
-        text=_body_text(raw, root),
+        text=_body_text(raw, root, text_limit),
         headers_text=_headers_text(fields),
     )
 
@@ -264,13 +268,13 @@ def html_to_text(text: str) -> str:
     return html.unescape(stripped)
 
 
-def _body_text(raw: bytes, root: MimePart) -> str:
+def _body_text(raw: bytes, root: MimePart, limit: int = MAX_TEXT_CHARS) -> str:
     chunks: list[str] = []
     total = 0
     for part in _leaves(root):
         if part.content_type not in ("text/plain", "text/html"):
             continue
-        remaining = MAX_TEXT_CHARS - total
+        remaining = limit - total
         # HTML shrinks when stripped; plain text only by collapsed whitespace
         factor = 8 if part.content_type == "text/html" else 2
         data = decode_body(raw, part, min(MAX_PART_DECODE_BYTES, remaining * factor * 2))
@@ -280,11 +284,11 @@ def _body_text(raw: bytes, root: MimePart) -> str:
         text = collapse_whitespace(text[: remaining * 2])
         if not text:
             continue
-        chunks.append(text[: MAX_TEXT_CHARS - total])
+        chunks.append(text[: limit - total])
         total += len(chunks[-1]) + 1
-        if total >= MAX_TEXT_CHARS:
+        if total >= limit:
             break
-    return "\n".join(chunks)[:MAX_TEXT_CHARS]
+    return "\n".join(chunks)[:limit]
 
 
 def _headers_text(fields: list[tuple[bytes, bytes]]) -> str:

@@ -244,3 +244,12 @@ def test_near_miss_boundary_lines_are_body() -> None:
     raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n--bx\r\n--b-\r\n--b--\r\n"
     (part,) = parse_message(raw).root.children
     assert raw[part.body_start : part.body_end] == b"--bx\r\n--b-"
+
+
+def test_text_limit_bounds_the_extracted_text() -> None:
+    raw = b"Subject: x\r\nContent-Type: text/plain\r\n\r\n" + b"word " * 50_000
+    whole = parse_message(raw)
+    part = parse_message(raw, 1001)
+    assert len(whole.text) > 200_000
+    assert part.text == whole.text[:1001]
+    assert part.bodystructure == whole.bodystructure and part.envelope == whole.envelope

@@ -87,7 +87,10 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
         "INSERT INTO body_fts (rowid, subject, text) VALUES (?, ?, ?)",
         [(n, "note", "The Quick brown fox") for n in range(1, 5)],
     )
-    conn.execute("DELETE FROM schema_version WHERE version >= ?", (LATEST,))
+    # ... and before migration 7 (the index takes 64 KiB of text, bodies with more marked)
+    conn.execute("DROP INDEX bodies_cut")
+    conn.execute("ALTER TABLE bodies DROP COLUMN fulltext_cut")
+    conn.execute("DELETE FROM schema_version WHERE version >= 6")
     conn.close()
     store = await SqliteStore.open(data)
     try:
@@ -95,6 +98,10 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
         assert await store.search_text(box.id, "body", "fox 2") == [Uid(3)]
         assert await store.search_text(box.id, "body", "needle in a FILE") == [Uid(4)]
         assert await store.search_text(box.id, "subject", "big") == [Uid(4)]
+        cut = await store._read(
+            lambda c: c.execute("SELECT id, fulltext_cut FROM bodies ORDER BY id").fetchall()
+        )
+        assert cut == [(2, 0), (3, 0), (4, 1)]  # marked by what the rebuild found
         assert await store.collect_garbage() == 1  # the orphan: never in the new index
     finally:
         await store.close()

@@ -9,6 +9,7 @@ import pytest
 from postier.errors import QuotaExceeded, UserError
 from postier.store import bus as ev
 from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.store import FTS_TEXT_MAX_CHARS
 from postier.store.types import Account, FlagMode, ModSeq, NewMessage, Uid
 
 MSG = (
@@ -375,3 +376,29 @@ async def test_expunge_named_uids_whatever_their_flags(store: SqliteStore, accou
     assert await store.expunge(box.id, [uids[0], uids[2]]) == []  # not \Deleted: kept
     assert await store.expunge(box.id, [uids[0], uids[2]], only_deleted=False) == [uids[0], uids[2]]
     assert [i.uid for i in await store.list_messages(box.id)] == [uids[1]]
+
+
+async def test_text_beyond_the_indexed_part_is_still_found(
+    store: SqliteStore, account: Account
+) -> None:
+    """The index holds the first FTS_TEXT_MAX_CHARS of a body's text; SEARCH reads a body
+    with more in full, so a needle far into a giant text is found (exact results)."""
+    filler = "lorem ipsum dolor sit amet " * (FTS_TEXT_MAX_CHARS // 27 + 500)
+    big = plain("big", filler + "the zanzibar quokka at the end")  # past the cut, in a file
+    await add(store, account, big)
+    await add(store, account, plain("small", "a small zanzibar note"))
+    await add(store, account, plain("other", "lorem ipsum"))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    flags = await store._read(
+        lambda c: c.execute("SELECT size, fulltext_cut FROM bodies ORDER BY id").fetchall()
+    )
+    assert [cut for _size, cut in flags] == [1, 0, 0]
+    search = store.search_text
+    assert await search(box.id, "body", "zanzibar quokka") == [1]
+    assert await search(box.id, "body", "ZANZIBAR") == [1, 2]
+    assert await search(box.id, "text", "quokka") == [1]
+    assert await search(box.id, "body", "quo") == [1]  # one trigram: index + the cut body
+    assert await search(box.id, "body", "lorem ipsum") == [1, 3]  # in the indexed part too
+    assert await search(box.id, "subject", "quokka") == []
+    assert await search(box.id, "body", "nowhere at all") == []

@@ -167,6 +167,14 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8);
     INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_rebuild', 1);
     """,
+    # 7: the index takes the first 64 KiB of a body's text (was 256 KiB); a body with more
+    # is marked and SEARCH reads it whole (store.search_text), so results stay exact.
+    # Bodies stored before are marked when they could hold more (text <= raw size).
+    """
+    ALTER TABLE bodies ADD COLUMN fulltext_cut INTEGER NOT NULL DEFAULT 0;
+    UPDATE bodies SET fulltext_cut = 1 WHERE size > 65536;
+    CREATE INDEX bodies_cut ON bodies (id) WHERE fulltext_cut = 1;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

@@ -614,16 +614,17 @@ class SqliteStore:
     async def prepare_body(self, raw: bytes) -> PreparedBody:
         """Parse once and write the body durably (before any transaction references it)."""
         if len(raw) <= INLINE_BODY_MAX:
-            return PreparedBody(self.blobs.digest(raw), len(raw), parse_message(raw), bytes(raw))
+            parsed = parse_message(raw, INDEX_TEXT_LIMIT)
+            return PreparedBody(self.blobs.digest(raw), len(raw), parsed, bytes(raw))
         # The file is hashed, written and fsync'd on one thread (all three release the GIL)
         # while the message is parsed, so the fsync waits overlap the parse instead of
         # adding to it (bench/README.md, SMTP).
         put = asyncio.ensure_future(asyncio.to_thread(self.blobs.put, raw))
         try:
             if len(raw) <= INLINE_PARSE_BYTES:
-                parsed = parse_message(raw)
+                parsed = parse_message(raw, INDEX_TEXT_LIMIT)
             else:
-                parsed = await asyncio.to_thread(parse_message, raw)
+                parsed = await asyncio.to_thread(parse_message, raw, INDEX_TEXT_LIMIT)
         finally:
             sha = await put  # never left running unawaited, even when cancelled
         return PreparedBody(sha, len(raw), parsed)
@@ -951,7 +952,7 @@ class SqliteStore:
                 ).fetchall()
                 return [Uid(r[0]) for r in rows]
 
-            return await self._read(exact)
+            return await self._with_cut(mailbox_id, field, lowered, await self._read(exact))
         key = lowered.encode()
         # The index's own copy of the values (FTS5 shadow table: c0..c6 in column order),
         # as bytes: bytes.find is faster than str decoding plus str.find.
@@ -968,7 +969,35 @@ class SqliteStore:
                 return [Uid(r[0]) for r in rows if key in r[1] or key in r[2]]
             return [Uid(r[0]) for r in rows if key in r[1]]
 
-        return await self._read(verified)
+        return await self._with_cut(mailbox_id, field, lowered, await self._read(verified))
+
+    async def _with_cut(
+        self, mailbox_id: MailboxId, field: str, lowered: str, found: list[Uid]
+    ) -> list[Uid]:
+        """``found`` plus the messages whose bodies the index holds only in part
+        (fulltext_cut) and whose full text contains the needle."""
+        if field not in ("headers", "body", "text"):
+            return found
+        rows = await self._read(
+            lambda c: c.execute(
+                # the few marked bodies first (partial index), then their messages here
+                "SELECT m.uid, b.sha256, b.data FROM bodies b CROSS JOIN messages m"
+                " ON m.body_id = b.id WHERE b.fulltext_cut = 1 AND m.mailbox_id = ?",
+                (mailbox_id,),
+            ).fetchall()
+        )
+        have = set(found)
+        extra: list[Uid] = []
+        for uid, sha, data in rows:
+            if uid in have:
+                continue
+            try:
+                parsed = parse_message(await self._body_bytes(sha, data))
+            except FileNotFoundError:
+                continue
+            if lowered in _search_haystack(parsed, field).lower():
+                extra.append(Uid(uid))
+        return sorted(have.union(extra)) if extra else found
 
     async def _search_short(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
         lowered = needle.lower()
@@ -987,10 +1016,7 @@ class SqliteStore:
                     out.append(Uid(row[0]))
                 continue
             parsed = parse_message(await self._body_bytes(row[1], row[7]))
-            haystack = parsed.text if field == "body" else parsed.headers_text
-            if field == "text":
-                haystack = parsed.headers_text + "\n" + parsed.text
-            if lowered in haystack.lower():
+            if lowered in _search_haystack(parsed, field).lower():
                 out.append(Uid(row[0]))
         return out
 
@@ -1194,9 +1220,28 @@ def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str |
     )
 
 
-# Trigram indexing costs ~24 ms per MB of text (bench/README.md); the first 256 KiB of a
-# body's text are indexed, which covers all but giant plain-text messages.
-FTS_TEXT_MAX_CHARS = 256 * 1024
+# Trigram indexing costs ~12 ms per 256 KiB of text, parsing that much text ~6 ms more
+# (bench/README.md, SMTP).  The first 64 KiB of a body's text (and of its header text) are
+# indexed, which covers nearly all mail whole; a body with more is marked
+# (bodies.fulltext_cut) and SEARCH reads it in full (search_text), so results stay exact
+# and the cost of a giant plain-text message moves from every delivery to the searches
+# that need it.
+FTS_TEXT_MAX_CHARS = 64 * 1024
+# What delivery extracts: one character more tells that the index holds only a part.
+INDEX_TEXT_LIMIT = FTS_TEXT_MAX_CHARS + 1
+
+
+def _search_haystack(parsed: ParsedMessage, field: str) -> str:
+    if field == "body":
+        return parsed.text
+    if field == "text":
+        return parsed.headers_text + "\n" + parsed.text
+    return parsed.headers_text
+
+
+def _index_cut(parsed: ParsedMessage) -> bool:
+    """The index holds only the first FTS_TEXT_MAX_CHARS of the body or header text."""
+    return len(parsed.text) > FTS_TEXT_MAX_CHARS or len(parsed.headers_text) > FTS_TEXT_MAX_CHARS
 
 
 def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
@@ -1232,18 +1277,22 @@ def rebuild_index(conn: sqlite3.Connection, blobs: FileBlobStore) -> int:
                 (last, REBUILD_BATCH),
             ).fetchall()
             values = []
+            cut: list[tuple[int, int]] = []
             for body_id, sha, data in rows:
                 try:
                     raw = bytes(data) if data is not None else blobs.get(sha)
                 except FileNotFoundError:
                     log.error("body %s: file %s missing; not indexed", body_id, sha)
                     raw = b""
-                values.append((body_id, *_fts_values(parse_message(raw))))
+                parsed = parse_message(raw, INDEX_TEXT_LIMIT)
+                values.append((body_id, *_fts_values(parsed)))
+                cut.append((int(_index_cut(parsed)), body_id))
             conn.executemany(
                 "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
+            conn.executemany("UPDATE bodies SET fulltext_cut = ? WHERE id = ?", cut)
             if not rows:
                 conn.execute("DELETE FROM meta WHERE key = 'fts_rebuild'")
             conn.execute("COMMIT")
@@ -1268,12 +1317,13 @@ def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
 
     cur = tx.execute(
         "INSERT INTO bodies (sha256, size, envelope, body, bodystructure, parts, subject, from_,"
-        " to_, cc, bcc, sent_date, message_id, in_reply_to, refs, has_attachment, data)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " to_, cc, bcc, sent_date, message_id, in_reply_to, refs, has_attachment, data,"
+        " fulltext_cut) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (body.sha256, body.size, parsed.envelope, parsed.body, parsed.bodystructure,
          encode_parts(parsed.root), parsed.subject, parsed.from_, parsed.to, parsed.cc,
          parsed.bcc, parsed.date, parsed.message_id, parsed.in_reply_to,
-         " ".join(parsed.references), int(parsed.has_attachment), body.inline),
+         " ".join(parsed.references), int(parsed.has_attachment), body.inline,
+         int(_index_cut(parsed))),
     )
     body_id = int(cur.lastrowid or 0)
     values = (body_id, *_fts_values(parsed))
