@@ -181,3 +181,43 @@ async def test_delivery_by_another_process_wakes_imap_idle(app: App) -> None:
 
     line = await asyncio.to_thread(idle_until_exists)
     assert line == b"* 1 EXISTS\r\n"
+
+
+async def test_accounts_changed_by_the_cli_are_seen_by_the_running_server(app: App) -> None:
+    """Recipient resolution is cached in the server; `postier user add` in another process
+    is seen at the very next RCPT (a refusal is always checked again), `user remove`
+    within the cache's RECHECK_S (then 550 5.1.1)."""
+    import os
+    import smtplib
+    import subprocess
+    import sys
+    import time
+
+    from postier.delivery import RECHECK_S
+
+    mta = port_of(app, "SMTP")
+    env = {**os.environ, "POSTIER_DATA": str(app.data_dir)}
+
+    def cli(*args: str) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "postier.cli", *args], input=b"", capture_output=True,
+            timeout=60, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    def rcpt(address: str) -> int:
+        with smtplib.SMTP("127.0.0.1", mta, timeout=10) as s:
+            s.ehlo("client.example.net")
+            s.mail("bob@example.net")
+            code, _ = s.rcpt(address)
+            return code
+
+    def scenario() -> None:
+        assert rcpt("carol@example.org") == 550  # unknown: refused, and now cached
+        cli("user", "add", "carol@example.org", "--generate")
+        assert rcpt("carol@example.org") == 250  # seen at once
+        cli("user", "remove", "carol@example.org", "--yes")
+        time.sleep(RECHECK_S + 0.2)
+        assert rcpt("carol@example.org") == 550
+
+    await asyncio.to_thread(scenario)
