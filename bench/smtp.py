@@ -58,10 +58,6 @@ def server_main(data_dir: str, pipe: Connection, event_loop: str = "auto") -> No
     from postier.eventloop import choose_event_loop, run
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    if os.environ.get("BENCH_SWITCH"):
-        import sys as _sys
-
-        _sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
     run(_server(Path(data_dir), pipe), choose_event_loop(event_loop))
 
 
