@@ -27,21 +27,18 @@ the transaction that references it commits, so every file the snapshot reference
 whole on disk; only garbage collection (of bodies expunged *after* the snapshot) could
 remove one before we copy it, and then the snapshot is taken again.
 
-**The full-text index is rebuilt, not copied (format 3).** The trigram index (FTS5
-table ``body_fts``) was ~96 % of each snapshot database, so every "incremental" backup
-rewrote it whole.  A snapshot now has the index table with its configuration
-(``body_fts_config``) but empty; restore re-parses every body (inline or file) and
-inserts exactly what the store inserts at delivery (``store._fts_values``), in batches
-of :data:`INDEX_BATCH` bodies per transaction.  The ``orphans`` of the live store
-(bodies whose rows are gone but whose index entries remain, for ``collect_garbage`` to
-delete) are not copied: their entries are not in a rebuilt index (the store's index
-keeps its values since schema 6, so deleting a missing entry is harmless; a contentless
-'delete', as older schemas did, of an entry never inserted corrupted it).  Restore
-empties ``orphans`` in any case (their files, when no body row shares the hash, are
-removed).  The index's stored values (``body_fts_content``) are left out too: restore
-writes them again, lowercased, through the same ``_fts_values``.
+**The full-text index is not in a snapshot (formats 3 and 4).** The trigram index was
+~96 % of each snapshot database, so every "incremental" backup rewrote it whole.  Since
+schema 6 it lives in its own database, ``index.db``, which is derived data and never
+copied (format 4); format 3 snapshots carried the index table empty.  Restore clears the
+bodies' ``indexed`` marks and removes any ``index.db``: the restored server indexes every
+body again in the background (store/sqlite/indexer.py) and SEARCH reads the bodies not
+yet indexed whole meanwhile, so results are exact from the first minute, only slower.
+The ``orphans`` of the live store (bodies whose rows are gone, for ``collect_garbage``)
+are not copied; restore empties ``orphans`` in any case (their files, when no body row
+shares the hash, are removed).
 
-**Formats.** Version 3 (this one) leaves the full-text index out; version 2 snapshots
+**Formats.** Version 4 (this one) and 3 leave the full-text index out; version 2 snapshots
 (inline bodies moved out, index copied) and version 1 snapshots (the whole database,
 inline bodies in it) are still verified and restored as they are.
 
@@ -67,27 +64,24 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from postier import __version__
 from postier.errors import UserError
-from postier.mail.parse import parse_message
+from postier.store.sqlite.indexer import INDEX_DB
 from postier.store.sqlite.schema import LATEST
-from postier.store.sqlite.store import INDEX_TEXT_LIMIT, _fts_values
 
 Progress = Callable[[int, int, str], None]
 """progress(done, total, what): called often; ``what`` names the phase ("database", …)."""
 
 FORMAT: Final = "postier-backup"
-FORMAT_VERSION: Final = 3  # 2: inline bodies moved out; 3: full-text index left out
+FORMAT_VERSION: Final = 4  # 2: inline bodies moved out; 3: index left out; 4: no index at all
 FTS_TABLE: Final = "body_fts"  # the store's full-text index: rebuilt at restore (format 3)
 # Its shadow tables whose rows are not copied (FTS5 names; ``_config`` is copied).
 FTS_OMITTED: Final = tuple(f"{FTS_TABLE}_{s}" for s in ("data", "idx", "docsize", "content"))
 ORPHANS_TABLE: Final = "orphans"  # not copied: their index entries are not in the snapshot
-INDEX_BATCH: Final = 1000  # bodies indexed per transaction at restore
 INLINE_TABLE: Final = "backup_inline"  # in snapshots only: ids of bodies kept inline
 DB_NAME: Final = "postier.db"
 MANIFEST_NAME: Final = "manifest.json"
@@ -805,8 +799,7 @@ def restore(
         if _copy_file(snap / DB_NAME, tmp) != db.get("sha256"):
             raise BackupError(f"{DB_NAME} changed during restore; nothing restored")
         written += _put_back_inline(tmp, src_root, progress)
-        if int(str(manifest.get("version", 1))) >= 3:
-            _rebuild_index(tmp, dst_root, progress)
+        _forget_index(tmp, data_dir)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     except BaseException:
@@ -855,67 +848,26 @@ def _put_back_inline(db_file: Path, blob_root: Path, progress: Progress) -> int:
     return written
 
 
-def _rebuild_index(db_file: Path, blob_root: Path, progress: Progress) -> int:
-    """Fill the empty full-text index of a restored format 3 snapshot; empty ``orphans``.
-
-    Every body is parsed again and indexed with the values the store writes at delivery
-    (``_fts_values``), :data:`INDEX_BATCH` bodies per transaction.  Body files are read
-    from ``blob_root`` (the restored data folder: copied and hash-checked just before).
-    Returns the number of bodies indexed.
-    """
+def _forget_index(db_file: Path, data_dir: Path) -> None:
+    """The restored store indexes every body again, in the background (store/sqlite/
+    indexer.py): its marks are cleared and no index.db is kept.  Older snapshots (schema
+    before 6) carry the index inside the database; the migration at first open drops it
+    and adds the marks, cleared."""
+    for suffix in ("", "-wal", "-shm"):
+        (data_dir / f"{INDEX_DB}{suffix}").unlink(missing_ok=True)
     conn = sqlite3.connect(db_file, isolation_level=None)
     try:
         conn.execute("PRAGMA main.journal_mode = OFF")  # a private file, discarded on failure
         conn.execute("PRAGMA main.synchronous = OFF")
         conn.execute("BEGIN")
-        _drop_orphans(conn, blob_root)
-        if conn.execute(f"SELECT 1 FROM {FTS_TABLE}_docsize LIMIT 1").fetchone():
-            raise BackupError(f"{FTS_TABLE} of the snapshot is not empty; not rebuilt")
+        _drop_orphans(conn, data_dir / BLOBS_DIR)
+        columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(bodies)")}
+        if "indexed" in columns:
+            conn.execute("UPDATE bodies SET indexed = 0 WHERE indexed != 0")
         conn.execute("COMMIT")
-        total = int(conn.execute("SELECT count(*) FROM bodies").fetchone()[0])
-        done, last = 0, -1
-        progress(0, total, "index")
-
-        def next_batch() -> list[tuple[int, str, bytes | None]]:
-            nonlocal last
-            rows = conn.execute(
-                "SELECT id, sha256, data FROM bodies WHERE id > ? ORDER BY id LIMIT ?",
-                (last, INDEX_BATCH),
-            ).fetchall()
-            if rows:
-                last = int(rows[-1][0])
-            return rows
-
-        # One thread parses the next batch while this one inserts (the sqlite3 module
-        # lets go of the GIL inside SQLite, where the indexing time goes).
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(_index_values, next_batch(), blob_root)
-            while values := pending.result():
-                pending = pool.submit(_index_values, next_batch(), blob_root)
-                conn.execute("BEGIN")
-                conn.executemany(
-                    f"INSERT INTO {FTS_TABLE} (rowid, subject, from_, to_, cc, bcc, headers,"
-                    " text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
-                conn.execute("COMMIT")
-                done += len(values)
-                progress(done, total, "index")
         conn.execute("PRAGMA journal_mode = DELETE")
     finally:
         conn.close()
-    return done
-
-
-def _index_values(
-    rows: list[tuple[int, str, bytes | None]], blob_root: Path
-) -> list[tuple[object, ...]]:
-    """(rowid, *the store's index values) of each body: inline data or its file."""
-    out: list[tuple[object, ...]] = []
-    for body_id, sha, data in rows:
-        raw = bytes(data) if data is not None else _blob_path(blob_root, sha).read_bytes()
-        out.append((body_id, *_fts_values(parse_message(raw, INDEX_TEXT_LIMIT))))
-    return out
 
 
 def _drop_orphans(conn: sqlite3.Connection, blob_root: Path) -> None:

@@ -277,24 +277,27 @@ async def test_inline_bodies_leave_the_snapshot_and_come_back(
     sha = hashlib.sha256(small).hexdigest()
     assert (tmp_path / "bk" / "blobs" / sha[:2] / sha).read_bytes() == small
     manifest = json.loads((summary.snapshot / "manifest.json").read_text())
-    assert manifest["version"] == 3 and manifest["inline"]["count"] == 5
+    assert manifest["version"] == 4 and manifest["inline"]["count"] == 5
     assert sha in manifest["inline"]["sha256"] and sha not in manifest["blobs"]["sha256"]
     report = verify(tmp_path / "bk")
     assert report.ok and report.blobs_checked == 5 + 4
 
     before = await state(store)
     restore(tmp_path / "bk", tmp_path / "r")
-    # Row for row the same database (inline data back, marker gone), except the full-text
-    # index, rebuilt (same documents; FTS5's pages differ), and the orphans, dropped.
+    # Row for row the same database (inline data back, marker gone), except the orphans,
+    # dropped, and the bodies' index marks, cleared (the index is built again).
     live = _tables(store.data_dir / "postier.db")
     back = _tables(tmp_path / "r" / "postier.db")
     assert INLINE_TABLE not in back
     assert live.pop("orphans") and back.pop("orphans") == []
-    body_ids = {row[0] for row in live["bodies"]}
-    for name in ("body_fts_docsize", "body_fts_content"):
-        live[name] = [r for r in live[name] if r[0] in body_ids]
-    for name in ("body_fts_data", "body_fts_idx"):
-        del live[name], back[name]
+    conn = sqlite3.connect(store.data_dir / "postier.db")
+    try:
+        marked = [r[1] for r in conn.execute("PRAGMA table_info(bodies)")].index("indexed") + 1
+    finally:
+        conn.close()
+    assert {r[marked] for r in back["bodies"]} == {0}
+    back["bodies"] = [(*r[:marked], 1, *r[marked + 1:]) for r in back["bodies"]]
+    live["bodies"] = [(*r[:marked], 1, *r[marked + 1:]) for r in live["bodies"]]
     assert back == live
     copy = await SqliteStore.open(tmp_path / "r")
     try:
@@ -412,12 +415,13 @@ async def _searches(store: SqliteStore) -> dict[str, list[Uid]]:
     return out
 
 
-def _fts_health(db: Path) -> tuple[int, int, int]:
+def _fts_health(data_dir: Path) -> tuple[int, int, int]:
     """(bodies, documents in the index by docsize, by FTS5's averages record)."""
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = sqlite3.connect(data_dir / "index.db", isolation_level=None)
     try:
+        conn.execute("ATTACH DATABASE ? AS store", (str(data_dir / "postier.db"),))
         conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
-        bodies = conn.execute("SELECT count(*) FROM bodies").fetchone()[0]
+        bodies = conn.execute("SELECT count(*) FROM store.bodies").fetchone()[0]
         docs = conn.execute("SELECT count(*) FROM body_fts_docsize").fetchone()[0]
         block = conn.execute("SELECT block FROM body_fts_data WHERE id = 1").fetchone()[0]
     finally:
@@ -430,10 +434,19 @@ def _fts_health(db: Path) -> tuple[int, int, int]:
     return bodies, docs, total
 
 
+def _marks(db: Path) -> list[int]:
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT indexed FROM bodies ORDER BY id")]
+    finally:
+        conn.close()
+
+
 async def test_index_is_rebuilt_and_orphans_are_not_restored(
     store: SqliteStore, account: Account, tmp_path: Path
 ) -> None:
-    """Format 3: no index in the snapshot; restore rebuilds it; GC cannot corrupt it."""
+    """No index in a snapshot (index.db is derived data); the restored store indexes every
+    body again in the background and answers SEARCH exactly meanwhile."""
     await _fill(store, account)  # the expunge leaves an inline orphan
     mb = await inbox(store, account)
     await add_messages(store, mb, [make_message(i) for i in range(7, 15)])
@@ -445,24 +458,28 @@ async def test_index_is_rebuilt_and_orphans_are_not_restored(
     finally:
         live_db.close()
     assert orphans == (3, 2)
+    assert await asyncio.to_thread(store.indexer.wait_idle)
+    assert set(_marks(store.data_dir / "postier.db")) == {1}
     searches = await _searches(store)
     assert searches["INBOX/subject/needle"] and searches["INBOX/body/xxxxxxxx"]
-    calls: list[tuple[int, int, str]] = []
     summary = backup(store.data_dir, tmp_path / "bk")
+    assert not (summary.snapshot / "index.db").exists()
     snap = sqlite3.connect(summary.snapshot / "postier.db")
     try:
-        for table in ("body_fts_idx", "body_fts_docsize", "orphans"):
-            assert snap.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
-        assert ("automerge", 8) in snap.execute("SELECT k, v FROM body_fts_config").fetchall()
+        assert snap.execute("SELECT count(*) FROM orphans").fetchone() == (0,)
+        assert snap.execute("SELECT name FROM sqlite_master WHERE name LIKE 'body_fts%'").fetchall() == []
     finally:
         snap.close()
-    restore(tmp_path / "bk", tmp_path / "r", progress=lambda n, t, w: calls.append((n, t, w)))
-    index_calls = [(n, t) for n, t, w in calls if w == "index"]
-    assert index_calls[0][0] == 0 and index_calls[-1][0] == index_calls[-1][1] > 0
+    restore(tmp_path / "bk", tmp_path / "r")
+    assert not (tmp_path / "r" / "index.db").exists()
+    assert set(_marks(tmp_path / "r" / "postier.db")) == {0}
     copy = await SqliteStore.open(tmp_path / "r")
     try:
-        assert await copy.collect_garbage() == 0  # nothing to collect, no bogus 'delete'
+        assert await _searches(copy) == searches  # exact before the index is back
+        assert await asyncio.to_thread(copy.indexer.wait_idle)
+        assert set(_marks(tmp_path / "r" / "postier.db")) == {1}
         assert await _searches(copy) == searches
+        assert await copy.collect_garbage() == 0  # the orphans were not restored
         # The rebuilt index keeps working as the store changes it.
         copy_mb = await inbox(copy, await _account(copy))
         await copy.expunge(copy_mb, [Uid(1)], only_deleted=False)
@@ -470,22 +487,22 @@ async def test_index_is_rebuilt_and_orphans_are_not_restored(
         assert await copy.collect_garbage() == 1
         found = await copy.search_text(copy_mb, "subject", "needle")
         assert len(found) == 2
+        assert await asyncio.to_thread(copy.indexer.wait_idle)
     finally:
         await copy.close()
-    bodies, docs, averaged = _fts_health(tmp_path / "r" / "postier.db")
+    bodies, docs, averaged = _fts_health(tmp_path / "r")
     assert bodies == docs == averaged
 
 
 def _as_format_2(live: Path, snapshot: Path) -> None:
-    """Turn a format 3 snapshot of an idle store into what format 2 wrote: index copied."""
+    """Turn a snapshot of an idle store into what format 2 wrote: orphans copied (and,
+    then, the index inside the database: the migration drops it now)."""
     db = snapshot / "postier.db"
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("ATTACH DATABASE ? AS live", (str(live / "postier.db"),))
-        for table in ("body_fts_data", "body_fts_idx", "body_fts_docsize", "body_fts_content",
-                      "orphans"):
-            conn.execute(f"DELETE FROM main.{table}")
-            conn.execute(f"INSERT INTO main.{table} SELECT * FROM live.{table}")
+        conn.execute("DELETE FROM main.orphans")
+        conn.execute("INSERT INTO main.orphans SELECT * FROM live.orphans")
         conn.execute("DETACH DATABASE live")
     finally:
         conn.close()
@@ -496,7 +513,7 @@ def _as_format_2(live: Path, snapshot: Path) -> None:
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
 
 
-async def test_format_2_snapshot_still_restores_with_its_index(
+async def test_format_2_snapshot_still_restores(
     store: SqliteStore, account: Account, tmp_path: Path
 ) -> None:
     await _fill(store, account)
@@ -504,16 +521,12 @@ async def test_format_2_snapshot_still_restores_with_its_index(
     summary = backup(store.data_dir, tmp_path / "bk")
     _as_format_2(store.data_dir, summary.snapshot)
     assert verify(tmp_path / "bk").ok
-    calls: list[str] = []
-    restore(tmp_path / "bk", tmp_path / "r", progress=lambda n, t, w: calls.append(w))
-    assert "index" not in calls
-    assert _tables(tmp_path / "r" / "postier.db") == _tables(store.data_dir / "postier.db")
+    restore(tmp_path / "bk", tmp_path / "r")
     copy = await SqliteStore.open(tmp_path / "r")
     try:
         assert await state(copy) == before
         assert await _searches(copy) == searches
-        assert await copy.collect_garbage() == 1  # format 2 kept the orphan and its entries
-        assert await _searches(copy) == searches
+        assert await copy.collect_garbage() == 0  # restore drops orphans of every format
     finally:
         await copy.close()
 

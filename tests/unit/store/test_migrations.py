@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -61,7 +62,8 @@ async def test_store_opens_an_older_database(tmp_path: Path) -> None:
 
 
 async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> None:
-    """Migration 6 replaces the contentless index; the store refills it from the bodies."""
+    """Migration 6 moves the index out of postier.db into index.db: every body is marked
+    unindexed, SEARCH reads them whole until the indexer thread has caught up."""
     data = tmp_path / "data"
     store = await SqliteStore.open(data)
     try:
@@ -76,21 +78,16 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
         await store.expunge(box.id, [Uid(1)], only_deleted=False)  # an orphan
     finally:
         await store.close()
-    # Back to the previous index format, as an older postier left it.
+    # Back to schema 5, as an older postier left it: the index inside postier.db.
+    (data / "index.db").unlink()
     conn = sqlite3.connect(data / "postier.db", isolation_level=None)
-    conn.execute("DROP TABLE body_fts")
-    for statement in ("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
+    for statement in ("DROP INDEX bodies_cut", "DROP INDEX bodies_unindexed",
+                      "ALTER TABLE bodies DROP COLUMN fulltext_cut",
+                      "ALTER TABLE bodies DROP COLUMN indexed",
+                      "CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
                       " headers, text, content='', tokenize='trigram')",
-                      "INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)"):
+                      "DELETE FROM schema_version WHERE version >= 6"):
         conn.execute(statement)
-    conn.executemany(
-        "INSERT INTO body_fts (rowid, subject, text) VALUES (?, ?, ?)",
-        [(n, "note", "The Quick brown fox") for n in range(1, 5)],
-    )
-    # ... and before migration 7 (the index takes 64 KiB of text, bodies with more marked)
-    conn.execute("DROP INDEX bodies_cut")
-    conn.execute("ALTER TABLE bodies DROP COLUMN fulltext_cut")
-    conn.execute("DELETE FROM schema_version WHERE version >= 6")
     conn.close()
     store = await SqliteStore.open(data)
     try:
@@ -98,16 +95,21 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
         assert await store.search_text(box.id, "body", "fox 2") == [Uid(3)]
         assert await store.search_text(box.id, "body", "needle in a FILE") == [Uid(4)]
         assert await store.search_text(box.id, "subject", "big") == [Uid(4)]
-        cut = await store._read(
-            lambda c: c.execute("SELECT id, fulltext_cut FROM bodies ORDER BY id").fetchall()
+        assert await asyncio.to_thread(store.indexer.wait_idle)
+        marks = await store._read(
+            lambda c: c.execute("SELECT id, indexed, fulltext_cut FROM bodies ORDER BY id").fetchall()
         )
-        assert cut == [(2, 0), (3, 0), (4, 1)]  # marked by what the rebuild found
-        assert await store.collect_garbage() == 1  # the orphan: never in the new index
+        assert marks == [(2, 1, 0), (3, 1, 0), (4, 1, 1)]  # caught up; 4 marked by its size
+        assert await store.search_text(box.id, "body", "QUICK BROWN") == [Uid(2), Uid(3)]
+        assert await store.search_text(box.id, "body", "needle in a FILE") == [Uid(4)]
+        assert await store.collect_garbage() == 1  # the orphan
     finally:
         await store.close()
     conn = sqlite3.connect(data / "postier.db", isolation_level=None)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'body_fts%'").fetchall() == []
+    conn.close()
+    conn = sqlite3.connect(data / "index.db", isolation_level=None)
     conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
     assert conn.execute("SELECT id FROM body_fts_content ORDER BY id").fetchall() == [
         (2,), (3,), (4,)]
-    assert conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone() is None
     conn.close()

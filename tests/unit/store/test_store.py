@@ -402,3 +402,33 @@ async def test_text_beyond_the_indexed_part_is_still_found(
     assert await search(box.id, "body", "lorem ipsum") == [1, 3]  # in the indexed part too
     assert await search(box.id, "subject", "quokka") == []
     assert await search(box.id, "body", "nowhere at all") == []
+
+
+async def test_search_is_exact_before_and_after_the_index_catches_up(
+    store: SqliteStore, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies the indexer has not taken (queue full, a crash) stay marked unindexed:
+    SEARCH reads them whole, and the catch-up pass indexes them later."""
+    import postier.store.sqlite.indexer as indexer
+
+    monkeypatch.setattr(indexer, "MAX_PENDING", 0)  # every new body left to the catch-up
+    await add(store, account, plain("first", "the quick brown fox"))
+    await add(store, account, plain("second", "a lazy dog"))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert store.indexer.deferred == 2
+    marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
+    assert marks == [(0,), (0,)]
+    assert await store.search_text(box.id, "body", "QUICK brown") == [1]
+    assert await store.search_text(box.id, "subject", "seco") == [2]
+    assert await store.search_text(box.id, "text", "dog") == [2]
+    monkeypatch.setattr(indexer, "IDLE_S", 0.05)
+    store.indexer.delete(0)  # wake the thread; its next idle moment runs the catch-up
+    for _ in range(100):
+        marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
+        if marks == [(1,), (1,)]:
+            break
+        await asyncio.sleep(0.05)
+    assert marks == [(1,), (1,)]
+    assert await store.search_text(box.id, "body", "QUICK brown") == [1]
+    assert await store.search_text(box.id, "subject", "seco") == [2]

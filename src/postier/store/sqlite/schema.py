@@ -150,24 +150,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER directory_alias_removed AFTER DELETE ON aliases BEGIN UPDATE meta SET value = value + 1 WHERE key = 'directory_generation'; END;
     CREATE TRIGGER directory_alias_changed AFTER UPDATE ON aliases BEGIN UPDATE meta SET value = value + 1 WHERE key = 'directory_generation'; END;
     """,
-    # 6: the trigram index keeps its (lowercased) values and only which documents and
-    # columns hold each trigram (detail=column), no positions: a SEARCH takes the rows
-    # holding all of the needle's trigrams in the column and checks the stored text for
-    # the substring (store.search_text).  Index CPU per 10 KB message of real-mail text
-    # 2.0-2.5 -> 1.15-1.7 ms (loaded machine), index bytes 32 -> 22 KB per message
-    # (bench/fts.py, bench/README.md).  A regular FTS5 table deletes its own
-    # entries: garbage collection no longer re-parses a body for a contentless 'delete'.
-    # The store fills the new index from the bodies when it opens (store.rebuild_index).
-    # The values are lowercased (Python's str.lower, as the needle), so the tokenizer does
-    # not fold case again (case_sensitive 1): writer CPU per 10 KB delivery ~0.08 ms less.
+    # 6: the full-text index moves out of this database into index.db, written by its own
+    # thread (store/sqlite/indexer.py: trigram, detail=column, lowercased values kept so
+    # SEARCH checks candidates).  ``indexed`` marks the bodies it holds; the ones still 0
+    # (all of them after this migration) are indexed in the background and read whole by
+    # SEARCH meanwhile.
     """
-    DROP TABLE body_fts;
-    CREATE VIRTUAL TABLE body_fts USING fts5(
-        subject, from_, to_, cc, bcc, headers, text,
-        tokenize='trigram case_sensitive 1', detail=column
-    );
-    INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8);
-    INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_rebuild', 1);
+    DROP TABLE IF EXISTS body_fts;
+    ALTER TABLE bodies ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX bodies_unindexed ON bodies (id) WHERE indexed = 0;
     """,
     # 7: the index takes the first 64 KiB of a body's text (was 256 KiB); a body with more
     # is marked and SEARCH reads it whole (store.search_text), so results stay exact.

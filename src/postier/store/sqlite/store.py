@@ -30,6 +30,7 @@ from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
 from postier.store.blobs import FileBlobStore
 from postier.store.bus import ChangeBus
+from postier.store.sqlite.indexer import Indexer
 from postier.store.sqlite.schema import migrate
 from postier.store.sqlite.writer import ReaderPool, Tx, Writer, connect
 from postier.store.types import (
@@ -143,11 +144,15 @@ class SqliteStore:
         conn = connect(self.db_path)
         try:
             migrate(conn)
-            rebuild_index(conn, self.blobs)
         finally:
             conn.close()
         self.writer = Writer(self.db_path, group_commit_max)
-        self.readers = ReaderPool(self.db_path, readers)
+        blobs = self.blobs
+        self.indexer = Indexer(
+            data_dir, self.db_path, self.writer, lambda i, sha, data: _load_index_values(blobs, i, sha, data)
+        )
+        self.writer.index = self.indexer.add
+        self.readers = ReaderPool(self.db_path, readers, attach={"idx": self.indexer.path})
         self.bus = ChangeBus()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline: sqlite3.Connection | None = None
@@ -169,6 +174,7 @@ class SqliteStore:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        self.indexer.close()
         self.writer.close()
         self.readers.close()
 
@@ -942,17 +948,21 @@ class SqliteStore:
             return await self._search_short(mailbox_id, field, needle)
         column = _FTS_COLUMN[field]
         match = ("{headers text}" if column is None else column) + " : " + _trigram_query(lowered)
+        # Bodies the index does not hold whole, read BEFORE the index is asked: a body
+        # marked indexed here was in index.db before the mark was committed, so the query
+        # below sees it; one not marked yet is checked here (indexer.py).
+        unindexed = await self._read(lambda c: _unindexed(c, mailbox_id, field))
         if len(lowered) == 3:  # one trigram: the index's answer is the exact one
 
             def exact(c: sqlite3.Connection) -> list[Uid]:
                 rows = c.execute(
                     "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
-                    " (SELECT rowid FROM body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                    " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
                     (mailbox_id, match),
                 ).fetchall()
                 return [Uid(r[0]) for r in rows]
 
-            return await self._with_cut(mailbox_id, field, lowered, await self._read(exact))
+            return await self._with_unindexed(unindexed, field, lowered, await self._read(exact))
         key = lowered.encode()
         # The index's own copy of the values (FTS5 shadow table: c0..c6 in column order),
         # as bytes: bytes.find is faster than str decoding plus str.find.
@@ -960,36 +970,31 @@ class SqliteStore:
 
         def verified(c: sqlite3.Connection) -> list[Uid]:
             rows = c.execute(
-                f"SELECT m.uid, {columns} FROM messages m JOIN body_fts_content t"
+                f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
                 " ON t.id = m.body_id WHERE m.mailbox_id = ? AND m.body_id IN"
-                " (SELECT rowid FROM body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
                 (mailbox_id, match),
             )
             if column is None:
                 return [Uid(r[0]) for r in rows if key in r[1] or key in r[2]]
             return [Uid(r[0]) for r in rows if key in r[1]]
 
-        return await self._with_cut(mailbox_id, field, lowered, await self._read(verified))
+        return await self._with_unindexed(unindexed, field, lowered, await self._read(verified))
 
-    async def _with_cut(
-        self, mailbox_id: MailboxId, field: str, lowered: str, found: list[Uid]
+    async def _with_unindexed(
+        self, rows: list[tuple[Any, ...]], field: str, lowered: str, found: list[Uid]
     ) -> list[Uid]:
-        """``found`` plus the messages whose bodies the index holds only in part
-        (fulltext_cut) and whose full text contains the needle."""
-        if field not in ("headers", "body", "text"):
-            return found
-        rows = await self._read(
-            lambda c: c.execute(
-                # the few marked bodies first (partial index), then their messages here
-                "SELECT m.uid, b.sha256, b.data FROM bodies b CROSS JOIN messages m"
-                " ON m.body_id = b.id WHERE b.fulltext_cut = 1 AND m.mailbox_id = ?",
-                (mailbox_id,),
-            ).fetchall()
-        )
+        """``found`` plus the messages of ``rows`` (bodies not yet in the index, or only in
+        part: fulltext_cut) whose field contains the needle, read from the body itself."""
         have = set(found)
         extra: list[Uid] = []
-        for uid, sha, data in rows:
+        column = _BODY_COLUMN.get(field)
+        for uid, sha, data, *fields in rows:
             if uid in have:
+                continue
+            if column is not None:  # a header field the bodies row keeps
+                if lowered in str(fields[column]).lower():
+                    extra.append(Uid(uid))
                 continue
             try:
                 parsed = parse_message(await self._body_bytes(sha, data))
@@ -1079,7 +1084,7 @@ class SqliteStore:
             def fn(tx: Tx, body_id: int = body_id, sha: str = sha, in_file: bool = in_file) -> None:
                 # The index keeps its values: FTS5 removes exactly what it inserted, and
                 # nothing when the body was never indexed.
-                tx.execute("DELETE FROM body_fts WHERE rowid = ?", (body_id,))
+                tx.after_commit.append(lambda: self.indexer.delete(body_id))
                 tx.execute("DELETE FROM orphans WHERE body_id = ?", (body_id,))
                 # Same content delivered again since: the new row owns the file.
                 if in_file and not tx.execute(
@@ -1231,6 +1236,26 @@ FTS_TEXT_MAX_CHARS = 64 * 1024
 INDEX_TEXT_LIMIT = FTS_TEXT_MAX_CHARS + 1
 
 
+_BODY_COLUMN = {"subject": 0, "from": 1, "to": 2, "cc": 3, "bcc": 4}
+
+
+def _unindexed(c: sqlite3.Connection, mailbox_id: MailboxId, field: str) -> list[tuple[Any, ...]]:
+    """(uid, sha256, data, subject, from, to, cc, bcc) of the mailbox's messages whose
+    bodies the index lacks (not indexed yet) or holds in part (fulltext_cut, for the
+    fields that are cut).  Each marked set is small: read through its partial index."""
+    sql = (
+        "SELECT m.uid, b.sha256, b.data, b.subject, b.from_, b.to_, b.cc, b.bcc"
+        " FROM bodies b CROSS JOIN messages m ON m.body_id = b.id"
+        " WHERE {} AND m.mailbox_id = ?"
+    )
+    rows = c.execute(sql.format("b.indexed = 0"), (mailbox_id,)).fetchall()
+    if field in ("headers", "body", "text"):
+        rows += c.execute(
+            sql.format("b.fulltext_cut = 1 AND b.indexed = 1"), (mailbox_id,)
+        ).fetchall()
+    return rows
+
+
 def _search_haystack(parsed: ParsedMessage, field: str) -> str:
     if field == "body":
         return parsed.text
@@ -1251,58 +1276,16 @@ def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
             parsed.text[:FTS_TEXT_MAX_CHARS].lower())
 
 
-REBUILD_BATCH = 500  # bodies indexed per transaction by rebuild_index
-
-
-def rebuild_index(conn: sqlite3.Connection, blobs: FileBlobStore) -> int:
-    """Index every body not yet in ``body_fts`` while the 'fts_rebuild' mark is set.
-
-    Migration 6 (new index format) empties the index and sets the mark; the store calls
-    this when it opens.  Bodies go in id order, one transaction per batch, so an
-    interrupted rebuild resumes after the last committed body (several processes opening
-    the store take turns through BEGIN IMMEDIATE).  Returns the number of bodies indexed.
-    """
-    if not conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone():
-        return 0  # the usual case: no write lock taken at open
-    done = 0
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if not conn.execute("SELECT 1 FROM meta WHERE key = 'fts_rebuild'").fetchone():
-                conn.execute("COMMIT")
-                return done
-            last = conn.execute("SELECT coalesce(max(id), 0) FROM body_fts_content").fetchone()[0]
-            rows = conn.execute(
-                "SELECT id, sha256, data FROM bodies WHERE id > ? ORDER BY id LIMIT ?",
-                (last, REBUILD_BATCH),
-            ).fetchall()
-            values = []
-            cut: list[tuple[int, int]] = []
-            for body_id, sha, data in rows:
-                try:
-                    raw = bytes(data) if data is not None else blobs.get(sha)
-                except FileNotFoundError:
-                    log.error("body %s: file %s missing; not indexed", body_id, sha)
-                    raw = b""
-                parsed = parse_message(raw, INDEX_TEXT_LIMIT)
-                values.append((body_id, *_fts_values(parsed)))
-                cut.append((int(_index_cut(parsed)), body_id))
-            conn.executemany(
-                "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            conn.executemany("UPDATE bodies SET fulltext_cut = ? WHERE id = ?", cut)
-            if not rows:
-                conn.execute("DELETE FROM meta WHERE key = 'fts_rebuild'")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        done += len(rows)
-        if rows:
-            log.info("full-text index: %d bodies indexed", done)
-
+def _load_index_values(
+    blobs: FileBlobStore, body_id: int, sha: str, data: bytes | None
+) -> tuple[str, ...] | None:
+    """Index values of a stored body (the indexer's catch-up); None if its file is gone."""
+    try:
+        raw = bytes(data) if data is not None else blobs.get(sha)
+    except FileNotFoundError:
+        log.error("body %s: file %s missing; not indexed", body_id, sha)
+        return None
+    return _fts_values(parse_message(raw, INDEX_TEXT_LIMIT))
 
 def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
     row = tx.execute("SELECT id FROM bodies WHERE sha256 = ?", (body.sha256,)).fetchone()
@@ -1326,17 +1309,10 @@ def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
          int(_index_cut(parsed))),
     )
     body_id = int(cur.lastrowid or 0)
-    values = (body_id, *_fts_values(parsed))
-    conn = tx.conn
-
-    def index() -> None:  # after the batch's savepoints: one FTS5 segment per batch
-        conn.execute(
-            "INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
-        )
-
-    tx.before_commit.append(index)
+    index = tx.index
+    if index is not None:  # after COMMIT, to the indexer thread (indexer.py)
+        values = _fts_values(parsed)
+        tx.after_commit.append(lambda: index(body_id, values))
     return body_id
 
 

@@ -54,6 +54,8 @@ class Tx:
     # one segment per message (and the merge work that follows); after the savepoints
     # the whole batch goes into one segment at COMMIT.
     before_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Where a new body's full-text index values go after COMMIT (the store's Indexer).
+    index: Callable[[int, tuple[str, ...]], None] | None = None
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -116,6 +118,7 @@ class Writer:
         self._thread.start()
         self.batches = 0
         self.jobs = 0
+        self.index: Callable[[int, tuple[str, ...]], None] | None = None  # set by the store
 
     def submit(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -166,7 +169,7 @@ class Writer:
                 job.fail_now(exc)
             return
         for job in batch:
-            tx = Tx(conn)
+            tx = Tx(conn, index=self.index)
             conn.execute("SAVEPOINT job")
             try:
                 result = job.fn(tx)
@@ -231,8 +234,9 @@ class Writer:
 class ReaderPool:
     """Reader connections, one per worker thread; WAL lets them run beside the writer."""
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, attach: dict[str, Path] | None = None) -> None:
         self._path = path
+        self._attach = dict(attach or {})  # schema name -> database file, read-only
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -242,6 +246,9 @@ class ReaderPool:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self._path, readonly=True)
+            for name, path in self._attach.items():
+                # query_only (set by connect) covers attached databases too
+                conn.execute("ATTACH DATABASE ? AS " + name, (str(path),))
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)

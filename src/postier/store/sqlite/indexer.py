@@ -1,0 +1,226 @@
+"""The full-text index in a database of its own, written by a thread of its own.
+
+Indexing used to run inside the delivery transaction on the writer thread, where it was
+about half of the writer's work per message and held every delivery behind it (with the
+insert switched off, the same SMTP load ran ~1.6× faster: bench/README.md, SMTP).  Now
+the writer hands each new body's index values to this thread after COMMIT; the thread
+inserts them into ``index.db`` in batches (its own lock, so the writer never waits for
+it) and then marks the bodies ``indexed = 1`` through the writer (one small UPDATE in a
+later group commit).
+
+``index.db`` is derived data: it is not backed up, it is written with
+``synchronous=NORMAL`` (a power cut may lose its last commits, never its consistency),
+and whatever it lacks is found again through the marks: a body still ``indexed = 0``
+is (re-)indexed by the catch-up pass when this thread is idle and at start, and SEARCH
+reads such bodies whole (store.search_text), so results are exact while the index
+catches up.  Several processes may index into the same ``index.db`` (workers,
+``postier deliver``): inserts are INSERT OR REPLACE, so indexing a body twice is harmless.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from postier.store.sqlite.writer import Tx, Writer, connect
+
+log = logging.getLogger("postier.store")
+
+INDEX_DB = "index.db"
+BATCH = 256  # bodies per index transaction at most
+CATCH_UP_BATCH = 200  # bodies re-parsed per catch-up step
+IDLE_S = 2.0  # quiet this long before a catch-up pass
+# Bodies waiting in memory at most; past that a body is left to the catch-up pass (it stays
+# marked unindexed, SEARCH reads it whole), so a burst cannot grow memory without bound.
+MAX_PENDING = 5000
+
+SCHEMA = (
+    # The values are lowercased (store._fts_values, with Python's str.lower, as the needle
+    # is), so the tokenizer does not fold case again (case_sensitive 1).  detail=column:
+    # which bodies and columns hold a trigram, not where; SEARCH checks candidates against
+    # the stored values (store.search_text).
+    "CREATE VIRTUAL TABLE IF NOT EXISTS body_fts USING fts5("
+    " subject, from_, to_, cc, bcc, headers, text,"
+    " tokenize='trigram case_sensitive 1', detail=column)",
+)
+
+_STOP = object()
+_Values = tuple[str, ...]
+Loader = Callable[[int, str, bytes | None], _Values | None]
+
+
+def open_index(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # derived data: re-indexed from the marks
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        new = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'body_fts'"
+        ).fetchone() is None
+        for statement in SCHEMA:
+            conn.execute(statement)
+        if new:
+            conn.execute("INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return conn
+
+
+class Indexer:
+    """One thread inserting index values into ``index.db`` and marking bodies indexed."""
+
+    def __init__(self, data_dir: Path, db_path: Path, writer: Writer, load: Loader) -> None:
+        self.path = data_dir / INDEX_DB
+        self._conn = open_index(self.path)
+        self._db_path = db_path
+        self._writer = writer
+        self._load = load  # (body_id, sha256, inline data) -> index values, for catch-up
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._marks: list[concurrent.futures.Future[None]] = []
+        self._idle = threading.Event()
+        self.indexed = 0  # bodies indexed by this process (tests, figures)
+        self.deferred = 0  # bodies left to the catch-up pass (queue full)
+        self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
+        self._thread.start()
+
+    # called from the writer thread after COMMIT, and from GC
+    def add(self, body_id: int, values: _Values) -> None:
+        if self._queue.qsize() >= MAX_PENDING:
+            self.deferred += 1
+            return
+        self._idle.clear()
+        self._queue.put((body_id, values))
+
+    def delete(self, body_id: int) -> None:
+        self._idle.clear()
+        self._queue.put((body_id, None))
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Until everything handed over so far is indexed and marked (tests, backup)."""
+        if not self._idle.wait(timeout):
+            return False
+        for mark in list(self._marks):
+            mark.result(timeout)
+        return True
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        for mark in self._marks:
+            try:
+                mark.result(10)
+            except Exception as exc:  # the writer may be gone: re-indexed at next start
+                log.warning("index marks not saved: %s", exc)
+        self._conn.close()
+
+    # the thread
+    def _run(self) -> None:
+        self._catch_up()
+        if self._queue.empty():
+            self._idle.set()
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_S)
+            except queue.Empty:
+                self._catch_up()
+                self._idle.set()
+                continue
+            if first is _STOP:
+                return
+            items = [first]
+            stop = False
+            while len(items) < BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                items.append(item)
+            self._apply(items)
+            if stop:
+                return
+            if self._queue.empty():
+                self._idle.set()
+
+    def _apply(self, items: list[tuple[int, _Values | None]]) -> None:
+        conn = self._conn
+        done: list[int] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for body_id, values in items:
+                if values is None:
+                    conn.execute("DELETE FROM body_fts WHERE rowid = ?", (body_id,))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO body_fts (rowid, subject, from_, to_, cc, bcc,"
+                        " headers, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (body_id, *values),
+                    )
+                    done.append(body_id)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # left unmarked: the catch-up pass tries again
+            log.error("full-text indexing failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return
+        self.indexed += len(done)
+        if done:
+            self._mark(done)
+
+    def _mark(self, body_ids: list[int]) -> None:
+        def fn(tx: Tx) -> None:
+            tx.conn.executemany(
+                "UPDATE bodies SET indexed = 1 WHERE id = ?", [(i,) for i in body_ids]
+            )
+
+        self._marks = [m for m in self._marks if not m.done()]
+        try:
+            self._marks.append(self._writer.submit(fn))
+        except Exception as exc:  # closing: the marks are set again at the next start
+            log.debug("index marks not submitted: %s", exc)
+
+    def _catch_up(self) -> None:
+        """Index bodies still marked unindexed (a crash, a restore, an upgrade)."""
+        try:
+            reader = connect(self._db_path, readonly=True)
+        except sqlite3.Error as exc:
+            log.error("full-text catch-up: %s", exc)
+            return
+        try:
+            last = 0
+            while self._queue.empty():
+                rows = reader.execute(
+                    "SELECT id, sha256, data FROM bodies WHERE indexed = 0 AND id > ?"
+                    " ORDER BY id LIMIT ?",
+                    (last, CATCH_UP_BATCH),
+                ).fetchall()
+                if not rows:
+                    return
+                last = int(rows[-1][0])
+                items: list[tuple[int, _Values | None]] = []
+                for body_id, sha, data in rows:
+                    values = self._load(int(body_id), str(sha), data)
+                    if values is not None:
+                        items.append((int(body_id), values))
+                if items:
+                    log.info("full-text index: catching up, %d bodies", len(items))
+                    self._apply(items)
+        except sqlite3.Error as exc:
+            log.error("full-text catch-up: %s", exc)
+        finally:
+            reader.close()
