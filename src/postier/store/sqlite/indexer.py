@@ -24,6 +24,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ IDLE_S = 2.0  # quiet this long before a catch-up pass
 # Bodies waiting in memory at most; past that a body is left to the catch-up pass (it stays
 # marked unindexed, SEARCH reads it whole), so a burst cannot grow memory without bound.
 MAX_PENDING = 5000
+GATHER_S = 0.05  # how long a batch gathers bodies after the first
 
 SCHEMA = (
     # The values are lowercased (store._fts_values, with Python's str.lower, as the needle
@@ -140,9 +142,12 @@ class Indexer:
                 return
             items = [first]
             stop = False
+            # Nobody waits for the index: gather for a moment, so that FTS5 writes fewer,
+            # larger segments (each commit is one, and merging them is most of the cost).
+            deadline = time.monotonic() + GATHER_S
             while len(items) < BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is _STOP:
