@@ -24,12 +24,11 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from postier.store.sqlite.writer import Tx, Writer, connect
+from postier.store.sqlite.writer import Tx, Writer, connect, take_batch
 
 log = logging.getLogger("postier.store")
 
@@ -140,20 +139,9 @@ class Indexer:
                 continue
             if first is _STOP:
                 return
-            items = [first]
-            stop = False
             # Nobody waits for the index: gather for a moment, so that FTS5 writes fewer,
             # larger segments (each commit is one, and merging them is most of the cost).
-            deadline = time.monotonic() + GATHER_S
-            while len(items) < BATCH:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                items.append(item)
+            items, stop = take_batch(self._queue, first, BATCH, _STOP, GATHER_S)
             self._apply(items)
             if stop:
                 return

@@ -17,6 +17,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,27 @@ def _settle(outcomes: list[_Outcome]) -> None:
 _STOP = object()
 
 
+def take_batch(
+    source: queue.SimpleQueue[Any], first: Any, limit: int, stop_mark: object, wait_s: float = 0.0
+) -> tuple[list[Any], bool]:
+    """``first`` and what else is queued (up to ``limit`` items; waiting up to ``wait_s``
+    for more), and whether ``stop_mark`` was met (it is not returned)."""
+    items = [first]
+    deadline = time.monotonic() + wait_s
+    while len(items) < limit:
+        try:
+            if wait_s:
+                item = source.get(timeout=max(0.0, deadline - time.monotonic()))
+            else:
+                item = source.get_nowait()
+        except queue.Empty:
+            return items, False
+        if item is stop_mark:
+            return items, True
+        items.append(item)
+    return items, False
+
+
 class Writer:
     def __init__(self, path: Path, max_batch: int = 256) -> None:
         self._conn = connect(path)
@@ -143,16 +165,7 @@ class Writer:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch: list[_Job[Any]] = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+            batch, stop = take_batch(self._queue, first, self._max_batch, _STOP)
             # A job whose caller was cancelled before it ran is dropped; once running, its
             # future can no longer be cancelled, so its result is always deliverable.
             batch = [job for job in batch if job.start()]
