@@ -432,3 +432,38 @@ async def test_search_is_exact_before_and_after_the_index_catches_up(
     assert marks == [(1,), (1,)]
     assert await store.search_text(box.id, "body", "QUICK brown") == [1]
     assert await store.search_text(box.id, "subject", "seco") == [2]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+async def test_a_lost_or_broken_index_is_built_again(
+    store: SqliteStore, account: Account, damage: str
+) -> None:
+    """index.db is derived data: deleted or unreadable, it is started again and every body
+    is indexed again (the marks of the old one are cleared); SEARCH stays exact."""
+    await add(store, account, plain("first", "the quick brown fox"))
+    await add(store, account, plain("second", "a lazy dog"))
+    assert await asyncio.to_thread(store.indexer.wait_idle)
+    data_dir = store.data_dir
+    await store.close()
+    index = data_dir / "index.db"
+    for suffix in ("-wal", "-shm"):
+        (data_dir / f"index.db{suffix}").unlink(missing_ok=True)
+    if damage == "deleted":
+        index.unlink()
+    else:
+        index.write_bytes(b"this is not an SQLite database" * 100)
+    again = await SqliteStore.open(data_dir)
+    try:
+        box = await again.get_mailbox(account.id, "INBOX")
+        assert box is not None
+        assert await again.search_text(box.id, "body", "QUICK brown") == [1]
+        assert await asyncio.to_thread(again.indexer.wait_idle)
+        marks = await again._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
+        assert marks == [(1,), (1,)]
+        assert again.indexer.indexed == 2  # both indexed again, into the new index
+        assert await again.search_text(box.id, "body", "QUICK brown") == [1]
+        assert await again.search_text(box.id, "text", "lazy dog") == [2]
+    finally:
+        await again.close()
+    if damage == "garbage":
+        assert list(data_dir.glob("index.db.broken-*"))

@@ -22,8 +22,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ IDLE_S = 2.0  # quiet this long before a catch-up pass
 # marked unindexed, SEARCH reads it whole), so a burst cannot grow memory without bound.
 MAX_PENDING = 5000
 GATHER_S = 0.05  # how long a batch gathers bodies after the first
+RETRY_S = 60.0  # after a failed index transaction, the catch-up pass waits this long
 
 SCHEMA = (
     # The values are lowercased (store._fts_values, with Python's str.lower, as the needle
@@ -56,25 +59,65 @@ _Values = tuple[str, ...]
 Loader = Callable[[int, str, bytes | None], _Values | None]
 
 
-def open_index(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")  # derived data: re-indexed from the marks
-    conn.execute("BEGIN IMMEDIATE")
+def open_index(path: Path) -> tuple[sqlite3.Connection, int]:
+    """The index database and its identity (a random number chosen when it was created).
+
+    An unreadable file is moved aside and a new index started: it is derived data."""
     try:
-        new = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'body_fts'"
-        ).fetchone() is None
-        for statement in SCHEMA:
-            conn.execute(statement)
-        if new:
-            conn.execute("INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)")
-        conn.execute("COMMIT")
+        return _open_index(path)
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.broken-{int(time.time())}")
+        log.error("full-text index %s unreadable (%s): moved to %s, indexing again",
+                  path, exc, aside.name)
+        path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        return _open_index(path)
+
+
+def _open_index(path: Path) -> tuple[sqlite3.Connection, int]:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # derived data: re-indexed from the marks
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index_id'").fetchone()
+            if row is None:  # a new index
+                for statement in SCHEMA:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)")
+                row = (secrets.randbits(62) + 1,)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('index_id', ?)", row)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.close()
         raise
-    return conn
+    return conn, int(row[0])
+
+
+def _adopt(index_id: int) -> Callable[[Tx], bool]:
+    """A writer job: if the bodies' marks refer to another index (index.db deleted,
+    replaced, moved aside), clear them so that everything is indexed again."""
+
+    def fn(tx: Tx) -> bool:
+        row = tx.execute("SELECT value FROM meta WHERE key = 'index_id'").fetchone()
+        if row is not None and int(row[0]) == index_id:
+            return False
+        tx.execute("UPDATE bodies SET indexed = 0 WHERE indexed != 0")
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('index_id', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (index_id,),
+        )
+        return True
+
+    return fn
 
 
 class Indexer:
@@ -82,7 +125,9 @@ class Indexer:
 
     def __init__(self, data_dir: Path, db_path: Path, writer: Writer, load: Loader) -> None:
         self.path = data_dir / INDEX_DB
-        self._conn = open_index(self.path)
+        self._conn, index_id = open_index(self.path)
+        if writer.submit(_adopt(index_id)).result():
+            log.info("full-text index %s is new: every body will be indexed", self.path.name)
         self._db_path = db_path
         self._writer = writer
         self._load = load  # (body_id, sha256, inline data) -> index values, for catch-up
@@ -91,6 +136,7 @@ class Indexer:
         self._idle = threading.Event()
         self.indexed = 0  # bodies indexed by this process (tests, figures)
         self.deferred = 0  # bodies left to the catch-up pass (queue full)
+        self._retry_at = 0.0  # after a failure, no catch-up before this (monotonic)
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
         self._thread.start()
 
@@ -148,7 +194,7 @@ class Indexer:
             if self._queue.empty():
                 self._idle.set()
 
-    def _apply(self, items: list[tuple[int, _Values | None]]) -> None:
+    def _apply(self, items: list[tuple[int, _Values | None]]) -> bool:
         conn = self._conn
         done: list[int] = []
         try:
@@ -170,10 +216,12 @@ class Indexer:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            return
+            self._retry_at = time.monotonic() + RETRY_S
+            return False
         self.indexed += len(done)
         if done:
             self._mark(done)
+        return True
 
     def _mark(self, body_ids: list[int]) -> None:
         def fn(tx: Tx) -> None:
@@ -189,6 +237,8 @@ class Indexer:
 
     def _catch_up(self) -> None:
         """Index bodies still marked unindexed (a crash, a restore, an upgrade)."""
+        if time.monotonic() < self._retry_at:
+            return
         try:
             reader = connect(self._db_path, readonly=True)
         except sqlite3.Error as exc:
@@ -212,7 +262,8 @@ class Indexer:
                         items.append((int(body_id), values))
                 if items:
                     log.info("full-text index: catching up, %d bodies", len(items))
-                    self._apply(items)
+                    if not self._apply(items):
+                        return  # tried again after RETRY_S
         except sqlite3.Error as exc:
             log.error("full-text catch-up: %s", exc)
         finally:
