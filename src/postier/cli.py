@@ -108,8 +108,8 @@ async def with_store(ctx: Context, fn: Callable[[SqliteStore], Awaitable[T]]) ->
 
     config = ctx.config()
     data_dir = ctx.data_dir(config)
-    store = await SqliteStore.open(
-        data_dir, readers=1, group_commit_max=config.store.group_commit_max
+    store = await SqliteStore.open(  # the running server catches up on the index, not us
+        data_dir, readers=1, group_commit_max=config.store.group_commit_max, catch_up=False
     )
     changes: list[Event] = []
     store.bus.taps.append(changes.append)
@@ -464,6 +464,26 @@ def _dns_check(ctx: Context, domain: str) -> None:
 
 
 # queue ------------------------------------------------------------------------------
+
+
+@main.group()
+def index() -> None:
+    """The full-text index that answers IMAP SEARCH."""
+
+
+@index.command("status")
+@pass_ctx
+def index_status(ctx: Context) -> None:
+    """How many message bodies the index holds; the rest are indexed in the background by
+    the running server, and SEARCH reads them whole meanwhile (slower, still exact)."""
+    st = run(with_store(ctx, lambda s: s.index_status()))
+    waiting = st.bodies - st.indexed
+    share = f" ({st.indexed * 100 // st.bodies} %)" if st.bodies else ""
+    click.echo(f"bodies:        {st.bodies}")
+    click.echo(f"indexed:       {st.indexed}{share}")
+    click.echo(f"waiting:       {waiting}" + (" (indexed by the running server)" if waiting else ""))
+    click.echo(f"over 64 KiB of text (searched whole past that): {st.cut}")
+    click.echo(f"index.db:      {format_size(st.index_bytes)}")
 
 
 @main.group()

@@ -205,3 +205,23 @@ def test_queue_commands_on_an_empty_and_a_full_queue(data: Path) -> None:
     assert "1 message(s) due now" in postier(data, "queue", "flush").stdout.decode()
     postier(data, "queue", "delete", queue_id)
     assert postier(data, "queue", "list").stdout == b"the queue is empty\n"
+
+
+def test_index_status_counts_what_the_index_holds(data: Path) -> None:
+    postier(data, "domain", "add", "example.org", "--no-dkim")
+    postier(data, "user", "add", "bob@example.org", "--generate")
+    postier(data, "deliver", "bob@example.org", stdin=b"Subject: one\r\n\r\nsmall\r\n")
+    big = b"Subject: big\r\n\r\n" + b"lorem ipsum dolor sit amet\r\n" * 4000  # > 64 KiB text
+    postier(data, "deliver", "bob@example.org", stdin=big)
+    out = postier(data, "index", "status").stdout.decode()
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    assert lines["bodies"].strip() == "2"
+    assert lines["indexed"].strip() == "2 (100 %)"  # `postier deliver` indexed its own mail
+    assert lines["waiting"].strip() == "0"
+    assert lines["over 64 KiB of text (searched whole past that)"].strip() == "1"
+    # The index is derived data: gone, the next store to open starts a new one and marks
+    # everything for indexing again (done by the running server, not by this command).
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        (data / name).unlink(missing_ok=True)
+    out = postier(data, "index", "status").stdout.decode()
+    assert "indexed:       0 (0 %)" in out and "waiting:       2 (indexed by the running server)" in out

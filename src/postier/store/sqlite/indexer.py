@@ -123,7 +123,9 @@ def _adopt(index_id: int) -> Callable[[Tx], bool]:
 class Indexer:
     """One thread inserting index values into ``index.db`` and marking bodies indexed."""
 
-    def __init__(self, data_dir: Path, db_path: Path, writer: Writer, load: Loader) -> None:
+    def __init__(
+        self, data_dir: Path, db_path: Path, writer: Writer, load: Loader, catch_up: bool = True
+    ) -> None:
         self.path = data_dir / INDEX_DB
         self._conn, index_id = open_index(self.path)
         if writer.submit(_adopt(index_id)).result():
@@ -137,6 +139,7 @@ class Indexer:
         self.indexed = 0  # bodies indexed by this process (tests, figures)
         self.deferred = 0  # bodies left to the catch-up pass (queue full)
         self._retry_at = 0.0  # after a failure, no catch-up before this (monotonic)
+        self._catch_up_enabled = catch_up
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
         self._thread.start()
 
@@ -237,7 +240,7 @@ class Indexer:
 
     def _catch_up(self) -> None:
         """Index bodies still marked unindexed (a crash, a restore, an upgrade)."""
-        if time.monotonic() < self._retry_at:
+        if not self._catch_up_enabled or time.monotonic() < self._retry_at:
             return
         try:
             reader = connect(self._db_path, readonly=True)

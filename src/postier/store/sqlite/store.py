@@ -14,6 +14,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
 from postier.store.blobs import FileBlobStore
 from postier.store.bus import ChangeBus
-from postier.store.sqlite.indexer import Indexer
+from postier.store.sqlite.indexer import INDEX_DB, Indexer
 from postier.store.sqlite.schema import migrate
 from postier.store.sqlite.writer import ReaderPool, Tx, Writer, connect
 from postier.store.types import (
@@ -136,7 +137,9 @@ def _trigram_query(lowered: str) -> str:
 class SqliteStore:
     """The embedded default store.  Create with ``await SqliteStore.open(data_dir)``."""
 
-    def __init__(self, data_dir: Path, readers: int = 4, group_commit_max: int = 256) -> None:
+    def __init__(
+        self, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True
+    ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "postier.db"
@@ -149,7 +152,8 @@ class SqliteStore:
         self.writer = Writer(self.db_path, group_commit_max)
         blobs = self.blobs
         self.indexer = Indexer(
-            data_dir, self.db_path, self.writer, lambda i, sha, data: _load_index_values(blobs, i, sha, data)
+            data_dir, self.db_path, self.writer,
+            lambda i, sha, data: _load_index_values(blobs, i, sha, data), catch_up=catch_up,
         )
         self.writer.index = self.indexer.add
         self.readers = ReaderPool(self.db_path, readers, attach={"idx": self.indexer.path})
@@ -162,8 +166,11 @@ class SqliteStore:
         self.enqueue_listeners: list[Callable[[], None]] = []
 
     @classmethod
-    async def open(cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256) -> SqliteStore:
-        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max)
+    async def open(
+        cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True
+    ) -> SqliteStore:
+        """``catch_up``: index bodies left unindexed (the server; short commands pass False)."""
+        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max, catch_up)
         store._loop = asyncio.get_running_loop()
         return store
 
@@ -1069,6 +1076,19 @@ class SqliteStore:
 
     # maintenance ------------------------------------------------------------------
 
+    async def index_status(self) -> IndexStatus:
+        """How much of the mail the full-text index holds (``postier index status``)."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT count(*), coalesce(sum(indexed), 0), coalesce(sum(fulltext_cut), 0)"
+                " FROM bodies"
+            ).fetchone()
+        )
+        size = sum(
+            p.stat().st_size for p in self.data_dir.glob(f"{INDEX_DB}*") if ".broken-" not in p.name
+        )
+        return IndexStatus(int(row[0]), int(row[1]), int(row[2]), size)
+
     async def collect_garbage(self, limit: int = 1000) -> int:
         """Drop index entries and files of bodies no message or queue entry references."""
         orphans = await self._read(
@@ -1095,6 +1115,14 @@ class SqliteStore:
             await self._write(fn)
             done += 1
         return done
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStatus:
+    bodies: int  # stored message bodies
+    indexed: int  # of which the full-text index holds
+    cut: int  # of which the index holds the first FTS_TEXT_MAX_CHARS only (SEARCH reads them)
+    index_bytes: int  # index.db with its WAL
 
 
 def _publish_all(bus: ChangeBus, events: list[ev.Event]) -> None:
