@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -135,6 +137,10 @@ class Writer:
     def __init__(self, path: Path, max_batch: int = 256) -> None:
         self._conn = connect(path)
         self._max_batch = max_batch
+        # Writers in several processes (workers, `postier deliver`) take turns through an
+        # flock around each transaction: a blocked one wakes when the lock is released,
+        # where SQLite's busy handler polls with sleeps of 1 ms and more.
+        self._lock_fd = os.open(path.parent / (path.name + ".writelock"), os.O_RDWR | os.O_CREAT, 0o600)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="postier-writer", daemon=True)
         self._thread.start()
@@ -158,6 +164,9 @@ class Writer:
             self._queue.put(_STOP)
             self._thread.join()
         self._conn.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _loop(self) -> None:
         stop = False
@@ -173,6 +182,13 @@ class Writer:
                 self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._run_batch_locked(batch)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _run_batch_locked(self, batch: list[_Job[Any]]) -> None:
         conn = self._conn
         outcomes: list[tuple[_Job[Any], Tx, Any, BaseException | None]] = []
         try:
