@@ -110,9 +110,10 @@ class Delivery:
 
     async def is_local_domain(self, domain: str) -> bool:
         await self._current()
-        if not await self._is_local_domain(domain) and await self._current(0.0):
-            return await self._is_local_domain(domain)  # a refusal is always checked again
-        return await self._is_local_domain(domain)
+        local = await self._is_local_domain(domain)
+        if not local and await self._current(0.0):  # a refusal is always checked again
+            local = await self._is_local_domain(domain)
+        return local
 
     async def _is_local_domain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")

@@ -70,6 +70,7 @@ from typing import Final
 
 from postier import __version__
 from postier.errors import UserError
+from postier.store.blobs import fsync_dir
 from postier.store.sqlite.indexer import INDEX_DB
 from postier.store.sqlite.schema import LATEST
 
@@ -242,10 +243,10 @@ def backup(data_dir: Path, dest: Path, progress: Progress = _no_progress) -> Bac
             "tls": tls_files,
         }
         _write_durably(work / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
-        _fsync_dir(work)
+        fsync_dir(work)
         final = snapshots / stamp
         os.replace(work, final)
-        _fsync_dir(snapshots)
+        fsync_dir(snapshots)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -532,9 +533,9 @@ def _copy_blobs(
         if n % 64 == 0 or n == total:
             progress(n, total, "bodies")
     for d in dirty_dirs:
-        _fsync_dir(d)
+        fsync_dir(d)
     if dirty_dirs:
-        _fsync_dir(dst_root)
+        fsync_dir(dst_root)
     return missing, copied, copied_bytes
 
 
@@ -553,7 +554,7 @@ def _copy_file(source: Path, target: Path, dirty_dirs: set[Path] | None = None) 
     if dirty_dirs is not None:
         dirty_dirs.add(target.parent)
     else:
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     return h.hexdigest()
 
 
@@ -586,14 +587,6 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # verify ---------------------------------------------------------------------------------
@@ -787,7 +780,7 @@ def restore(
         if n % 64 == 0 or n == len(blob_list):
             progress(n, len(blob_list), "bodies")
     for d in dirty:
-        _fsync_dir(d)
+        fsync_dir(d)
     if (snap / TLS_DIR).is_dir():
         for entry in _copy_tree(snap / TLS_DIR, data_dir / TLS_DIR):
             written += int(str(entry["size"]))
@@ -806,7 +799,7 @@ def restore(
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, data_dir / DB_NAME)
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     written += int(db.get("size", 0))
     progress(1, 1, "database")
     return RestoreSummary(
@@ -912,5 +905,5 @@ def _move_aside(data_dir: Path, names: list[str]) -> Path:
                 f"cannot move {data_dir / name} aside to {aside} ({exc}); empty {data_dir} "
                 "by hand and restore again"
             )
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     return aside

@@ -46,7 +46,7 @@ class FileBlobStore:
             shard_dir = self.root / shard
             if not shard_dir.exists():
                 shard_dir.mkdir(exist_ok=True)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             self._known_dirs.add(shard)
         tmp = self._tmp / f"{sha}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -59,7 +59,7 @@ class FileBlobStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return sha
 
     def get(self, sha256: str) -> bytes:
@@ -77,7 +77,8 @@ class FileBlobStore:
         return [p.name for d in self.root.iterdir() if len(d.name) == 2 for p in d.iterdir()]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (created, renamed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

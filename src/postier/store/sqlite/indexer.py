@@ -140,6 +140,7 @@ class Indexer:
         self.deferred = 0  # bodies left to the catch-up pass (queue full)
         self._retry_at = 0.0  # after a failure, no catch-up before this (monotonic)
         self._catch_up_enabled = catch_up
+        self._reader: sqlite3.Connection | None = None  # postier.db, for the catch-up pass
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
         self._thread.start()
 
@@ -172,6 +173,8 @@ class Indexer:
                 mark.result(10)
             except Exception as exc:  # the writer may be gone: re-indexed at next start
                 log.warning("index marks not saved: %s", exc)
+        if self._reader is not None:
+            self._reader.close()
         self._conn.close()
 
     # the thread
@@ -243,11 +246,9 @@ class Indexer:
         if not self._catch_up_enabled or time.monotonic() < self._retry_at:
             return
         try:
-            reader = connect(self._db_path, readonly=True)
-        except sqlite3.Error as exc:
-            log.error("full-text catch-up: %s", exc)
-            return
-        try:
+            if self._reader is None:
+                self._reader = connect(self._db_path, readonly=True)
+            reader = self._reader
             last = 0
             while self._queue.empty():
                 rows = reader.execute(
@@ -269,5 +270,3 @@ class Indexer:
                         return  # tried again after RETRY_S
         except sqlite3.Error as exc:
             log.error("full-text catch-up: %s", exc)
-        finally:
-            reader.close()

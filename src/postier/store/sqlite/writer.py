@@ -51,12 +51,6 @@ class Tx:
     # Run on the submitting event loop's thread after COMMIT, before the job's caller
     # resumes (change-bus events); only for jobs submitted with Writer.run().
     on_loop: list[Callable[[], None]] = field(default_factory=list)
-    # Run after every job of the batch, outside any SAVEPOINT, before COMMIT (dropped if
-    # the job fails).  For full-text index inserts: FTS5 flushes its pending terms to a new
-    # segment at every SAVEPOINT/RELEASE, so inserting inside each job's savepoint wrote
-    # one segment per message (and the merge work that follows); after the savepoints
-    # the whole batch goes into one segment at COMMIT.
-    before_commit: list[Callable[[], None]] = field(default_factory=list)
     # Where a new body's full-text index values go after COMMIT (the store's Indexer).
     index: Callable[[int, tuple[str, ...]], None] | None = None
 
@@ -209,20 +203,6 @@ class Writer:
             else:
                 conn.execute("RELEASE job")
                 outcomes.append((job, tx, result, None))
-        try:
-            for _job, tx, _result, err in outcomes:
-                if err is None:
-                    for hook in tx.before_commit:
-                        hook()
-        except BaseException as exc:  # not attributable to one job: the batch fails
-            log.error("before-commit work failed: %s", exc)
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            for job, _tx, _result, _err in outcomes:
-                job.fail_now(exc)
-            return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
