@@ -467,3 +467,23 @@ async def test_a_lost_or_broken_index_is_built_again(
         await again.close()
     if damage == "garbage":
         assert list(data_dir.glob("index.db.broken-*"))
+
+
+async def test_short_needles_read_the_stored_text_once_indexed(
+    store: SqliteStore, account: Account
+) -> None:
+    """One or two characters: no trigram; indexed bodies are checked against the index's
+    stored text, the others parsed — the same answers either way."""
+    await add(store, account, plain("Grüße", "x ö y"))
+    await add(store, account, plain("two", "nothing", "X-Note: Qz\r\n"))
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    search = store.search_text
+    before = [await search(box.id, f, n) for f, n in
+              (("body", "Ö"), ("text", "qz"), ("headers", "Q"), ("subject", "ß"), ("body", "zz"))]
+    assert await asyncio.to_thread(store.indexer.wait_idle)
+    marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
+    assert marks == [(1,), (1,)]
+    after = [await search(box.id, f, n) for f, n in
+             (("body", "Ö"), ("text", "qz"), ("headers", "Q"), ("subject", "ß"), ("body", "zz"))]
+    assert before == after == [[1], [2], [2], [1], []]

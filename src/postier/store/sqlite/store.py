@@ -1012,25 +1012,35 @@ class SqliteStore:
         return sorted(have.union(extra)) if extra else found
 
     async def _search_short(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
+        """Needles of one or two characters: no trigram to ask the index for.  Header
+        fields are read from the bodies rows; texts from the index's stored, lowercased
+        values (no parse per message), and bodies it lacks or holds in part whole."""
         lowered = needle.lower()
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT m.uid, b.sha256, b.subject, b.from_, b.to_, b.cc, b.bcc, b.data FROM messages m"
-                " JOIN bodies b ON b.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
+        column = _BODY_COLUMN.get(field)
+        if column is not None:
+            rows = await self._read(
+                lambda c: c.execute(
+                    f"SELECT m.uid, b.{_BODY_COLUMN_NAMES[column]} FROM messages m"
+                    " JOIN bodies b ON b.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
+                    (mailbox_id,),
+                ).fetchall()
+            )
+            return [Uid(r[0]) for r in rows if lowered in r[1].lower()]
+        unindexed = await self._read(lambda c: _unindexed(c, mailbox_id, field))  # first
+        key = lowered.encode()
+        columns = _CONTENT_COLUMNS[field]
+
+        def stored(c: sqlite3.Connection) -> list[Uid]:
+            rows = c.execute(
+                f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
+                " ON t.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
                 (mailbox_id,),
-            ).fetchall()
-        )
-        index = {"subject": 2, "from": 3, "to": 4, "cc": 5, "bcc": 6}
-        out: list[Uid] = []
-        for row in rows:
-            if field in index:
-                if lowered in row[index[field]].lower():
-                    out.append(Uid(row[0]))
-                continue
-            parsed = parse_message(await self._body_bytes(row[1], row[7]))
-            if lowered in _search_haystack(parsed, field).lower():
-                out.append(Uid(row[0]))
-        return out
+            )
+            if field == "text":  # headers, a line break, the body: as parsed
+                return [Uid(r[0]) for r in rows if key in r[1] + b"\n" + r[2]]
+            return [Uid(r[0]) for r in rows if key in r[1]]
+
+        return await self._with_unindexed(unindexed, field, lowered, await self._read(stored))
 
     # outbound queue -------------------------------------------------------------
 
@@ -1265,6 +1275,7 @@ INDEX_TEXT_LIMIT = FTS_TEXT_MAX_CHARS + 1
 
 
 _BODY_COLUMN = {"subject": 0, "from": 1, "to": 2, "cc": 3, "bcc": 4}
+_BODY_COLUMN_NAMES = ("subject", "from_", "to_", "cc", "bcc")  # in the bodies table
 
 
 def _unindexed(c: sqlite3.Connection, mailbox_id: MailboxId, field: str) -> list[tuple[Any, ...]]:
