@@ -76,6 +76,9 @@ INLINE_PARSE_BYTES = 256 * 1024  # smaller bodies are parsed on the loop (< 1 ms
 # body costs 0.43 ms as a file (file + directory fsync) against 0.04 ms as a row in a
 # group commit; at 1 MB the file is cheaper (3.0 ms against 4.5 ms, written twice by WAL).
 INLINE_BODY_MAX = 64 * 1024
+# Write jobs touching more rows than this run on the writer's thread, not the event loop:
+# about 30 ms of loop time for appends, the most expensive rows (bench/README.md, SMTP).
+LARGE_JOB_ROWS = 200
 FTS_FIELDS = {"subject", "from", "to", "cc", "bcc", "headers", "text", "body"}
 _FTS_COLUMN = {
     "subject": "subject", "from": "from_", "to": "to_", "cc": "cc", "bcc": "bcc",
@@ -138,8 +141,10 @@ class SqliteStore:
     """The embedded default store.  Create with ``await SqliteStore.open(data_dir)``."""
 
     def __init__(
-        self, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True
+        self, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``loop``: the event loop the writer runs its jobs on (open() passes its own)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "postier.db"
@@ -149,7 +154,7 @@ class SqliteStore:
             migrate(conn)
         finally:
             conn.close()
-        self.writer = Writer(self.db_path, group_commit_max)
+        self.writer = Writer(self.db_path, group_commit_max, loop)
         blobs = self.blobs
         self.indexer = Indexer(
             data_dir, self.db_path, self.writer,
@@ -170,8 +175,9 @@ class SqliteStore:
         cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True
     ) -> SqliteStore:
         """``catch_up``: index bodies left unindexed (the server; short commands pass False)."""
-        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max, catch_up)
-        store._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max, catch_up, loop)
+        store._loop = loop
         return store
 
     async def close(self) -> None:
@@ -201,11 +207,15 @@ class SqliteStore:
             self._inline = connect(self.db_path, readonly=True)
         return fn(self._inline)
 
-    async def _write(self, fn: Callable[[Tx], T], events: list[ev.Event] | None = None) -> T:
+    async def _write(
+        self, fn: Callable[[Tx], T], events: list[ev.Event] | None = None, *, large: bool = False
+    ) -> T:
         """Run ``fn`` in a group-committed transaction; publish ``events`` after COMMIT.
 
         ``fn`` appends to ``events`` while it runs; they are published on the loop's thread
-        in commit order, before the caller resumes.
+        in commit order, before the caller resumes.  ``large``: a job whose work grows with
+        its input (more than LARGE_JOB_ROWS rows, a whole mailbox) runs off the event loop
+        (Writer).
         """
         if events is not None:
             bus = self.bus
@@ -216,8 +226,8 @@ class SqliteStore:
                 tx.on_loop.append(lambda: _publish_all(bus, published))
                 return result
 
-            return await self.writer.run(job)
-        return await self.writer.run(fn)
+            return await self.writer.run(job, large=large)
+        return await self.writer.run(fn, large=large)
 
     # domains --------------------------------------------------------------------
 
@@ -285,9 +295,9 @@ class SqliteStore:
             self._directory_read_at = now
         return self._directory_generation
 
-    async def _write_directory(self, fn: Callable[[Tx], T]) -> T:
+    async def _write_directory(self, fn: Callable[[Tx], T], *, large: bool = False) -> T:
         try:
-            return await self._write(fn)
+            return await self._write(fn, large=large)
         finally:
             self._directory_read_at = -math.inf  # our own change: read the counter again
 
@@ -384,7 +394,7 @@ class SqliteStore:
             tx.execute("DELETE FROM accounts WHERE id = ?", (row[0],))
             _collect_bodies(tx, bodies)
 
-        await self._write_directory(fn)
+        await self._write_directory(fn, large=True)  # every message of the account
 
     async def get_account(self, address: str) -> Account | None:
         row = self._lookup(
@@ -556,7 +566,7 @@ class SqliteStore:
             _collect_bodies(tx, bodies)
             events.append(ev.MailboxDeleted(AccountId(row[0]), mailbox_id, row[1]))
 
-        await self._write(fn, events)
+        await self._write(fn, events, large=True)
 
     async def rename_mailbox(self, mailbox_id: MailboxId, new_name: str) -> Mailbox:
         new_name = _check_mailbox_name(new_name)
@@ -657,7 +667,7 @@ class SqliteStore:
                 for msg in messages
             ]
 
-        return await self._write(fn, events)
+        return await self._write(fn, events, large=len(messages) > LARGE_JOB_ROWS)
 
     async def deliver(
         self,
@@ -830,7 +840,7 @@ class SqliteStore:
                 )
             return StoreResult(tuple(updated), tuple(failed))
 
-        return await self._write(fn, events)
+        return await self._write(fn, events, large=len(uids) > LARGE_JOB_ROWS)
 
     async def expunge(
         self, mailbox_id: MailboxId, uids: Sequence[Uid] | None = None, *, only_deleted: bool = True
@@ -862,7 +872,7 @@ class SqliteStore:
             events.append(ev.Expunged(AccountId(mrow[0]), mailbox_id, tuple(gone), ModSeq(mrow[1] + 1)))
             return gone
 
-        return await self._write(fn, events)
+        return await self._write(fn, events, large=uids is None or len(uids) > LARGE_JOB_ROWS)
 
     async def copy(
         self, source: MailboxId, uids: Sequence[Uid], dest: MailboxId, move: bool = False
@@ -919,7 +929,7 @@ class SqliteStore:
                 events.append(ev.Expunged(AccountId(src[0]), source, tuple(gone), ModSeq(src[1] + 1)))
             return CopyResult(uidvalidity, tuple(src_uids), tuple(dst_uids))
 
-        return await self._write(fn, events)
+        return await self._write(fn, events, large=len(uids) > LARGE_JOB_ROWS)
 
     async def changes_since(self, mailbox_id: MailboxId, modseq: ModSeq) -> Changes:
         def fn(c: sqlite3.Connection) -> Changes:
@@ -1122,7 +1132,7 @@ class SqliteStore:
                 ).fetchone():
                     blobs.delete(sha)
 
-            await self._write(fn)
+            await self._write(fn, large=True)
             done += 1
         return done
 

@@ -1,17 +1,18 @@
-"""One writer thread with group commit, and a pool of reader connections.
+"""The writer with group commit, and a pool of reader connections.
 
-Every write is a plain function run on the writer thread inside a SAVEPOINT; the thread
-takes every job queued at that moment (up to ``max_batch``) into one transaction and one
-fsync (synchronous=FULL), then resolves each job's future.  A job that raises rolls back
-only its own savepoint.  Measured in shared/ARCHITECTURE.md: ~11.7k write transactions/s
-this way against ~1.9k with an await per statement.  The futures of jobs submitted from an
-event loop are resolved by one callback per loop and batch (one wake-up of the loop for the
-whole batch, not one per job).
+Every write is a plain function run inside a SAVEPOINT; the writer takes every job queued
+at that moment (up to ``max_batch``) into one transaction and one fsync
+(synchronous=FULL), then resolves each job's future.  A job that raises rolls back only
+its own savepoint.  Measured in shared/ARCHITECTURE.md: ~11.7k write transactions/s this
+way against ~1.9k with an await per statement.  Jobs run on the owner event loop's thread
+and only COMMIT goes to a thread (see Writer for why); the futures of jobs submitted from
+another loop are resolved by one callback per loop and batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import fcntl
 import logging
@@ -64,6 +65,7 @@ class _Job(Generic[T]):
     future: concurrent.futures.Future[T] | None  # submit(): from any thread
     loop: asyncio.AbstractEventLoop | None = None  # run(): from an event loop
     waiter: asyncio.Future[T] | None = None
+    large: bool = False  # run on the commit thread, not the loop (Writer docstring)
 
     def start(self) -> bool:
         """False when the caller gave up before the job ran (it is then dropped)."""
@@ -71,17 +73,6 @@ class _Job(Generic[T]):
             return self.future.set_running_or_notify_cancel()
         assert self.waiter is not None
         return not self.waiter.cancelled()
-
-    def fail_now(self, exc: BaseException) -> None:
-        if self.future is not None:
-            self.future.set_exception(exc)
-        else:
-            assert self.loop is not None
-            failed: list[_Outcome] = [(self.waiter, [], None, exc)]
-            try:
-                self.loop.call_soon_threadsafe(_settle, failed)
-            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
-                pass
 
 
 _Outcome = tuple["asyncio.Future[Any] | None", list[Callable[[], None]], Any, "BaseException | None"]
@@ -103,7 +94,8 @@ def _settle(outcomes: list[_Outcome]) -> None:
             waiter.set_result(result)
 
 
-_STOP = object()
+# A job after its run: (job, its Tx, result, the job's own exception)
+_Done = tuple["_Job[Any]", Tx, Any, "BaseException | None"]
 
 
 def take_batch(
@@ -128,97 +120,144 @@ def take_batch(
 
 
 class Writer:
-    def __init__(self, path: Path, max_batch: int = 256) -> None:
+    """The write connection, driven from its owner event loop.
+
+    Jobs run on the owner loop's thread, a batch at a time inside one BEGIN IMMEDIATE
+    (each job in its own SAVEPOINT); the COMMIT and its fsync run on the ``postier-commit``
+    thread, and jobs that arrive meanwhile form the next batch (group commit).  Why not a
+    writer thread: every SQLite statement releases the GIL, and taking it back while the
+    event loop is busy waits up to the switch interval (5 ms); a writer thread spent about
+    three quarters of its time waiting so (bench/README.md, SMTP, session 3).
+
+    Large jobs (``run(fn, large=True)``: thousands of rows, a whole mailbox) would stall
+    the loop: a batch holding one runs whole on the commit thread, as do batches that find
+    another process writing (the flock is waited for there, never on the loop).
+    """
+
+    def __init__(
+        self, path: Path, max_batch: int = 256, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._conn = connect(path)
         self._max_batch = max_batch
         # Writers in several processes (workers, `postier deliver`) take turns through an
         # flock around each transaction: a blocked one wakes when the lock is released,
         # where SQLite's busy handler polls with sleeps of 1 ms and more.
         self._lock_fd = os.open(path.parent / (path.name + ".writelock"), os.O_RDWR | os.O_CREAT, 0o600)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="postier-writer", daemon=True)
-        self._thread.start()
+        self._loop = loop  # the owner: None until the first run()
+        self._pending: collections.deque[_Job[Any]] = collections.deque()  # owner loop only
+        self._inbox: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()  # from other threads
+        self._busy = False  # a batch is between its first job and its settling
+        self._outstanding = 0  # jobs queued or running, from any thread (close() waits)
+        self._count_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postier-commit")
         self.batches = 0
         self.jobs = 0
         self.index: Callable[[int, tuple[str, ...]], None] | None = None  # set by the store
 
     def submit(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` from any thread; never wait on the result on the owner loop's thread."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(fn, future))
+        self._post(_Job(fn, future))
         return future
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
+    async def run(self, fn: Callable[[Tx], T], *, large: bool = False) -> T:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, None, loop, waiter))
+        job = _Job(fn, None, loop, waiter, large)
+        owner = self._loop
+        if owner is None or (owner is not loop and not self._busy and not owner.is_running()):
+            self._loop = owner = loop  # the store outlived the loop it was opened on
+        if owner is loop:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the store is closed")
+            self._count(1)
+            self._pending.append(job)
+            if not self._busy:
+                self._busy = True
+                loop.call_soon(self._next_batch)  # what else this loop turn queues joins in
+        else:
+            self._post(job)
         return await waiter
 
+    def _post(self, job: _Job[Any]) -> None:
+        if self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
+        if self._loop is None:
+            raise RuntimeError("the writer has no event loop yet")
+        self._count(1)
+        self._inbox.put(job)
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _count(self, change: int) -> None:
+        with self._count_lock:
+            self._outstanding += change
+            if self._outstanding:
+                self._idle.clear()
+            else:
+                self._idle.set()
+
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        """Finish the queued jobs, then close; call it off the owner loop's thread."""
+        self._closed = True
+        self._idle.wait()
+        self._thread.shutdown(wait=True)
         self._conn.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def _loop(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
+    # ------------------------------------------------------------ on the owner loop
+
+    def _wake(self) -> None:
+        if not self._busy:
+            self._busy = True
+            self._next_batch()
+
+    def _next_batch(self) -> None:
+        while True:
+            try:
+                self._pending.append(self._inbox.get_nowait())
+            except queue.Empty:
                 break
-            batch, stop = take_batch(self._queue, first, self._max_batch, _STOP)
-            # A job whose caller was cancelled before it ran is dropped; once running, its
+        batch: list[_Job[Any]] = []
+        while self._pending and len(batch) < self._max_batch:
+            job = self._pending.popleft()
+            # A job whose caller gave up before it ran is dropped; once running, its
             # future can no longer be cancelled, so its result is always deliverable.
-            batch = [job for job in batch if job.start()]
-            if batch:
-                self._run_batch(batch)
-
-    def _run_batch(self, batch: list[_Job[Any]]) -> None:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            self._run_batch_locked(batch)
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _run_batch_locked(self, batch: list[_Job[Any]]) -> None:
-        conn = self._conn
-        outcomes: list[tuple[_Job[Any], Tx, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for job in batch:
-                job.fail_now(exc)
-            return
-        for job in batch:
-            tx = Tx(conn, index=self.index)
-            conn.execute("SAVEPOINT job")
-            try:
-                result = job.fn(tx)
-            except BaseException as exc:  # the job's own failure: roll back only its work
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((job, tx, None, exc))
+            if job.start():
+                batch.append(job)
             else:
-                conn.execute("RELEASE job")
-                outcomes.append((job, tx, result, None))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.error("commit failed: %s", exc)
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            for job, _tx, _result, _err in outcomes:
-                job.fail_now(exc)
+                self._count(-1)
+        if not batch:
+            self._busy = False
             return
-        self.batches += 1
-        self.jobs += len(batch)
+        if any(job.large for job in batch):
+            self._thread.submit(self._whole_batch, batch)
+            return
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process is writing: wait for it off the loop
+            self._thread.submit(self._whole_batch, batch)
+            return
+        outcomes, failure = self._run_jobs(batch)
+        if failure is not None:
+            self._settle_batch(outcomes, failure)
+        else:
+            self._thread.submit(self._commit, outcomes)
+
+    def _settle_batch(self, outcomes: list[_Done], failure: BaseException | None) -> None:
+        """Publish a finished batch (after-commit hooks, results), then start the next."""
+        if failure is None:
+            self.batches += 1
+            self.jobs += len(outcomes)
         per_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for job, tx, result, err in outcomes:
-            if err is None:
+            if failure is not None:
+                result, err = None, failure
+            elif err is None:
                 for hook in tx.after_commit:
                     try:
                         hook()
@@ -231,13 +270,91 @@ class Writer:
                     job.future.set_result(result)
                 continue
             assert job.loop is not None
-            hooks = tx.on_loop if err is None else []
-            per_loop.setdefault(job.loop, []).append((job.waiter, hooks, result, err))
+            per_loop.setdefault(job.loop, []).append(
+                (job.waiter, tx.on_loop if err is None else [], result, err)
+            )
         for loop, settled in per_loop.items():
+            if loop is self._loop:
+                _settle(settled)
+                continue
             try:
                 loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
                 pass
+        self._count(-len(outcomes))
+        self._next_batch()
+
+    # ------------------------------------------------------------ on either thread, locked
+
+    def _run_jobs(self, batch: list[_Job[Any]]) -> tuple[list[_Done], sqlite3.Error | None]:
+        """BEGIN and every job; if BEGIN fails, its error (and the lock is released)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            return [(job, Tx(conn), None, exc) for job in batch], exc
+        outcomes: list[_Done] = []
+        try:
+            for job in batch:
+                tx = Tx(conn, index=self.index)
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(tx)
+                except BaseException as exc:  # the job's own failure: roll back its work
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, tx, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, tx, result, None))
+        except sqlite3.Error as exc:  # the connection itself failed: nothing is kept
+            log.error("write transaction failed: %s", exc)
+            _rollback(conn)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            return [(job, Tx(conn), None, exc) for job in batch], exc
+        return outcomes, None
+
+    # ------------------------------------------------------------ on the commit thread
+
+    def _whole_batch(self, batch: list[_Job[Any]]) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self._to_owner(self._settle_batch, [(job, Tx(self._conn), None, exc) for job in batch], exc)
+            return
+        outcomes, failure = self._run_jobs(batch)
+        if failure is not None:
+            self._to_owner(self._settle_batch, outcomes, failure)
+        else:
+            self._commit(outcomes)
+
+    def _commit(self, outcomes: list[_Done]) -> None:
+        conn = self._conn
+        failure: BaseException | None = None
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("commit failed: %s", exc)
+            failure = exc
+            _rollback(conn)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._to_owner(self._settle_batch, outcomes, failure)
+
+    def _to_owner(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the owner loop is closed: settle here, no one else will
+            fn(*args)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:  # no transaction left to roll back
+        pass
 
 
 class ReaderPool:
