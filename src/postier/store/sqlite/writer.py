@@ -242,6 +242,9 @@ class Writer:
         except BlockingIOError:  # another process is writing: wait for it off the loop
             self._thread.submit(self._whole_batch, batch)
             return
+        self._run_locked(batch)
+
+    def _run_locked(self, batch: list[_Job[Any]]) -> None:
         outcomes, failure = self._run_jobs(batch)
         if failure is not None:
             self._settle_batch(outcomes, failure)
@@ -318,10 +321,14 @@ class Writer:
     # ------------------------------------------------------------ on the commit thread
 
     def _whole_batch(self, batch: list[_Job[Any]]) -> None:
+        """Wait for the lock here; run a large batch here too, a small one on the loop."""
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         except OSError as exc:
             self._to_owner(self._settle_batch, [(job, Tx(self._conn), None, exc) for job in batch], exc)
+            return
+        if not any(job.large for job in batch):
+            self._to_owner(self._run_locked, batch)
             return
         outcomes, failure = self._run_jobs(batch)
         if failure is not None:
