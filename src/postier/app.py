@@ -66,9 +66,10 @@ def auth_settings(config: Config) -> AuthSettings:
     )
 
 
-async def open_store(config: Config, data_dir: Path) -> SqliteStore:
+async def open_store(config: Config, data_dir: Path, catch_up: bool = True) -> SqliteStore:
     return await SqliteStore.open(
-        data_dir, readers=config.store.readers, group_commit_max=config.store.group_commit_max
+        data_dir, readers=config.store.readers, group_commit_max=config.store.group_commit_max,
+        catch_up=catch_up,
     )
 
 
@@ -135,7 +136,10 @@ class App:
 
     async def start(self) -> None:
         self.hostname = resolve_hostname(self.config)
-        self.store = await open_store(self.config, self.data_dir)
+        # With several workers only worker 0 indexes (store/sqlite/indexfeed.py).
+        self.store = await open_store(self.config, self.data_dir, catch_up=self.worker == 0)
+        if self.workers > 1:
+            await self._share_indexer()
         self.authenticator = Authenticator(StoreCredentialSource(self.store), auth_settings(self.config))
         self.delivery = Delivery(self.store, self.config.delivery.add_delivered_to)
         if self.config.tls.cert:
@@ -157,6 +161,23 @@ class App:
             await starter(self)
         if self.worker == 0:  # singletons: one per data folder
             self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
+
+    async def _share_indexer(self) -> None:
+        from postier.store.sqlite.indexfeed import IndexFeed, IndexFeedServer
+
+        assert self.store is not None
+        if self.worker == 0:
+            server = IndexFeedServer(self.data_dir, self.store.indexer.add)
+            await server.start()
+            self.add_service([], server.stop)
+            return
+        feed = IndexFeed(self.data_dir)
+        self.store.writer.index = feed.add
+
+        async def stop() -> None:
+            feed.close()
+
+        self.add_service([], stop)
 
     @property
     def reuse_port(self) -> bool:

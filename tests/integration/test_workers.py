@@ -165,3 +165,44 @@ def test_a_killed_worker_is_restarted_and_stop_is_clean(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert b"Traceback" not in err
+
+
+def test_worker_0_indexes_what_every_worker_delivers(
+    server: tuple[subprocess.Popen[bytes], dict[str, int], str], tmp_path: Path,
+) -> None:
+    import imaplib
+    import sqlite3
+
+    proc, ports, _ = server
+    for n in range(20):  # spread over both workers by the kernel
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:
+            s.sendmail("bob@example.net", ["alice@example.org"],
+                       b"Subject: note %d\r\n\r\nword quokka%03d here\r\n" % (n, n))
+    data = tmp_path / "data"
+    deadline = time.monotonic() + 20
+    indexed = 0
+    while indexed < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        conn = sqlite3.connect(f"file:{data / 'postier.db'}?mode=ro", uri=True)
+        try:
+            (indexed,) = conn.execute("SELECT count(*) FROM bodies WHERE indexed = 1").fetchone()
+        finally:
+            conn.close()
+    assert indexed == 20
+    imap = imaplib.IMAP4("127.0.0.1", ports["imap"])
+    try:
+        imap.login("alice@example.org", TEST_PASSWORD)
+        imap.select("INBOX")
+        for n in (0, 7, 19):
+            typ, found = imap.search(None, "BODY", f"quokka{n:03d}")
+            assert typ == "OK" and len(found[0].split()) == 1
+    finally:
+        imap.logout()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    log = err.decode()
+    # Indexed as they came, by one indexer: no body waited for the idle catch-up pass,
+    # and the other worker always reached worker 0.
+    assert "a worker sends its new bodies here" in log
+    assert "catching up" not in log
+    assert "cannot reach worker 0's indexer" not in log
