@@ -15,13 +15,13 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from postier.store import bus as ev
+from postier.store.unixsock import close_private, serve_private
 
 log = logging.getLogger("postier.store")
 
@@ -70,10 +70,9 @@ class EventRelay:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
-        os.chmod(self.path, 0o600)
+        self._server = await serve_private(
+            self.path, lambda path: asyncio.start_unix_server(self._handle, path=path)
+        )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -89,12 +88,8 @@ class EventRelay:
             writer.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        await close_private(self._server, self.path)
+        self._server = None
 
 
 def forward(data_dir: Path, events: Sequence[ev.Event], timeout_s: float = 2.0) -> bool:

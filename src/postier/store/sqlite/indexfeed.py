@@ -16,15 +16,15 @@ in UTF-8 (``surrogatepass``: extracted text may hold lone surrogates).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
+
+from postier.store.unixsock import close_private, serve_private
 
 log = logging.getLogger("postier.store")
 
@@ -177,20 +177,11 @@ class IndexFeedServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # left by an earlier run
-        old = os.umask(0o177)
-        try:
-            self._server = await asyncio.get_running_loop().create_unix_server(
-                lambda: _Receiver(self._add), str(self.path)
-            )
-        finally:
-            os.umask(old)
+        loop = asyncio.get_running_loop()
+        self._server = await serve_private(
+            self.path, lambda path: loop.create_unix_server(lambda: _Receiver(self._add), path)
+        )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        await close_private(self._server, self.path)
+        self._server = None
