@@ -163,3 +163,21 @@ async def test_close_finishes_queued_jobs(tmp_path: Path) -> None:
     assert rows(path) == ["0", "1", "2", "3", "4"]
     with pytest.raises(sqlite3.ProgrammingError):
         await w.run(insert("late"))
+
+
+def test_close_does_not_hang_when_the_loop_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "w.db"
+    conn = connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.close()
+    loop = asyncio.new_event_loop()  # never run: nothing will ever run the jobs
+    try:
+        w = Writer(path, loop=loop)
+        w.submit(insert("never"))
+        started = time.monotonic()
+        w.close(timeout=0.3)
+        assert time.monotonic() - started < 5
+        assert "1 write jobs never run" in caplog.text
+    finally:
+        loop.close()
+    assert rows(path) == []

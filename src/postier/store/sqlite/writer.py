@@ -199,10 +199,11 @@ class Writer:
             else:
                 self._idle.set()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
         """Finish the queued jobs, then close; call it off the owner loop's thread."""
         self._closed = True
-        self._idle.wait()
+        if not self._idle.wait(timeout):  # the owner loop stopped with jobs queued
+            log.error("closing the store with %d write jobs never run", self._outstanding)
         self._thread.shutdown(wait=True)
         self._conn.close()
         if self._lock_fd >= 0:
