@@ -310,6 +310,7 @@ async def start_smtp(app: App) -> None:
         SmtpSettings(
             hostname=app.hostname,
             max_message_bytes=c.max_message_bytes,
+            max_buffered_bytes=c.max_buffered_bytes,
             max_recipients=c.max_recipients,
             max_line_bytes=c.max_line_bytes,
             max_errors=c.max_errors,

@@ -137,6 +137,9 @@ class SmtpConfig:
     submissions_listen: tuple[ListenAddress, ...] = _listen("127.0.0.1:2465")
     lmtp_listen: tuple[ListenAddress, ...] = _listen()
     max_message_bytes: int = _int(52_428_800, minimum=1024)
+    # Messages being received are held in memory; all connections together hold at most
+    # this much (one message alone may reach max_message_bytes), past it: 452 4.3.1.
+    max_buffered_bytes: int = _int(536_870_912, minimum=1024)
     # RFC 5321 §4.5.3.1.8 asks servers to accept at least 100 recipients; lower is allowed.
     max_recipients: int = _int(100, minimum=1)
     # RFC 5321 §4.5.3.1.6: a text line is at least 1000 octets including the CRLF.

@@ -10,6 +10,7 @@ import re
 import shutil
 import smtplib
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -333,6 +334,42 @@ async def test_limits_recipients_size_errors(
             "250", "250 2.1.0", "250 2.1.5", "250 2.1.5", "452 4.5.3", "354", "552 5.3.4",
             "500 5.5.1", "500 5.5.1", "500 5.5.1", "421 4.7.0",
         ]
+    finally:
+        await running.server.stop()
+
+
+async def test_messages_in_memory_over_the_budget_get_452_and_nothing_is_lost(
+    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path, tls: Tls
+) -> None:
+    running = await start(store, delivery, tmp_path, tls, max_buffered_bytes=100_000)
+    line = b"x" * 998 + b"\r\n"
+    try:
+        def send() -> list[str]:
+            first, second = Raw(running.mta), Raw(running.mta)
+            for c in (first, second):
+                c.reply()
+                c.send(b"EHLO c\r\nMAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+                assert c.codes(4)[-1] == "354"
+            first.send(b"Subject: first\r\n\r\n" + line * 80)  # 80 KB held, not ended
+            time.sleep(0.5)
+            second.send(b"Subject: second\r\n\r\n" + line * 80)  # 160 KB: over
+            time.sleep(0.5)
+            second.send(b".\r\n")
+            codes = [second.code()]
+            first.send(b".\r\n")  # alone it may use the whole budget and more
+            codes.append(first.code())
+            # both sessions go on; the refused sender retries and gets through
+            second.send(b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+            assert second.codes(3)[-1] == "354"
+            second.send(b"Subject: second again\r\n\r\n" + line * 80 + b".\r\n")
+            codes.append(second.code())
+            serves_next_client(running.mta)
+            return codes
+
+        assert await in_thread(send) == ["452 4.3.1", "250 2.0.0", "250 2.0.0"]
+        subjects = sorted(m.split(b"Subject: ")[1].split(b"\r\n")[0] for m in await inbox(store))
+        assert subjects == [b"first", b"second again", b"test"]
+        assert running.server._held_bytes == 0
     finally:
         await running.server.stop()
 

@@ -118,6 +118,8 @@ C421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again
 C451_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 C452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 C452_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full, try again later")  # RFC 3463 X.2.2
+# RFC 5321 §4.2.3 (452: insufficient system storage), RFC 3463 X.3.1 (mail system full)
+C452_INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")  # RFC 3207 §4
 C454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 §6
 # Permanent negative (5yz).
@@ -428,7 +430,8 @@ class ServerConnection:
         self._mail: MailFrom | None = None
         self._rcpts: list[RcptTo] = []
         self._msg = bytearray()  # BDAT chunks so far
-        self._msg_overflow = False
+        self._msg_overflow = False  # the message is read to its end but not kept
+        self._overflow_reply = C552_MESSAGE_TOO_BIG  # its answer then
         # DATA (see _read_data): message pieces, their size, the stream's last bytes, the
         # CRLF/CR/LF counts of the stream so far, and whether a line may start with "."
         self._parts: list[bytes | memoryview] = []
@@ -451,6 +454,23 @@ class ServerConnection:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def message_bytes(self) -> int:
+        """Bytes of the message being received that this connection holds (DATA, BDAT)."""
+        held = len(self._msg)
+        if self.state is State.DATA and not self._msg_overflow:
+            held += self._size
+        return held
+
+    def refuse_message(self, reply: Reply) -> None:
+        """Keep nothing more of the message being received: it is read to its end (DATA)
+        or last chunk (BDAT) and then answered with ``reply`` (the adapter's memory budget)."""
+        if self.message_bytes:
+            self._msg_overflow = True
+            self._overflow_reply = reply
+            self._parts = []
+            self._msg = bytearray()
 
     @property
     def transaction(self) -> tuple[MailFrom | None, tuple[RcptTo, ...]]:
@@ -623,6 +643,7 @@ class ServerConnection:
         self._msg = bytearray()
         self._parts = []
         self._msg_overflow = False
+        self._overflow_reply = C552_MESSAGE_TOO_BIG
         self._bdat_in_transaction = False
         if self.state in (State.MAIL, State.RCPT, State.DATA, State.BDAT):
             self.state = State.READY
@@ -846,6 +867,7 @@ class ServerConnection:
         self._counts = [1, 1, 1]  # CRLF, CR, LF
         self._dots = False
         self._msg_overflow = False
+        self._overflow_reply = C552_MESSAGE_TOO_BIG
         self._send(C354_START_INPUT)
         return None
 
@@ -974,7 +996,7 @@ class ServerConnection:
         parts, self._parts = self._parts, []
         self.state = State.RCPT
         if self._msg_overflow:
-            return self._message_error(C552_MESSAGE_TOO_BIG, "message too big")
+            return self._overflow_error()
         raw = b"".join(parts)
         crlf, cr, lf = self._counts
         return self._finish_message(raw, chunking=False, bare=not crlf == cr == lf, dots=self._dots)
@@ -1018,8 +1040,13 @@ class ServerConnection:
         raw = bytes(self._msg)
         self._msg = bytearray()
         if self._msg_overflow:
-            return self._message_error(C552_MESSAGE_TOO_BIG, "message too big")
+            return self._overflow_error()
         return self._finish_message(raw, chunking=True)
+
+    def _overflow_error(self) -> ProtocolError:
+        reply = self._overflow_reply
+        reason = "message too big" if reply is C552_MESSAGE_TOO_BIG else "message refused: memory"
+        return self._message_error(reply, reason)
 
     def _message_error(self, reply: Reply, reason: str) -> ProtocolError:
         count = len(self._rcpts) if self.settings.mode is Mode.LMTP else 1

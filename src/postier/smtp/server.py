@@ -55,6 +55,7 @@ from postier.smtp.core import (
     C421_SHUTTING_DOWN,
     C421_TOO_MANY_CONNECTIONS,
     C451_LOCAL_ERROR,
+    C452_INSUFFICIENT_STORAGE,
     C452_MAILBOX_FULL,
     C454_AUTH_TEMPORARY,
     C501_AUTH_CANCELLED,
@@ -116,6 +117,10 @@ class SmtpSettings:
     # RFC 4954 over TLS; SCRAM-SHA-256 (RFC 7677) for accounts with stored SCRAM credentials.
     auth_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "PLAIN", "LOGIN")
     stop_grace_s: float = 10.0  # how long stop() lets transactions in progress finish
+    # Messages being received are held in memory: all sessions together hold at most this
+    # much (one message alone may always reach max_message_bytes); past it the message
+    # whose data arrives is read to its end and refused with 452 4.3.1 (try again later).
+    max_buffered_bytes: int = 512 * 1024 * 1024
     reuse_port: bool = False  # several worker processes share the listening ports
 
 
@@ -267,6 +272,7 @@ class _Session:
     esmtp: bool = False
     user: str = ""  # authenticated address
     remote_rcpts: set[str] = field(default_factory=set)
+    held: int = 0  # message bytes counted in SmtpServer._held_bytes
 
 
 # ---------------------------------------------------------------- the server
@@ -306,6 +312,7 @@ class SmtpServer:
         self._bound: list[tuple[Mode, str, int, bool]] = []
         self._sessions: set[_Stream] = set()
         self._per_ip: Counter[str] = Counter()
+        self._held_bytes = 0  # message bytes all sessions hold (max_buffered_bytes)
         self._stopping = False
         self._log = logging.getLogger("postier.smtp")
         self._header_parser = BytesHeaderParser(policy=compat32)
@@ -462,6 +469,7 @@ class SmtpServer:
             except Exception:
                 pass
         finally:
+            self._held_bytes -= session.held
             stream.close()
             self._sessions.discard(stream)
             if peer_ip:
@@ -469,6 +477,20 @@ class SmtpServer:
                 if self._per_ip[peer_ip] <= 0:
                     del self._per_ip[peer_ip]
             log.connection_lost(error)
+
+    def _count_held(self, session: _Session) -> None:
+        """Keep the memory the messages being received hold under max_buffered_bytes."""
+        held = session.conn.message_bytes
+        self._held_bytes += held - session.held
+        session.held = held
+        if held and self._held_bytes > self.settings.max_buffered_bytes and self._held_bytes > held:
+            session.log.warning(
+                "message refused (452): messages being received hold %d bytes, limit %d",
+                self._held_bytes, self.settings.max_buffered_bytes,
+            )
+            session.conn.refuse_message(C452_INSUFFICIENT_STORAGE)
+            self._held_bytes -= held
+            session.held = 0
 
     async def _read(self, session: _Session) -> bytes:
         conn, stream = session.conn, session.stream
@@ -499,6 +521,7 @@ class SmtpServer:
             event = conn.next_event()
             match event:
                 case NeedData():
+                    self._count_held(session)
                     conn.receive_data(await self._read(session))
                 case Closed():
                     async with asyncio.timeout(self.settings.command_timeout_s):

@@ -9,6 +9,7 @@ import pytest
 
 from postier.auth.sasl import Cancelled
 from postier.smtp.core import (
+    C452_INSUFFICIENT_STORAGE,
     C550_MAILBOX_UNKNOWN,
     C554_RELAY_DENIED,
     Auth,
@@ -428,6 +429,59 @@ def test_bdat_oversize_552() -> None:
     s.feed(EHLO + b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\n")
     out = s.feed(b"BDAT 20\r\n" + b"1" * 20 + b"BDAT 20 LAST\r\n" + b"2" * 20)
     assert codes(out) == ["250 2.0.0", "552 5.3.4"]
+    transaction_works(s)
+
+
+def test_message_bytes_counts_what_the_message_holds() -> None:
+    s = new_session()
+    s.feed(EHLO + TXN)
+    assert s.conn.message_bytes == 0
+    s.feed(b"x" * 500 + b"\r\n")
+    assert 500 <= s.conn.message_bytes <= 502
+    s.feed(b".\r\n")
+    assert s.conn.message_bytes == 0  # stored or not, the message is no longer held
+    s.feed(b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\nBDAT 300\r\n" + b"y" * 300)
+    assert s.conn.message_bytes == 300  # BDAT chunks are held until LAST
+    s.feed(b"BDAT 0 LAST\r\n")
+    assert s.conn.message_bytes == 0
+
+
+@pytest.mark.parametrize("bytewise", [False, True])
+def test_refused_message_is_read_to_its_end_then_452_and_session_continues(bytewise: bool) -> None:
+    s = new_session()
+    s.feed(EHLO + TXN)
+    s.feed(b"x" * 500 + b"\r\n")
+    s.conn.refuse_message(C452_INSUFFICIENT_STORAGE)  # the adapter's memory budget
+    assert s.conn.message_bytes == 0
+    rest = (b"y" * 78 + b"\r\n") * 20 + b".\r\n"
+    out = s.feed_bytewise(rest) if bytewise else s.feed(rest)
+    assert codes(out) == ["452 4.3.1"]
+    assert s.of(Message) == []
+    transaction_works(s)
+    # the next refusal for size is 552 again, not the 452 of before
+    s2 = new_session(max_message_bytes=100)
+    s2.feed(EHLO + TXN + b"z" * 50 + b"\r\n")
+    s2.conn.refuse_message(C452_INSUFFICIENT_STORAGE)
+    assert codes(s2.feed(b".\r\n")) == ["452 4.3.1"]
+    s2.feed(TXN)
+    assert codes(s2.feed(b"z" * 101 + b"\r\n.\r\n")) == ["552 5.3.4"]
+
+
+def test_refused_bdat_message_takes_its_chunks_then_452() -> None:
+    s = new_session()
+    s.feed(EHLO + b"MAIL FROM:<bob@example.net>\r\nRCPT TO:<alice@example.org>\r\n")
+    assert codes(s.feed(b"BDAT 20\r\n" + b"1" * 20)) == ["250 2.0.0"]
+    s.conn.refuse_message(C452_INSUFFICIENT_STORAGE)
+    out = s.feed(b"BDAT 20\r\n" + b"2" * 20 + b"BDAT 20 LAST\r\n" + b"3" * 20)
+    assert codes(out) == ["250 2.0.0", "452 4.3.1"]
+    assert s.of(Message) == []
+    transaction_works(s)
+
+
+def test_refuse_message_outside_a_message_does_nothing() -> None:
+    s = new_session()
+    s.feed(EHLO)
+    s.conn.refuse_message(C452_INSUFFICIENT_STORAGE)
     transaction_works(s)
 
 
