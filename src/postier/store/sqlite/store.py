@@ -699,16 +699,18 @@ class SqliteStore:
             for index, copy in enumerate(copies):
                 if not atomic:
                     tx.execute("SAVEPOINT copy")
-                mark = len(events)
+                mark, hooks = len(events), len(tx.after_commit)
                 try:
-                    mailbox_id = _delivery_mailbox(tx, copy)
+                    mailbox_id, mrow = _delivery_mailbox(tx, copy)
                     results.append(_append_one(tx, mailbox_id, body, copy.prefix, frozenset(),
-                                               now, now, True, blobs, events))
+                                               now, now, True, blobs, events, mrow))
                 except PostierError as exc:
                     if atomic:
                         raise CopyFailed(index, exc) from exc
                     tx.execute("ROLLBACK TO copy")
                     del events[mark:]
+                    del tx.after_commit[hooks:]  # e.g. indexing a body rolled back
+                    tx.bodies.clear()
                     results.append(exc)
                 if not atomic:
                     tx.execute("RELEASE copy")
@@ -1184,15 +1186,17 @@ def _append_one(
     check_quota: bool,
     blobs: FileBlobStore,
     events: list[ev.Event],
+    mrow: Sequence[Any] | None = None,
 ) -> Appended:
-    mrow = tx.execute(
-        "SELECT m.account_id, m.uidvalidity, m.uidnext, m.highestmodseq,"
-        " a.quota_bytes, a.used_bytes FROM mailboxes m JOIN accounts a"
-        " ON a.id = m.account_id WHERE m.id = ?",
-        (mailbox_id,),
-    ).fetchone()
+    """``mrow``: the mailbox's _MAILBOX_ROW columns when the caller has read them already."""
     if mrow is None:
-        raise UserError("no such mailbox")
+        mrow = tx.execute(
+            f"SELECT {_MAILBOX_ROW} FROM mailboxes m JOIN accounts a ON a.id = m.account_id"
+            " WHERE m.id = ?",
+            (mailbox_id,),
+        ).fetchone()
+        if mrow is None:
+            raise UserError("no such mailbox")
     account_id, uidvalidity, uid, modseq, quota, used = mrow
     size = len(prefix) + body.size
     if check_quota and quota and used + size > quota:
@@ -1215,8 +1219,23 @@ def _append_one(
     return Appended(mailbox_id, uidvalidity, Uid(uid), ModSeq(modseq))
 
 
-def _delivery_mailbox(tx: Tx, copy: LocalCopy) -> MailboxId:
-    """The mailbox a delivered copy goes to: \\Junk when asked and present, else INBOX."""
+# What _append_one needs of a mailbox and its account, in this order.
+_MAILBOX_ROW = (
+    "m.account_id, m.uidvalidity, m.uidnext, m.highestmodseq, a.quota_bytes, a.used_bytes"
+)
+
+
+def _delivery_mailbox(tx: Tx, copy: LocalCopy) -> tuple[MailboxId, Sequence[Any] | None]:
+    """The mailbox a delivered copy goes to: \\Junk when asked and present, else INBOX;
+    with its _MAILBOX_ROW when one query found it (the usual case: one statement)."""
+    if not copy.junk:
+        found = tx.execute(
+            f"SELECT m.id, {_MAILBOX_ROW} FROM accounts a JOIN mailboxes m"
+            " ON m.account_id = a.id AND m.name = 'INBOX' WHERE a.address = ?",
+            (copy.account.lower(),),
+        ).fetchone()
+        if found is not None:
+            return MailboxId(found[0]), found[1:]
     row = tx.execute("SELECT id FROM accounts WHERE address = ?", (copy.account.lower(),)).fetchone()
     if row is None:
         raise UnknownAccount(f"no such user: {copy.account}")
@@ -1232,8 +1251,8 @@ def _delivery_mailbox(tx: Tx, copy: LocalCopy) -> MailboxId:
             "SELECT id FROM mailboxes WHERE account_id = ? AND name = 'INBOX'", (account_id,)
         ).fetchone()
     if found is None:
-        return _insert_mailbox(tx, account_id, "INBOX", None).id
-    return MailboxId(found[0])
+        return _insert_mailbox(tx, account_id, "INBOX", None).id, None
+    return MailboxId(found[0]), None
 
 
 def _enqueue_tx(
@@ -1337,12 +1356,25 @@ def _load_index_values(
     return _fts_values(parse_message(raw, INDEX_TEXT_LIMIT))
 
 def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
-    row = tx.execute("SELECT id FROM bodies WHERE sha256 = ?", (body.sha256,)).fetchone()
-    if row is not None:
-        return int(row[0])
-    if body.inline is None and not blobs.exists(body.sha256):
-        # Collected between prepare_body() and now: the caller must prepare it again.
-        raise TemporaryError("message body vanished before commit; try again")
+    """The body's row id; a new row when no body has this content yet.  An inline body
+    is inserted at once (a known one leaves the INSERT doing nothing: one statement for
+    new mail); a file body is looked up first, its file must still exist for a new row."""
+    known = tx.bodies.get(body.sha256)
+    if known is not None:
+        return known
+    body_id = _store_body(tx, body, blobs)
+    tx.bodies[body.sha256] = body_id
+    return body_id
+
+
+def _store_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
+    if body.inline is None:
+        row = tx.execute("SELECT id FROM bodies WHERE sha256 = ?", (body.sha256,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        if not blobs.exists(body.sha256):
+            # Collected between prepare_body() and now: the caller must prepare it again.
+            raise TemporaryError("message body vanished before commit; try again")
     parsed = body.parsed
     assert isinstance(parsed, ParsedMessage)
     from postier.mail.parse import encode_parts
@@ -1350,14 +1382,19 @@ def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
     cur = tx.execute(
         "INSERT INTO bodies (sha256, size, envelope, body, bodystructure, parts, subject, from_,"
         " to_, cc, bcc, sent_date, message_id, in_reply_to, refs, has_attachment, data,"
-        " fulltext_cut) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " fulltext_cut) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (sha256) DO NOTHING RETURNING id",
         (body.sha256, body.size, parsed.envelope, parsed.body, parsed.bodystructure,
          encode_parts(parsed.root), parsed.subject, parsed.from_, parsed.to, parsed.cc,
          parsed.bcc, parsed.date, parsed.message_id, parsed.in_reply_to,
          " ".join(parsed.references), int(parsed.has_attachment), body.inline,
          int(_index_cut(parsed))),
     )
-    body_id = int(cur.lastrowid or 0)
+    inserted = cur.fetchone()
+    if inserted is None:  # the same content is stored already (inline bodies only)
+        (known,) = tx.execute("SELECT id FROM bodies WHERE sha256 = ?", (body.sha256,)).fetchone()
+        return int(known)
+    body_id = int(inserted[0])
     index = tx.index
     if index is not None:  # after COMMIT, to the indexer thread (indexer.py)
         values = _fts_values(parsed)

@@ -54,6 +54,8 @@ class Tx:
     on_loop: list[Callable[[], None]] = field(default_factory=list)
     # Where a new body's full-text index values go after COMMIT (the store's Indexer).
     index: Callable[[int, tuple[str, ...]], None] | None = None
+    # Body row ids by sha256 that this job stored or found (several copies of one body).
+    bodies: dict[str, int] = field(default_factory=dict)
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
