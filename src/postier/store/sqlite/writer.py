@@ -195,10 +195,11 @@ class Writer:
 
     def _count(self, change: int) -> None:
         with self._count_lock:
+            before = self._outstanding
             self._outstanding += change
-            if self._outstanding:
+            if not before:
                 self._idle.clear()
-            else:
+            elif not self._outstanding:
                 self._idle.set()
 
     def close(self, timeout: float = 60.0) -> None:
