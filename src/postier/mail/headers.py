@@ -81,6 +81,14 @@ def first_field(fields: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def first_values(fields: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """``first_field`` of every name at once: lower-case name → value of its first field.
+
+    For callers that look up many names in one header (a scan of the list per name).
+    """
+    return dict(reversed(fields))  # later pairs overwrite: the first field of a name wins
+
+
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
 

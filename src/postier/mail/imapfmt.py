@@ -22,7 +22,7 @@ from urllib.parse import quote_from_bytes
 from postier.mail.headers import (
     Address,
     Fields,
-    first_field,
+    first_values,
     parse_addresses,
     parse_fields,
     parse_params_value,
@@ -101,9 +101,10 @@ ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
 
 
 def envelope(
-    fields: list[tuple[bytes, bytes]], addresses: Mapping[bytes, list[Address]] | None = None
+    header: Mapping[bytes, bytes], addresses: Mapping[bytes, list[Address]] | None = None
 ) -> bytes:
-    """RFC 9051 §7.5.2 ENVELOPE from a parsed header (``headers.parse_fields``).
+    """RFC 9051 §7.5.2 ENVELOPE from a parsed header, as ``headers.first_values`` gives it
+    (the value of the first field of each lower-case name).
 
     ``addresses`` may hold the already parsed address lists by lower-case field name
     (``ADDRESS_FIELDS``), so a caller that needs them too parses each header once.
@@ -112,7 +113,7 @@ def envelope(
     def addrs(name: bytes) -> list[Address]:
         if addresses is not None and name in addresses:
             return addresses[name]
-        value = first_field(fields, name)
+        value = header.get(name)
         return parse_addresses(value) if value else []
 
     from_ = address_list(addrs(b"from"))
@@ -122,9 +123,9 @@ def envelope(
     return b"".join(
         (
             b"(",
-            nstring(first_field(fields, b"date")),
+            nstring(header.get(b"date")),
             b" ",
-            nstring(first_field(fields, b"subject")),
+            nstring(header.get(b"subject")),
             b" ",
             from_,
             b" ",
@@ -138,9 +139,9 @@ def envelope(
             b" ",
             address_list(addrs(b"bcc")),
             b" ",
-            nstring(first_field(fields, b"in-reply-to")),
+            nstring(header.get(b"in-reply-to")),
             b" ",
-            nstring(first_field(fields, b"message-id")),
+            nstring(header.get(b"message-id")),
             b")",
         )
     )
@@ -150,7 +151,7 @@ def envelope_of(
     raw: bytes, part: MimePart, fields_cache: Mapping[tuple[int, int], Fields] | None = None
 ) -> bytes:
     """ENVELOPE of the message whose header is ``part``'s header section."""
-    return envelope(_fields(raw, part, fields_cache))
+    return envelope(first_values(_fields(raw, part, fields_cache)))
 
 
 def _fields(
@@ -230,7 +231,7 @@ def body_structures(
     raw: bytes, part: MimePart, fields_cache: Mapping[tuple[int, int], Fields] | None = None
 ) -> tuple[bytes, bytes]:
     """(BODY, BODYSTRUCTURE) of ``part`` in one walk: they differ only by extension data."""
-    fields = _fields(raw, part, fields_cache)
+    header = first_values(_fields(raw, part, fields_cache))
     if part.children:
         pairs = [body_structures(raw, child, fields_cache) for child in part.children]
         subtype = b" " + _astr(part.content_type.partition("/")[2].upper())
@@ -244,11 +245,11 @@ def body_structures(
                 b" ",
                 _params(part.params),
                 b" ",
-                _disposition(first_field(fields, b"content-disposition")),
+                _disposition(header.get(b"content-disposition")),
                 b" ",
-                _language(first_field(fields, b"content-language")),
+                _language(header.get(b"content-language")),
                 b" ",
-                nstring(first_field(fields, b"content-location")),
+                nstring(header.get(b"content-location")),
                 b")",
             )
         )
@@ -261,9 +262,9 @@ def body_structures(
             b" ",
             _params(part.params),
             b" ",
-            nstring(first_field(fields, b"content-id")),
+            nstring(header.get(b"content-id")),
             b" ",
-            nstring(first_field(fields, b"content-description")),
+            nstring(header.get(b"content-description")),
             b" ",
             _astr(part.encoding.upper()),
             b" %d" % (part.body_end - part.body_start),
@@ -291,13 +292,13 @@ def body_structures(
             fixed,
             bs_tail,
             b" ",
-            nstring(first_field(fields, b"content-md5")),
+            nstring(header.get(b"content-md5")),
             b" ",
-            _disposition(first_field(fields, b"content-disposition")),
+            _disposition(header.get(b"content-disposition")),
             b" ",
-            _language(first_field(fields, b"content-language")),
+            _language(header.get(b"content-language")),
             b" ",
-            nstring(first_field(fields, b"content-location")),
+            nstring(header.get(b"content-location")),
             b")",
         )
     )

@@ -29,6 +29,7 @@ from postier.mail.headers import (
     decode_charset,
     decode_header_value,
     first_field,
+    first_values,
     parse_addresses,
     parse_date,
     parse_fields,
@@ -63,24 +64,25 @@ def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
     fields = cache.get((root.header_start, root.body_start))
     if fields is None:
         fields = parse_fields(raw, root.header_start, root.body_start)
+    header = first_values(fields)
 
     parsed_addresses = {}
     for name in ADDRESS_FIELDS:
-        value = first_field(fields, name)
+        value = header.get(name)
         parsed_addresses[name] = parse_addresses(value) if value else []
 
     def addrs(name: bytes) -> str:
         return addresses_display(parsed_addresses[name])
 
     def text_of(name: bytes) -> str:
-        value = first_field(fields, name)
+        value = header.get(name)
         return decode_header_value(value) if value else ""
 
-    message_ids = parse_msg_ids(first_field(fields, b"message-id"))
-    in_reply_to = parse_msg_ids(first_field(fields, b"in-reply-to"))
+    message_ids = parse_msg_ids(header.get(b"message-id"))
+    in_reply_to = parse_msg_ids(header.get(b"in-reply-to"))
     body, bodystructure = body_structures(raw, root, cache)
     return ParsedMessage(
-        envelope=envelope(fields, parsed_addresses),
+        envelope=envelope(header, parsed_addresses),
         body=body,
         bodystructure=bodystructure,
         root=root,
@@ -91,10 +93,10 @@ def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
         bcc=addrs(b"bcc"),
         sender=addrs(b"sender"),
         reply_to=addrs(b"reply-to"),
-        date=parse_date(first_field(fields, b"date")),
+        date=parse_date(header.get(b"date")),
         message_id=message_ids[0] if message_ids else text_of(b"message-id"),
         in_reply_to=in_reply_to[0] if in_reply_to else "",
-        references=parse_msg_ids(first_field(fields, b"references")),
+        references=parse_msg_ids(header.get(b"references")),
         has_attachment=_has_attachment(raw, root, cache),
         text=_body_text(raw, root, text_limit),
         headers_text=_headers_text(fields),

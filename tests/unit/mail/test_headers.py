@@ -17,6 +17,8 @@ from postier.mail.headers import (
     decode_charset,
     decode_header_value,
     decode_words,
+    first_field,
+    first_values,
     parse_addresses,
     parse_date,
     parse_fields,
@@ -29,6 +31,14 @@ from postier.mail.headers import (
 def test_parse_fields_unfolds_and_lowercases() -> None:
     raw = b"Subject: a\r\n  folded\r\nX-Empty:\r\nFrom sender garbage\r\nTo:b@c\r\n\r\n"
     assert parse_fields(raw) == [(b"subject", b"a  folded"), (b"x-empty", b""), (b"to", b"b@c")]
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=3))))
+def test_first_values_is_first_field_of_each_name(fields: list[tuple[bytes, bytes]]) -> None:
+    first = first_values(fields)
+    assert set(first) == {name for name, _ in fields}
+    for name in (b"a", b"b", b"c"):
+        assert first.get(name) == first_field(fields, name)
 
 
 def test_unfold() -> None:

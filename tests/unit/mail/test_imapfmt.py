@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postier.mail.headers import parse_fields
+from postier.mail.headers import first_values, parse_fields
 from postier.mail.imapfmt import body_structure, envelope, nstring, quote_or_literal
 from postier.mail.mime import scan
 from postier.mail.parse import parse_message
@@ -94,7 +94,7 @@ def test_envelope_groups_raw_8bit_and_encoded_words() -> None:
         b"In-Reply-To: <a@b>\r\n"
         b"\r\n"
     )
-    env = envelope(parse_fields(raw))
+    env = envelope(first_values(parse_fields(raw)))
     assert env == (
         b"(NIL {24}\r\n=?utf-8?Q?caf=C3=A9?= \xc3\xa9 "
         b'(("=?utf-8?Q?J=C3=B6rg?=" NIL "j" "x.de")) '
@@ -108,7 +108,7 @@ def test_envelope_groups_raw_8bit_and_encoded_words() -> None:
 
 
 def test_envelope_of_empty_header() -> None:
-    assert envelope([]) == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    assert envelope({}) == b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
 def test_bodystructure_message_rfc822_disposition_language_location() -> None:
