@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from postier.mail.headers import first_values, parse_fields
-from postier.mail.imapfmt import body_structure, envelope, nstring, quote_or_literal
+from postier.mail.imapfmt import (
+    _NOT_QUOTABLE,
+    MAX_QUOTED_BYTES,
+    body_structure,
+    envelope,
+    nstring,
+    quote_or_literal,
+)
 from postier.mail.mime import scan
 from postier.mail.parse import parse_message
 
@@ -18,6 +28,20 @@ def test_quote_or_literal() -> None:
     assert quote_or_literal(b"x" * 2000).startswith(b"{2000}\r\n")
     assert nstring(None) == b"NIL"
     assert nstring(b"x") == b'"x"'
+
+
+@given(
+    st.binary(max_size=20)
+    | st.text(alphabet='ab \\"\t\r\n\x00\x7f\x80é', max_size=20).map(str.encode)
+    | st.integers(MAX_QUOTED_BYTES - 2, MAX_QUOTED_BYTES + 2).map(lambda n: b"x" * n)
+)
+def test_quote_or_literal_definition(data: bytes) -> None:
+    """Quoted, escaped, when short and free of CR, LF, NUL and 8-bit; else a literal."""
+    if len(data) <= MAX_QUOTED_BYTES and not _NOT_QUOTABLE.intersection(data):
+        escaped = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        assert quote_or_literal(data) == b'"' + escaped + b'"'
+    else:
+        assert quote_or_literal(data) == b"{%d}\r\n" % len(data) + data
 
 
 def _rfc9051_message() -> bytes:
