@@ -74,6 +74,21 @@ def test_decode_header_value_collapses_whitespace() -> None:
     assert decode_header_value(b"=?utf-8?Q?a?=\r\n =?utf-8?Q?b?=  c") == "ab c"
 
 
+_HEADER_PIECES = st.sampled_from(
+    [
+        b"a", b"\xc3\xa9", b"\xc3", b"\xe9", b"\xc2\xa0", b"\x1c", b"=", b"?",
+        b" ", b"\t", b"\r\n", b"\n", b"\r", b"\r\n ", b"\n\t",
+        b"=?utf-8?q?x?=", b"=?utf-8?B?w6k=?=",
+    ]
+)
+
+
+@given(st.lists(_HEADER_PIECES, max_size=12).map(b"".join))
+def test_decode_header_value_is_collapsed_decode_words_of_unfolded(value: bytes) -> None:
+    """The shortcut for values without encoded words gives the general result."""
+    assert decode_header_value(value) == " ".join(decode_words(unfold(value)).split())
+
+
 def test_decode_charset_never_raises() -> None:
     assert decode_charset(b"\xff\xfe", "utf-8") == "\ufffd\ufffd"
     assert decode_charset(b"abc", "undefined") == "abc"
