@@ -221,6 +221,9 @@ def _to_space_table(kept: str) -> bytes:
 _TRANSLATE_MAX_CHARS = 128 * 1024
 _SPACED_BUT_CR = _to_space_table("\r")
 _SPACED_BUT_LF = _to_space_table("\n")
+# "  " in a 10-100 KB text: the regex engine's literal search takes about 60 % of the time
+# of ``bytes.find`` (``in``), which stumbles over every single SPACE
+_DOUBLE_SPACE = re.compile(b"  ")
 
 
 def collapse_whitespace(text: str) -> str:
@@ -238,8 +241,8 @@ def collapse_whitespace(text: str) -> str:
         # translations make this twice as fast as str.replace("\r\n", " ") at 10 KB.
         data = text.encode("ascii")
         spaced = data.translate(_SPACED_BUT_CR, b"\r")
-        if b"  " not in spaced and (
-            b"\r" not in data or spaced == data.translate(_SPACED_BUT_LF, b"\n")
+        if _DOUBLE_SPACE.search(spaced) is None and (
+            0x0D not in data or spaced == data.translate(_SPACED_BUT_LF, b"\n")  # CR
         ):
             return spaced.strip().decode("ascii")
     elif text.isascii():
