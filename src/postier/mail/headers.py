@@ -679,6 +679,4 @@ def parse_msg_ids(value: bytes | None) -> tuple[str, ...]:
     """The ``<id>`` tokens of a msg-id list (RFC 5322 §3.6.4), angle brackets kept."""
     if not value:
         return ()
-    return tuple(
-        "<" + decode_8bit(m.group(1)) + ">" for m in _MSG_ID.finditer(unfold(value)) if m.group(1)
-    )
+    return tuple("<" + decode_8bit(i) + ">" for i in _MSG_ID.findall(unfold(value)) if i)
