@@ -151,9 +151,16 @@ def decode_8bit(data: bytes) -> str:
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 
 
+_NOT_BASE64 = bytes(  # bytes.translate deletion set: all but the base64 alphabet
+    sorted(
+        set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    )
+)
+
+
 def _decode_word_payload(kind: bytes, text: bytes) -> bytes:
     if kind in (b"b", b"B"):
-        text = re.sub(rb"[^A-Za-z0-9+/]", b"", text)
+        text = text.translate(None, _NOT_BASE64)  # "=" padding too: re-padded below
         text += b"=" * (-len(text) % 4)
         if len(text) % 4 == 0:
             return binascii.a2b_base64(text)

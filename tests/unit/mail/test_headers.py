@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postier.mail.headers import (
+    _NOT_BASE64,
     Address,
     _parse_address_list,
     _simple_addresses,
@@ -87,6 +89,11 @@ _HEADER_PIECES = st.sampled_from(
 def test_decode_header_value_is_collapsed_decode_words_of_unfolded(value: bytes) -> None:
     """The shortcut for values without encoded words gives the general result."""
     assert decode_header_value(value) == " ".join(decode_words(unfold(value)).split())
+
+
+@given(st.binary(max_size=40))
+def test_base64_deletion_set_is_all_but_the_alphabet(text: bytes) -> None:
+    assert text.translate(None, _NOT_BASE64) == re.sub(rb"[^A-Za-z0-9+/]", b"", text)
 
 
 def test_decode_charset_never_raises() -> None:
