@@ -210,9 +210,9 @@ _SPLIT_MAX_CHARS = 256 * 1024
 _ASCII_WS_NOT_SPACE = ("\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
 
 
-def _to_space_table(kept: str) -> bytes:
+def _to_space_table(kept: str = "") -> bytes:
     """bytes.translate table: ASCII whitespace other than ``kept`` to SPACE."""
-    others = "".join(_ASCII_WS_NOT_SPACE).replace(kept, "")
+    others = "".join(c for c in _ASCII_WS_NOT_SPACE if c != kept)
     return bytes.maketrans(others.encode("ascii"), b" " * len(others))
 
 
@@ -221,9 +221,11 @@ def _to_space_table(kept: str) -> bytes:
 _TRANSLATE_MAX_CHARS = 128 * 1024
 _SPACED_BUT_CR = _to_space_table("\r")
 _SPACED_BUT_LF = _to_space_table("\n")
+_SPACED = _to_space_table()
 # "  " in a 10-100 KB text: the regex engine's literal search takes about 60 % of the time
 # of ``bytes.find`` (``in``), which stumbles over every single SPACE
 _DOUBLE_SPACE = re.compile(b"  ")
+_SPACES = re.compile(b"  +")  # runs only, unlike _WS: single SPACEs are not replaced
 
 
 def collapse_whitespace(text: str) -> str:
@@ -245,6 +247,10 @@ def collapse_whitespace(text: str) -> str:
             0x0D not in data or spaced == data.translate(_SPACED_BUT_LF, b"\n")  # CR
         ):
             return spaced.strip().decode("ascii")
+        # Runs of whitespace (paragraphs, indentation, tags stripped from HTML): every
+        # whitespace character made a SPACE, then each run of SPACEs one SPACE, about
+        # half the time of str.split and join
+        return _SPACES.sub(b" ", data.translate(_SPACED)).strip().decode("ascii")
     elif text.isascii():
         # long text: the same test on one copy with each CRLF made a SPACE
         spaced_text = text.replace("\r\n", " ")

@@ -98,6 +98,7 @@ def test_ascii_whitespace_table_is_complete() -> None:
         "word " * 100_000,
         "w\r\n" * 100_000,
         "a  b " * 60_000,
+        "a  b\r\n\r\n\t\x1c" * 10_000,
         " " * 300_000 + "x",
     ],
 )
