@@ -487,3 +487,42 @@ async def test_short_needles_read_the_stored_text_once_indexed(
     after = [await search(box.id, f, n) for f, n in
              (("body", "Ö"), ("text", "qz"), ("headers", "Q"), ("subject", "ß"), ("body", "zz"))]
     assert before == after == [[1], [2], [2], [1], []]
+
+
+async def test_a_body_left_unindexed_is_caught_up_under_constant_load(
+    store: SqliteStore, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer is never idle under constant load; a body it never got (a frame another
+    worker could not send, a full queue) is still indexed by a periodic catch-up step."""
+    import threading
+
+    import postier.store.sqlite.indexer as indexer
+
+    monkeypatch.setattr(indexer, "MAX_PENDING", 0)
+    await add(store, account, plain("missed", "an unusual wombat"))  # left to the catch-up
+    monkeypatch.setattr(indexer, "MAX_PENDING", 5000)
+    monkeypatch.setattr(indexer, "BUSY_CATCH_UP_S", 0.2)
+    stop = threading.Event()
+
+    def load() -> None:  # something to index all the time: the thread is never idle
+        n = 10**6
+        while not stop.is_set():
+            store.indexer.add(n, ("s", "", "", "", "", "", "busy"))
+            n += 1
+            stop.wait(0.01)
+
+    feeder = threading.Thread(target=load)
+    feeder.start()
+    try:
+        for _ in range(100):
+            marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
+            if marks == [(1,)]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        feeder.join()
+    assert marks == [(1,)]
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    assert await store.search_text(box.id, "body", "wombat") == [1]

@@ -38,6 +38,10 @@ INDEX_DB = "index.db"
 BATCH = 256  # bodies per index transaction at most
 CATCH_UP_BATCH = 200  # bodies re-parsed per catch-up step
 IDLE_S = 2.0  # quiet this long before a catch-up pass
+# Under constant load the indexer is never quiet: one catch-up step (CATCH_UP_BATCH bodies)
+# runs at least this often anyway, so that a body left unmarked (a full queue, a frame
+# another worker could not send) waits minutes at most, not for the next lull.
+BUSY_CATCH_UP_S = 60.0
 # Bodies waiting in memory at most; past that a body is left to the catch-up pass (it stays
 # marked unindexed, SEARCH reads it whole), so a burst cannot grow memory without bound.
 MAX_PENDING = 5000
@@ -139,6 +143,7 @@ class Indexer:
         self.indexed = 0  # bodies indexed by this process (tests, figures)
         self.deferred = 0  # bodies left to the catch-up pass (queue full)
         self._retry_at = 0.0  # after a failure, no catch-up before this (monotonic)
+        self._caught_up_at = 0.0  # the last catch-up pass began (monotonic)
         self._catch_up_enabled = catch_up
         self._reader: sqlite3.Connection | None = None  # postier.db, for the catch-up pass
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
@@ -197,6 +202,8 @@ class Indexer:
             self._apply(items)
             if stop:
                 return
+            if time.monotonic() - self._caught_up_at >= BUSY_CATCH_UP_S:
+                self._catch_up(steps=1)
             if self._queue.empty():
                 self._idle.set()
 
@@ -241,16 +248,22 @@ class Indexer:
         except Exception as exc:  # closing: the marks are set again at the next start
             log.debug("index marks not submitted: %s", exc)
 
-    def _catch_up(self) -> None:
-        """Index bodies still marked unindexed (a crash, a restore, an upgrade)."""
+    def _catch_up(self, steps: int = 0) -> None:
+        """Index bodies still marked unindexed (a crash, a restore, an upgrade): while
+        nothing new waits, or ``steps`` batches whatever waits."""
+        self._caught_up_at = time.monotonic()
         if not self._catch_up_enabled or time.monotonic() < self._retry_at:
             return
+        # A forced step also meets bodies still queued here or not yet marked (indexed
+        # twice: INSERT OR REPLACE); it is routine then, not news.
+        level = logging.DEBUG if steps else logging.INFO
         try:
             if self._reader is None:
                 self._reader = connect(self._db_path, readonly=True)
             reader = self._reader
             last = 0
-            while self._queue.empty():
+            while self._queue.empty() or steps > 0:
+                steps -= 1
                 rows = reader.execute(
                     "SELECT id, sha256, data FROM bodies WHERE indexed = 0 AND id > ?"
                     " ORDER BY id LIMIT ?",
@@ -265,7 +278,7 @@ class Indexer:
                     if values is not None:
                         items.append((int(body_id), values))
                 if items:
-                    log.info("full-text index: catching up, %d bodies", len(items))
+                    log.log(level, "full-text index: catching up, %d bodies", len(items))
                     if not self._apply(items):
                         return  # tried again after RETRY_S
         except sqlite3.Error as exc:
