@@ -77,6 +77,16 @@ class Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
+        cached = _ENCODED.get(self)
+        if cached is not None:
+            return cached
+        encoded = self._encode()
+        if len(_ENCODED) >= 512:  # replies with a peer's text in them: keep it bounded
+            _ENCODED.clear()
+        _ENCODED[self] = encoded
+        return encoded
+
+    def _encode(self) -> bytes:
         lines = self.text.split("\n") or [""]
         out = []
         for i, line in enumerate(lines):
@@ -90,8 +100,13 @@ class Reply:
         return self.code >= 400
 
 
+_ENCODED: dict[Reply, bytes] = {}  # the same few replies are sent for every message
+
+
 def _printable(text: str) -> str:
     # A reply never carries CR/LF/control characters from a peer (reply injection).
+    if text.isprintable():  # no character below SPACE, no DEL: nothing to replace
+        return text
     return "".join(c if c >= " " and c != "\x7f" else "?" for c in text)
 
 

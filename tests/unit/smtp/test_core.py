@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from postier.auth.sasl import Cancelled
 from postier.smtp.core import (
@@ -680,3 +682,18 @@ def test_protocol_error_event_says_why() -> None:
     errors = s.of(ProtocolError)
     assert errors and isinstance(errors[-1], ProtocolError)
     assert errors[-1].reason == "bare CR or LF in message"
+
+
+@given(st.text(max_size=40), st.sampled_from(["", "2.0.0"]))
+def test_reply_bytes_match_the_rule_whatever_the_text(text: str, enhanced: str) -> None:
+    """The printable fast path and the cache of encoded replies change nothing: every
+    character below SPACE and DEL becomes "?", each line gets the code (RFC 5321 §4.2)."""
+    lines = text.split("\n")
+    expected = "".join(
+        f"250{' ' if i == len(lines) - 1 else '-'}{enhanced + ' ' if enhanced else ''}"
+        + "".join(c if c >= " " and c != "\x7f" else "?" for c in line) + "\r\n"
+        for i, line in enumerate(lines)
+    ).encode("utf-8")
+    reply = Reply(250, enhanced, text)
+    assert reply.to_bytes() == expected
+    assert reply.to_bytes() == expected  # from the cache
