@@ -172,7 +172,7 @@ class App:
             self.add_service([], server.stop)
             return
         feed = IndexFeed(self.data_dir)
-        self.store.writer.index = feed.add
+        self.store.index_elsewhere(feed.add)
 
         async def stop() -> None:
             feed.close()

@@ -8,6 +8,7 @@ transaction that made the change has committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -179,6 +180,11 @@ class SqliteStore:
         store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max, catch_up, loop)
         store._loop = loop
         return store
+
+    def index_elsewhere(self, add: Callable[[int, tuple[str, ...]], None]) -> None:
+        """Hand new bodies' index values to ``add`` (worker 0's indexer, through
+        indexfeed.IndexFeed) instead of this process's own indexer."""
+        self.writer.index = add
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_sync)
@@ -697,23 +703,17 @@ class SqliteStore:
         def fn(tx: Tx) -> list[Appended | PostierError]:
             results: list[Appended | PostierError] = []
             for index, copy in enumerate(copies):
-                if not atomic:
-                    tx.execute("SAVEPOINT copy")
-                mark, hooks = len(events), len(tx.after_commit)
+                mark = len(events)
                 try:
-                    mailbox_id, mrow = _delivery_mailbox(tx, copy)
-                    results.append(_append_one(tx, mailbox_id, body, copy.prefix, frozenset(),
-                                               now, now, True, blobs, events, mrow))
+                    with contextlib.nullcontext() if atomic else tx.savepoint():
+                        mailbox_id, mrow = _delivery_mailbox(tx, copy)
+                        results.append(_append_one(tx, mailbox_id, body, copy.prefix,
+                                                   frozenset(), now, now, True, blobs, events, mrow))
                 except PostierError as exc:
                     if atomic:
                         raise CopyFailed(index, exc) from exc
-                    tx.execute("ROLLBACK TO copy")
                     del events[mark:]
-                    del tx.after_commit[hooks:]  # e.g. indexing a body rolled back
-                    tx.bodies.clear()
                     results.append(exc)
-                if not atomic:
-                    tx.execute("RELEASE copy")
             if forward:
                 _enqueue_tx(tx, forward_from, forward, body, blobs, now, envid, ret)
             return results

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -21,7 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -59,6 +60,23 @@ class Tx:
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the job that may fail alone: on an exception its statements are rolled
+        back, what it added to this Tx (hooks, known bodies) is forgotten, and it re-raises."""
+        hooks, on_loop, bodies = len(self.after_commit), len(self.on_loop), dict(self.bodies)
+        self.conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO part")
+            self.conn.execute("RELEASE part")
+            del self.after_commit[hooks:]
+            del self.on_loop[on_loop:]
+            self.bodies = bodies
+            raise
+        self.conn.execute("RELEASE part")
 
 
 @dataclass
@@ -300,7 +318,7 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            return [(job, Tx(conn), None, exc) for job in batch], exc
+            return _not_run(batch, conn), exc
         outcomes: list[_Done] = []
         try:
             for job in batch:
@@ -319,7 +337,7 @@ class Writer:
             log.error("write transaction failed: %s", exc)
             _rollback(conn)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            return [(job, Tx(conn), None, exc) for job in batch], exc
+            return _not_run(batch, conn), exc
         return outcomes, None
 
     # ------------------------------------------------------------ on the commit thread
@@ -329,7 +347,7 @@ class Writer:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         except OSError as exc:
-            self._to_owner(self._settle_batch, [(job, Tx(self._conn), None, exc) for job in batch], exc)
+            self._to_owner(self._settle_batch, _not_run(batch, self._conn), exc)
             return
         if not any(job.large for job in batch):
             self._to_owner(self._run_locked, batch)
@@ -359,6 +377,11 @@ class Writer:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the owner loop is closed: settle here, no one else will
             fn(*args)
+
+
+def _not_run(batch: list[_Job[Any]], conn: sqlite3.Connection) -> list[_Done]:
+    """A batch that failed as a whole (_settle_batch gives every job the failure)."""
+    return [(job, Tx(conn), None, None) for job in batch]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
