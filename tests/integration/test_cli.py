@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.integration.serving import wait_ready
 
 POSTIER = [sys.executable, "-m", "postier.cli"]
 
@@ -109,17 +110,6 @@ def test_serve_demo_prints_password_once_and_stops_cleanly(tmp_path: Path, data:
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen([*POSTIER, "serve", "--demo", "--config", str(cfg)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def wait_ready(proc: subprocess.Popen[bytes]) -> str:
-        assert proc.stdout is not None
-        out = ""
-        deadline = time.monotonic() + 30
-        while "Press Ctrl-C" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            if not line:
-                break
-            out += line
-        return out
 
     proc = start()
     out = wait_ready(proc)

@@ -18,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.serving import READY, wait_ready
 
 try:
     import uvloop  # noqa: F401
@@ -119,17 +119,10 @@ enabled = false
                  "--data", str(data)],
                 stdout=subprocess.PIPE, stderr=stderr,
             )
-        assert proc.stdout is not None
-        out = ""
-        deadline = time.monotonic() + 60
-        while "Press Ctrl-C" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            if not line:
-                break
-            out += line
+        out = wait_ready(proc)
         served = Served(proc, ports, lmtp, out, stderr_path)
         started.append(served)
-        assert "Press Ctrl-C" in out, served.stop()
+        assert READY in out, served.stop()
         return served
 
     yield start

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.serving import wait_ready
 
 
 def free_port() -> int:
@@ -71,14 +72,7 @@ enabled = false
         [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    out = ""
-    deadline = time.monotonic() + 60
-    while "Press Ctrl-C" not in out and time.monotonic() < deadline:
-        line = proc.stdout.readline().decode()
-        if not line:
-            break
-        out += line
+    out = wait_ready(proc)
     try:
         yield proc, ports, out
     finally:
