@@ -14,6 +14,7 @@ import pytest
 
 from postier.delivery import Delivery
 from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.indexer import Indexer
 from postier.store.types import Account
 
 # Nothing a test starts may contact anything but loopback (inherited by subprocesses):
@@ -47,6 +48,12 @@ def pytest_configure(config: pytest.Config) -> None:
 # argon2id with tiny parameters keeps tests fast; production parameters are measured in
 # bench/auth.py.  The hash format is the same.
 TEST_PASSWORD = "correct horse battery staple"
+
+
+def own_indexer(store: SqliteStore) -> Indexer:
+    """The indexer thread of a store opened with its own (the default)."""
+    assert store.indexer is not None
+    return store.indexer
 
 
 @pytest.fixture(params=["sqlite"])

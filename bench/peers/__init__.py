@@ -281,9 +281,11 @@ class PostierProcess(ManagedServer):
 
     def __init__(self, smtp_port: int = 0, pop3_port: int = 0, *,
                  pop3_delete_mode: str = "keep", workdir: Path | None = None,
-                 src: Path | None = None, workers: int = 1, event_loop: str = "") -> None:
+                 src: Path | None = None, workers: int = 1, event_loop: str = "",
+                 indexer: str = "") -> None:
         self.src = src or REPO / "src"
         self.workers = workers
+        self.indexer = indexer  # "" : the server's default ([store] indexer)
         self.event_loop = event_loop  # "" : the server's default ([server] event_loop)
         self.smtp_port = smtp_port
         self.pop3_port = pop3_port
@@ -324,7 +326,8 @@ class PostierProcess(ManagedServer):
             f"listen = {listen(self.smtp_port)}\n"
             "submission_listen = []\nsubmissions_listen = []\n"
             "max_connections_per_ip = 5000\n"
-            "[imap]\nlisten = []\ntls_listen = []\n"
+            + (f'[store]\nindexer = "{self.indexer}"\n' if self.indexer else "")
+            + "[imap]\nlisten = []\ntls_listen = []\n"
             "[pop3]\n"
             f"listen = {listen(self.pop3_port)}\n"
             "tls_listen = []\n"
@@ -349,6 +352,16 @@ class PostierProcess(ManagedServer):
     def cpu_seconds(self) -> float:
         assert self.proc is not None
         return process_tree_cpu([self.proc.pid])
+
+    def indexed(self) -> int:
+        """Bodies in the full-text index (marked indexed), read from the database."""
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.data / 'postier.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return int(conn.execute("SELECT count(*) FROM bodies WHERE indexed = 1").fetchone()[0])
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         if self.proc is not None:

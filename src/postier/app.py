@@ -27,6 +27,8 @@ from postier.mailauth.dkim import sign as dkim_sign
 from postier.net.tls import ensure_certificate, server_context
 from postier.store.interface import Store
 from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.indexfeed import IndexFeed, IndexFeedServer
+from postier.store.sqlite.indexproc import IndexProcess
 
 if TYPE_CHECKING:
     from postier.mailauth.inbound import InboundChecker
@@ -66,10 +68,12 @@ def auth_settings(config: Config) -> AuthSettings:
     )
 
 
-async def open_store(config: Config, data_dir: Path, catch_up: bool = True) -> SqliteStore:
+async def open_store(
+    config: Config, data_dir: Path, catch_up: bool = True, index_here: bool = True
+) -> SqliteStore:
     return await SqliteStore.open(
         data_dir, readers=config.store.readers, group_commit_max=config.store.group_commit_max,
-        catch_up=catch_up,
+        catch_up=catch_up, index_here=index_here,
     )
 
 
@@ -132,13 +136,22 @@ class App:
     worker: int = 0  # this process's index among `workers` sharing the data folder
     workers: int = 1
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run after the store is closed (its last commits may still hand bodies to the indexer).
+    _after_store: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    index_process: IndexProcess | None = None  # worker 0, with [store] indexer = "process"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.hostname = resolve_hostname(self.config)
-        # With several workers only worker 0 indexes (store/sqlite/indexfeed.py).
-        self.store = await open_store(self.config, self.data_dir, catch_up=self.worker == 0)
-        if self.workers > 1:
+        # One indexer per data folder (store/sqlite/indexfeed.py): a process of its own
+        # (indexproc.py), or with indexer = "thread" a thread of worker 0.
+        index_thread = self.config.store.indexer == "thread" and self.worker == 0
+        self.store = await open_store(
+            self.config, self.data_dir, catch_up=index_thread, index_here=index_thread
+        )
+        if self.config.store.indexer == "process":
+            await self._index_in_process()
+        elif self.workers > 1:
             await self._share_indexer()
         self.authenticator = Authenticator(StoreCredentialSource(self.store), auth_settings(self.config))
         self.delivery = Delivery(self.store, self.config.delivery.add_delivered_to)
@@ -162,22 +175,38 @@ class App:
         if self.worker == 0:  # singletons: one per data folder
             self._tasks.append(asyncio.create_task(self._collect_garbage(), name="gc"))
 
-    async def _share_indexer(self) -> None:
-        from postier.store.sqlite.indexfeed import IndexFeed, IndexFeedServer
-
+    async def _index_in_process(self) -> None:
+        """Worker 0 starts the index process; every worker feeds it."""
         assert self.store is not None
         if self.worker == 0:
-            server = IndexFeedServer(self.data_dir, self.store.indexer.add)
+            level = logging.getLevelName(logging.getLogger("postier").getEffectiveLevel())
+            self.index_process = IndexProcess(
+                self.data_dir, str(level).lower(), self.config.server.event_loop
+            )
+            await self.index_process.start()
+            self._after_store.append(self.index_process.stop)
+        self._feed_indexer()
+
+    async def _share_indexer(self) -> None:
+        """indexer = "thread" with several workers: worker 0's thread indexes for all."""
+        assert self.store is not None
+        if self.worker == 0:
+            assert self.store.indexer is not None
+            server = IndexFeedServer(self.data_dir, self.store.indexer.add, self.store.indexer.delete)
             await server.start()
             self.add_service([], server.stop)
             return
-        feed = IndexFeed(self.data_dir)
-        self.store.index_elsewhere(feed.add)
+        self._feed_indexer()
 
-        async def stop() -> None:
+    def _feed_indexer(self) -> None:
+        assert self.store is not None
+        feed = IndexFeed(self.data_dir)
+        self.store.index_elsewhere(feed.add, feed.delete)
+
+        async def close() -> None:
             feed.close()
 
-        self.add_service([], stop)
+        self._after_store.insert(0, close)
 
     @property
     def reuse_port(self) -> bool:
@@ -214,6 +243,12 @@ class App:
         if self.store is not None:
             await self.store.close()
             self.store = None
+        for close in self._after_store:
+            try:
+                await close()
+            except Exception:
+                log.exception("stopping the indexer failed")
+        self._after_store.clear()
 
 
 Starter = Callable[[App], Awaitable[None]]

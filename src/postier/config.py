@@ -68,6 +68,7 @@ BARE_LF_MODES: Final = ("reject", "normalize")
 POP3_DELETE_MODES: Final = ("expunge", "trash", "keep")
 TLS_VERSIONS: Final = ("TLSv1.2", "TLSv1.3")
 STORE_BACKENDS: Final = ("sqlite",)
+INDEXER_MODES: Final = ("process", "thread")
 
 # Keys accepted under an older name: dotted old name → current key in the same table.
 RENAMED_KEYS: Final = {"server.loop": "event_loop"}
@@ -219,6 +220,9 @@ class StoreConfig:
     backend: Literal["sqlite"] = _choice("sqlite", STORE_BACKENDS)
     readers: int = _int(4, minimum=1, maximum=64)
     group_commit_max: int = _int(256, minimum=1, maximum=100_000)
+    # Where `postier serve` runs the full-text indexer: its own process (another core), or
+    # a thread of worker 0 (one process less, ~25 MB, for a small machine).
+    indexer: Literal["process", "thread"] = _choice("process", INDEXER_MODES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 READY = "Press Ctrl-C"  # the last line `postier serve` prints once it listens
 
@@ -19,3 +21,39 @@ def wait_ready(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:
             break
         out += line
     return out
+
+
+def loopback_config(smtp: str = "", imap: str = "", pop3: str = "", extra: str = "") -> str:
+    """A config for tests: the given listeners (``"127.0.0.1:PORT"``, "" for none), no
+    submission, no TLS listeners, no DNS-based checks, no outbound queue; ``extra`` is
+    appended (more sections or keys)."""
+
+    def listen(address: str) -> str:
+        return f'["{address}"]' if address else "[]"
+
+    return f"""
+[smtp]
+listen = {listen(smtp)}
+submission_listen = []
+submissions_listen = []
+check_spf = false
+check_dkim = false
+check_dmarc = false
+check_arc = false
+[imap]
+listen = {listen(imap)}
+tls_listen = []
+[pop3]
+listen = {listen(pop3)}
+tls_listen = []
+[queue]
+enabled = false
+{extra}"""
+
+
+def start_serve(config: Path, data: Path, stderr: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """`postier serve` with ``config`` on ``data``, stdout piped (see wait_ready)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
+        stdout=subprocess.PIPE, stderr=stderr,
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from postier.store.sqlite import SqliteStore
 from tests.conftest import cheap_hash
 from tests.integration.burst_deliver import message
+from tests.integration.serving import loopback_config, start_serve
 
 HERE = Path(__file__).parent
 
@@ -68,25 +69,6 @@ async def test_acknowledged_deliveries_survive_sigkill(tmp_path: Path) -> None:
         await store.close()
 
 
-SERVE_CONFIG = """
-[smtp]
-listen = ["127.0.0.1:0"]
-submission_listen = []
-submissions_listen = []
-check_spf = false
-check_dkim = false
-check_dmarc = false
-[imap]
-listen = []
-tls_listen = []
-[pop3]
-listen = []
-tls_listen = []
-[queue]
-enabled = false
-"""
-
-
 async def test_messages_acknowledged_over_smtp_survive_sigkill_of_the_server(tmp_path: Path) -> None:
     """`postier serve` is SIGKILLed during a burst from 8 SMTP clients: every message that
     got its 250 is on disk, whole, exactly once."""
@@ -100,11 +82,8 @@ async def test_messages_acknowledged_over_smtp_survive_sigkill_of_the_server(tmp
     await store.create_account("alice@example.org", cheap_hash("pw"), None)
     await store.close()
     config = tmp_path / "postier.toml"
-    config.write_text(SERVE_CONFIG)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )
+    config.write_text(loopback_config(smtp="127.0.0.1:0"))
+    server = start_serve(config, data, stderr=subprocess.DEVNULL)
     assert server.stdout is not None
     port = 0
     deadline = time.monotonic() + 30

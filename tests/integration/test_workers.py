@@ -9,7 +9,6 @@ import signal
 import smtplib
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import wait_ready
+from tests.integration.serving import loopback_config, start_serve, wait_ready
 
 
 def free_port() -> int:
@@ -32,7 +31,11 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int], str]]:
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int], str]]:
+    """``postier serve`` with two workers; the indexer where ``request.param`` says
+    ([store] indexer, "process" unless the test parametrizes it)."""
     import asyncio
 
     from postier.store.sqlite import SqliteStore
@@ -48,30 +51,12 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, 
     asyncio.run(setup())
     ports = {"smtp": free_port(), "imap": free_port(), "pop3": free_port()}
     config = tmp_path / "postier.toml"
-    config.write_text(f"""
-[server]
-workers = 2
-[smtp]
-listen = ["127.0.0.1:{ports['smtp']}"]
-submission_listen = []
-submissions_listen = []
-check_spf = false
-check_dkim = false
-check_dmarc = false
-check_arc = false
-[imap]
-listen = ["127.0.0.1:{ports['imap']}"]
-tls_listen = []
-[pop3]
-listen = ["127.0.0.1:{ports['pop3']}"]
-tls_listen = []
-[queue]
-enabled = false
-""")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    config.write_text(loopback_config(
+        smtp=f"127.0.0.1:{ports['smtp']}", imap=f"127.0.0.1:{ports['imap']}",
+        pop3=f"127.0.0.1:{ports['pop3']}",
+        extra=f'[server]\nworkers = 2\n[store]\nindexer = "{getattr(request, "param", "process")}"\n',
+    ))
+    proc = start_serve(config, data)
     out = wait_ready(proc)
     try:
         yield proc, ports, out
@@ -161,8 +146,10 @@ def test_a_killed_worker_is_restarted_and_stop_is_clean(
     assert b"Traceback" not in err
 
 
-def test_worker_0_indexes_what_every_worker_delivers(
+@pytest.mark.parametrize("server", ["process", "thread"], indirect=True)
+def test_one_indexer_indexes_what_every_worker_delivers(
     server: tuple[subprocess.Popen[bytes], dict[str, int], str], tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     import imaplib
     import sqlite3
@@ -196,7 +183,11 @@ def test_worker_0_indexes_what_every_worker_delivers(
     _, err = proc.communicate(timeout=30)
     log = err.decode()
     # Indexed as they came, by one indexer: no body waited for the idle catch-up pass,
-    # and the other worker always reached worker 0.
-    assert "a worker sends its new bodies here" in log
+    # and every worker that feeds it always reached it (both workers feed the index
+    # process; with the thread, worker 1 feeds worker 0).
+    feeders = 2 if request.node.callspec.params["server"] == "process" else 1
+    assert log.count("a server process sends its new bodies here") == feeders
+    assert log.count("full-text index process started") == (feeders == 2)
     assert "catching up" not in log
-    assert "cannot reach worker 0's indexer" not in log
+    assert "cannot reach the indexer" not in log
+    assert "Traceback" not in log

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from postier.store import bus as ev
-from postier.store.unixsock import close_private, serve_private
+from postier.store.unixsock import PrivateServer, close_private, serve_private
 
 log = logging.getLogger("postier.store")
 
@@ -67,7 +67,9 @@ class EventRelay:
     def __init__(self, bus: ev.ChangeBus, data_dir: Path, worker: int = 0) -> None:
         self.bus = bus
         self.path = data_dir / socket_name(worker)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: PrivateServer | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await serve_private(
@@ -75,6 +77,10 @@ class EventRelay:
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._open.add(writer)
         try:
             while line := await reader.readuntil(b"\n"):
                 if len(line) > MAX_LINE_BYTES:
@@ -85,11 +91,20 @@ class EventRelay:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
+            self._open.discard(writer)
+            if task is not None:
+                self._handlers.discard(task)
             writer.close()
 
     async def stop(self) -> None:
-        await close_private(self._server, self.path)
+        """Stop, and end the open connections' handlers (left to the loop's final
+        cancellation, asyncio's stream callback logs a CancelledError traceback)."""
+        await close_private(self._server)
         self._server = None
+        for writer in list(self._open):
+            writer.close()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2)
 
 
 def forward(data_dir: Path, events: Sequence[ev.Event], timeout_s: float = 2.0) -> bool:

@@ -23,6 +23,7 @@ from postier.admin.backup import (
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.schema import LATEST
 from postier.store.types import Account, FlagMode, Uid
+from tests.conftest import own_indexer
 
 from .helpers import add_messages, inbox, make_message, state
 
@@ -458,7 +459,7 @@ async def test_index_is_rebuilt_and_orphans_are_not_restored(
     finally:
         live_db.close()
     assert orphans == (3, 2)
-    assert await asyncio.to_thread(store.indexer.wait_idle)
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
     assert set(_marks(store.data_dir / "postier.db")) == {1}
     searches = await _searches(store)
     assert searches["INBOX/subject/needle"] and searches["INBOX/body/xxxxxxxx"]
@@ -476,7 +477,7 @@ async def test_index_is_rebuilt_and_orphans_are_not_restored(
     copy = await SqliteStore.open(tmp_path / "r")
     try:
         assert await _searches(copy) == searches  # exact before the index is back
-        assert await asyncio.to_thread(copy.indexer.wait_idle)
+        assert await asyncio.to_thread(own_indexer(copy).wait_idle)
         assert set(_marks(tmp_path / "r" / "postier.db")) == {1}
         assert await _searches(copy) == searches
         assert await copy.collect_garbage() == 0  # the orphans were not restored
@@ -487,7 +488,7 @@ async def test_index_is_rebuilt_and_orphans_are_not_restored(
         assert await copy.collect_garbage() == 1
         found = await copy.search_text(copy_mb, "subject", "needle")
         assert len(found) == 2
-        assert await asyncio.to_thread(copy.indexer.wait_idle)
+        assert await asyncio.to_thread(own_indexer(copy).wait_idle)
     finally:
         await copy.close()
     bodies, docs, averaged = _fts_health(tmp_path / "r")

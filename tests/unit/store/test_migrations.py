@@ -11,6 +11,7 @@ import pytest
 from postier.store.sqlite.schema import LATEST, MIGRATIONS, current_version, migrate
 from postier.store.sqlite.store import SqliteStore
 from postier.store.types import NewMessage, Uid
+from tests.conftest import own_indexer
 
 
 def tables(conn: sqlite3.Connection) -> set[str]:
@@ -95,7 +96,7 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
         assert await store.search_text(box.id, "body", "fox 2") == [Uid(3)]
         assert await store.search_text(box.id, "body", "needle in a FILE") == [Uid(4)]
         assert await store.search_text(box.id, "subject", "big") == [Uid(4)]
-        assert await asyncio.to_thread(store.indexer.wait_idle)
+        assert await asyncio.to_thread(own_indexer(store).wait_idle)
         marks = await store._read(
             lambda c: c.execute("SELECT id, indexed, fulltext_cut FROM bodies ORDER BY id").fetchall()
         )

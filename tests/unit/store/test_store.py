@@ -11,6 +11,7 @@ from postier.store import bus as ev
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.store import FTS_TEXT_MAX_CHARS
 from postier.store.types import Account, FlagMode, ModSeq, NewMessage, Uid
+from tests.conftest import own_indexer
 
 MSG = (
     b"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: Hello there\r\n"
@@ -416,14 +417,14 @@ async def test_search_is_exact_before_and_after_the_index_catches_up(
     await add(store, account, plain("second", "a lazy dog"))
     box = await store.get_mailbox(account.id, "INBOX")
     assert box is not None
-    assert store.indexer.deferred == 2
+    assert own_indexer(store).deferred == 2
     marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
     assert marks == [(0,), (0,)]
     assert await store.search_text(box.id, "body", "QUICK brown") == [1]
     assert await store.search_text(box.id, "subject", "seco") == [2]
     assert await store.search_text(box.id, "text", "dog") == [2]
     monkeypatch.setattr(indexer, "IDLE_S", 0.05)
-    store.indexer.delete(0)  # wake the thread; its next idle moment runs the catch-up
+    own_indexer(store).delete(0)  # wake the thread; its next idle moment runs the catch-up
     for _ in range(100):
         marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
         if marks == [(1,), (1,)]:
@@ -442,7 +443,7 @@ async def test_a_lost_or_broken_index_is_built_again(
     is indexed again (the marks of the old one are cleared); SEARCH stays exact."""
     await add(store, account, plain("first", "the quick brown fox"))
     await add(store, account, plain("second", "a lazy dog"))
-    assert await asyncio.to_thread(store.indexer.wait_idle)
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
     data_dir = store.data_dir
     await store.close()
     index = data_dir / "index.db"
@@ -457,10 +458,10 @@ async def test_a_lost_or_broken_index_is_built_again(
         box = await again.get_mailbox(account.id, "INBOX")
         assert box is not None
         assert await again.search_text(box.id, "body", "QUICK brown") == [1]
-        assert await asyncio.to_thread(again.indexer.wait_idle)
+        assert await asyncio.to_thread(own_indexer(again).wait_idle)
         marks = await again._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
         assert marks == [(1,), (1,)]
-        assert again.indexer.indexed == 2  # both indexed again, into the new index
+        assert own_indexer(again).indexed == 2  # both indexed again, into the new index
         assert await again.search_text(box.id, "body", "QUICK brown") == [1]
         assert await again.search_text(box.id, "text", "lazy dog") == [2]
     finally:
@@ -481,7 +482,7 @@ async def test_short_needles_read_the_stored_text_once_indexed(
     search = store.search_text
     before = [await search(box.id, f, n) for f, n in
               (("body", "Ö"), ("text", "qz"), ("headers", "Q"), ("subject", "ß"), ("body", "zz"))]
-    assert await asyncio.to_thread(store.indexer.wait_idle)
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
     marks = await store._read(lambda c: c.execute("SELECT indexed FROM bodies").fetchall())
     assert marks == [(1,), (1,)]
     after = [await search(box.id, f, n) for f, n in
@@ -507,7 +508,7 @@ async def test_a_body_left_unindexed_is_caught_up_under_constant_load(
     def load() -> None:  # something to index all the time: the thread is never idle
         n = 10**6
         while not stop.is_set():
-            store.indexer.add(n, ("s", "", "", "", "", "", "busy"))
+            own_indexer(store).add(n, ("s", "", "", "", "", "", "busy"))
             n += 1
             stop.wait(0.01)
 

@@ -105,6 +105,19 @@ def _open_index(path: Path) -> tuple[sqlite3.Connection, int]:
     return conn, int(row[0])
 
 
+def prepare_index(path: Path, writer: Writer) -> sqlite3.Connection:
+    """Open (or create) the index and make the bodies' marks refer to it: run once by every
+    process that opens the store, whether or not it indexes itself (store.SqliteStore)."""
+    conn, index_id = open_index(path)
+    try:
+        if writer.submit(_adopt(index_id)).result():
+            log.info("full-text index %s is new: every body will be indexed", path.name)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _adopt(index_id: int) -> Callable[[Tx], bool]:
     """A writer job: if the bodies' marks refer to another index (index.db deleted,
     replaced, moved aside), clear them so that everything is indexed again."""
@@ -131,9 +144,7 @@ class Indexer:
         self, data_dir: Path, db_path: Path, writer: Writer, load: Loader, catch_up: bool = True
     ) -> None:
         self.path = data_dir / INDEX_DB
-        self._conn, index_id = open_index(self.path)
-        if writer.submit(_adopt(index_id)).result():
-            log.info("full-text index %s is new: every body will be indexed", self.path.name)
+        self._conn = prepare_index(self.path, writer)
         self._db_path = db_path
         self._writer = writer
         self._load = load  # (body_id, sha256, inline data) -> index values, for catch-up

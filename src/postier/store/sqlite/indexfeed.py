@@ -1,21 +1,26 @@
-"""With several workers, one indexer: the others send it their new bodies' index values.
+"""One indexer per data folder: the serving processes send it their new bodies' index values.
 
-Why: two indexers writing one ``index.db`` each discard the other's page cache and FTS5
-structure at every commit; measured with two workers and 10 KB messages, indexing cost
-~0.8 ms of CPU per message against ~0.45 ms with one indexer (bench/README.md, SMTP,
-session 3).  Worker 0 indexes; every other worker hands (body id, values) to it over a
-Unix socket in the data folder (``index.sock``, mode 0600), from its event loop, without
-waiting.  Best effort by design: a body whose values cannot be sent (worker 0 restarting,
-its socket buffer full) stays marked unindexed, SEARCH parses it meanwhile, and worker 0's
-catch-up pass indexes it when idle — the same path as after a crash.
+Why: the indexer's work (FTS5 inserts, ~0.3 ms of CPU per 10 KB message) done in a thread
+of the process serving SMTP and IMAP competes with it for the GIL; in a process of its own
+it runs on another core (indexproc.py; measured in bench/README.md, SMTP, session 4).  And
+two indexers writing one ``index.db`` each discard the other's page cache and FTS5
+structure at every commit (~0.8 ms of CPU per message against ~0.45 ms with one indexer,
+session 3).  So one process indexes — the index process, or with ``[store] indexer =
+"thread"`` worker 0 — and every serving process hands (body id, values) to it over a Unix
+socket in the data folder (``index.sock``, mode 0600), from its event loop, without
+waiting.  Best effort by design: a body whose values cannot be sent (the indexer
+restarting, its socket buffer full) stays marked unindexed, SEARCH parses it meanwhile, and
+the indexer's catch-up pass indexes it — the same path as after a crash.
 
 Frame: ``>QI`` (body id, number of values), one ``>I`` length per value, then the values
-in UTF-8 (``surrogatepass``: extracted text may hold lone surrogates).
+in UTF-8 (``surrogatepass``: extracted text may hold lone surrogates).  A frame with no
+values removes the body from the index (garbage collection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from postier.store.unixsock import close_private, serve_private
+from postier.store.unixsock import PrivateServer, close_private, serve_private
 
 log = logging.getLogger("postier.store")
 
@@ -51,10 +56,11 @@ class FrameReader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple[int, Values]]:
+    def feed(self, data: bytes) -> list[tuple[int, Values | None]]:
+        """The frames completed by ``data``: (body id, values), values None to remove."""
         buffer = self._buffer
         buffer += data
-        out: list[tuple[int, Values]] = []
+        out: list[tuple[int, Values | None]] = []
         while len(buffer) >= _HEAD.size:
             body_id, count = _HEAD.unpack_from(buffer)
             if count > MAX_VALUES:
@@ -74,12 +80,12 @@ class FrameReader:
                 values.append(bytes(buffer[pos : pos + size]).decode("utf-8", "surrogatepass"))
                 pos += size
             del buffer[:end]
-            out.append((body_id, tuple(values)))
+            out.append((body_id, tuple(values) if count else None))
         return out
 
 
 class IndexFeed:
-    """Worker N > 0: sends index values to worker 0's indexer; never blocks the loop."""
+    """A serving process's side: sends index values to the indexer; never blocks the loop."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / SOCKET_NAME
@@ -90,9 +96,17 @@ class IndexFeed:
         self.dropped = 0  # left to worker 0's catch-up pass
 
     def add(self, body_id: int, values: Values) -> None:
+        self._send(body_id, values)
+
+    def delete(self, body_id: int) -> None:
+        """Remove a body from the index.  If the frame is lost the index keeps values for
+        an id that is never used again (AUTOINCREMENT): space, never a wrong answer."""
+        self._send(body_id, ())
+
+    def _send(self, body_id: int, values: Values) -> None:
         sock = self._connected()
         if sock is None or (self._pending and not self._flush(sock)):
-            self.dropped += 1  # worker 0 unreachable, or still reading the last frame
+            self.dropped += 1  # the indexer unreachable, or still reading the last frame
             return
         self._pending = encode(body_id, values)
         self._flush(sock)  # a rest the socket did not take goes first at the next add
@@ -109,7 +123,7 @@ class IndexFeed:
             sock.connect(str(self.path))  # local: completes at once or fails
         except OSError as exc:
             sock.close()
-            self._fail(f"cannot reach worker 0's indexer: {exc}")
+            self._fail(f"cannot reach the indexer: {exc}")
             return None
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
@@ -125,7 +139,7 @@ class IndexFeed:
         except BlockingIOError:
             return False
         except OSError as exc:
-            self._fail(f"sending to worker 0's indexer: {exc}")
+            self._fail(f"sending to the indexer: {exc}")
             return False
         return True
 
@@ -137,7 +151,7 @@ class IndexFeed:
             self.dropped += 1
             self._pending = b""
         self._retry_at = time.monotonic() + RECONNECT_S
-        log.warning("full-text index: %s; bodies left to worker 0's catch-up pass", why)
+        log.warning("full-text index: %s; bodies left to its catch-up pass", why)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -146,15 +160,21 @@ class IndexFeed:
 
 
 class _Receiver(asyncio.Protocol):
-    def __init__(self, add: Callable[[int, Values], None]) -> None:
-        self._add = add
+    def __init__(self, owner: IndexFeedServer) -> None:
+        self._owner = owner
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio's classes: no isinstance here
         self._transport = cast(asyncio.Transport, transport)
-        log.info("full-text index: a worker sends its new bodies here")
+        self._owner.connections.add(self)
+        log.info("full-text index: a server process sends its new bodies here")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.connections.discard(self)
+        if not self._owner.connections:
+            self._owner.all_closed.set()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -164,24 +184,45 @@ class _Receiver(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
             return
+        owner = self._owner
         for body_id, values in frames:
-            self._add(body_id, values)
+            if values is None:
+                owner.delete(body_id)
+            else:
+                owner.add(body_id, values)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 class IndexFeedServer:
-    """Worker 0: receives the other workers' index values into its indexer."""
+    """The indexer's side: receives the serving processes' index values and removals."""
 
-    def __init__(self, data_dir: Path, add: Callable[[int, Values], None]) -> None:
+    def __init__(
+        self, data_dir: Path, add: Callable[[int, Values], None], delete: Callable[[int], None]
+    ) -> None:
         self.path = data_dir / SOCKET_NAME
-        self._add = add
-        self._server: asyncio.AbstractServer | None = None
+        self.add = add
+        self.delete = delete
+        self.connections: set[_Receiver] = set()
+        self.all_closed = asyncio.Event()
+        self._server: PrivateServer | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await serve_private(
-            self.path, lambda path: loop.create_unix_server(lambda: _Receiver(self._add), path)
+            self.path, lambda path: loop.create_unix_server(lambda: _Receiver(self), path)
         )
 
-    async def stop(self) -> None:
-        await close_private(self._server, self.path)
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting; give the senders ``drain_s`` to close their side (what they sent
+        before is read in full), then close what is left."""
+        await close_private(self._server)
         self._server = None
+        if self.connections and drain_s > 0:
+            self.all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.all_closed.wait(), drain_s)
+        for receiver in list(self.connections):
+            receiver.close()

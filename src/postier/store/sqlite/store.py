@@ -32,7 +32,7 @@ from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
 from postier.store.blobs import FileBlobStore
 from postier.store.bus import ChangeBus
-from postier.store.sqlite.indexer import INDEX_DB, Indexer
+from postier.store.sqlite.indexer import INDEX_DB, Indexer, prepare_index
 from postier.store.sqlite.schema import migrate
 from postier.store.sqlite.writer import ReaderPool, Tx, Writer, connect
 from postier.store.types import (
@@ -143,9 +143,11 @@ class SqliteStore:
 
     def __init__(
         self, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True,
-        loop: asyncio.AbstractEventLoop | None = None,
+        loop: asyncio.AbstractEventLoop | None = None, index_here: bool = True,
     ) -> None:
-        """``loop``: the event loop the writer runs its jobs on (open() passes its own)."""
+        """``loop``: the event loop the writer runs its jobs on (open() passes its own).
+        ``index_here``: run the indexer thread in this process; False for a process whose
+        new bodies go to an indexer elsewhere (see index_elsewhere)."""
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "postier.db"
@@ -157,12 +159,19 @@ class SqliteStore:
             conn.close()
         self.writer = Writer(self.db_path, group_commit_max, loop)
         blobs = self.blobs
-        self.indexer = Indexer(
-            data_dir, self.db_path, self.writer,
-            lambda i, sha, data: _load_index_values(blobs, i, sha, data), catch_up=catch_up,
-        )
-        self.writer.index = self.indexer.add
-        self.readers = ReaderPool(self.db_path, readers, attach={"idx": self.indexer.path})
+        self.indexer: Indexer | None = None
+        index_path = data_dir / INDEX_DB
+        if index_here:
+            self.indexer = Indexer(
+                data_dir, self.db_path, self.writer,
+                lambda i, sha, data: _load_index_values(blobs, i, sha, data), catch_up=catch_up,
+            )
+            self.writer.index = self.indexer.add
+            self._index_delete: Callable[[int], None] | None = self.indexer.delete
+        else:  # the schema and the marks must be right before the readers attach it
+            prepare_index(index_path, self.writer).close()
+            self._index_delete = None
+        self.readers = ReaderPool(self.db_path, readers, attach={"idx": index_path})
         self.bus = ChangeBus()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline: sqlite3.Connection | None = None
@@ -173,18 +182,27 @@ class SqliteStore:
 
     @classmethod
     async def open(
-        cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True
+        cls, data_dir: Path, readers: int = 4, group_commit_max: int = 256, catch_up: bool = True,
+        index_here: bool = True,
     ) -> SqliteStore:
-        """``catch_up``: index bodies left unindexed (the server; short commands pass False)."""
+        """``catch_up``: index bodies left unindexed (the server; short commands pass False).
+        ``index_here``: False when an indexer elsewhere gets the new bodies (index_elsewhere)."""
         loop = asyncio.get_running_loop()
-        store = await asyncio.to_thread(cls, data_dir, readers, group_commit_max, catch_up, loop)
+        store = await asyncio.to_thread(
+            cls, data_dir, readers, group_commit_max, catch_up, loop, index_here
+        )
         store._loop = loop
         return store
 
-    def index_elsewhere(self, add: Callable[[int, tuple[str, ...]], None]) -> None:
-        """Hand new bodies' index values to ``add`` (worker 0's indexer, through
-        indexfeed.IndexFeed) instead of this process's own indexer."""
+    def index_elsewhere(
+        self, add: Callable[[int, tuple[str, ...]], None], delete: Callable[[int], None]
+    ) -> None:
+        """Hand new bodies' index values to ``add`` and removed bodies to ``delete`` (the
+        index process or worker 0, through indexfeed.IndexFeed) instead of an indexer
+        thread here.  Until this is called, a store opened with ``index_here=False``
+        leaves new bodies unindexed (the indexer's catch-up pass finds them)."""
         self.writer.index = add
+        self._index_delete = delete
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_sync)
@@ -193,7 +211,8 @@ class SqliteStore:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
-        self.indexer.close()
+        if self.indexer is not None:
+            self.indexer.close()
         self.writer.close()
         self.readers.close()
 
@@ -1126,7 +1145,9 @@ class SqliteStore:
             def fn(tx: Tx, body_id: int = body_id, sha: str = sha, in_file: bool = in_file) -> None:
                 # The index keeps its values: FTS5 removes exactly what it inserted, and
                 # nothing when the body was never indexed.
-                tx.after_commit.append(lambda: self.indexer.delete(body_id))
+                delete = self._index_delete
+                if delete is not None:
+                    tx.after_commit.append(lambda: delete(body_id))
                 tx.execute("DELETE FROM orphans WHERE body_id = ?", (body_id,))
                 # Same content delivered again since: the new row owns the file.
                 if in_file and not tx.execute(

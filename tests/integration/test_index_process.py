@@ -1,0 +1,136 @@
+"""The full-text indexer in its own process (store/sqlite/indexproc.py): fed over
+index.sock, restarted when it dies, stopped in order, gone when its parent is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import os
+import signal
+import smtplib
+import sqlite3
+import time
+from pathlib import Path
+
+from postier.delivery import Delivery
+from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.indexfeed import SOCKET_NAME, IndexFeed
+from postier.store.sqlite.indexproc import IndexProcess
+from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.serving import loopback_config, start_serve, wait_ready
+from tests.integration.test_workers import children, free_port
+
+
+def indexed_count(data: Path) -> int:
+    conn = sqlite3.connect(f"file:{data / 'postier.db'}?mode=ro", uri=True)
+    try:
+        (n,) = conn.execute("SELECT count(*) FROM bodies WHERE indexed = 1").fetchone()
+    finally:
+        conn.close()
+    return int(n)
+
+
+async def wait_indexed(data: Path, n: int, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    got = indexed_count(data)
+    while got < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        got = indexed_count(data)
+    return got
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_fed_restarted_after_kill_and_stopped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = await SqliteStore.open(data, index_here=False)
+    keeper = IndexProcess(data)
+    feed = IndexFeed(data)
+    try:
+        await store.add_domain("example.org")
+        await store.create_account("alice@example.org", cheap_hash("x"), None)
+        await keeper.start()
+        store.index_elsewhere(feed.add, feed.delete)
+        delivery = Delivery(store)
+
+        async def deliver(n: int) -> None:
+            raw = b"Subject: note %d\r\n\r\nword wombat%03d here\r\n" % (n, n)
+            await delivery.deliver(raw, "bob@example.net", ["alice@example.org"])
+
+        for n in range(10):
+            await deliver(n)
+        assert await wait_indexed(data, 10) == 10
+        assert feed.dropped == 0
+
+        assert keeper.proc is not None
+        first = keeper.proc.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while keeper.starts < 2 or keeper.proc.returncode is not None:
+            assert time.monotonic() < deadline, "index process not restarted"
+            await asyncio.sleep(0.05)
+        assert keeper.proc.pid != first
+        # Bodies delivered while it was down or restarting are left to the catch-up pass
+        # of the new process; none is lost.
+        for n in range(10, 20):
+            await deliver(n)
+        assert await wait_indexed(data, 20) == 20
+    finally:
+        await store.close()
+        feed.close()
+        await keeper.stop()
+    assert keeper.proc is not None and keeper.proc.returncode == 0  # stopped, not killed
+    assert not (data / SOCKET_NAME).exists()
+
+
+def test_serve_runs_it_and_it_ends_with_the_server(tmp_path: Path) -> None:
+    """Default `postier serve`: one child indexes; mail is searchable; a `kill -9` of
+    the server ends the child too (its stdin closes)."""
+
+    async def setup() -> None:
+        store = await SqliteStore.open(data)
+        await store.add_domain("example.org")
+        await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
+        await store.close()
+
+    data = tmp_path / "data"
+    asyncio.run(setup())
+    smtp_port, imap_port = free_port(), free_port()
+    config = tmp_path / "postier.toml"
+    config.write_text(loopback_config(smtp=f"127.0.0.1:{smtp_port}", imap=f"127.0.0.1:{imap_port}"))
+    proc = start_serve(config, data)
+    try:
+        wait_ready(proc)
+        (child,) = children(proc.pid)
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        assert b"postier.store.sqlite.indexproc" in cmdline
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+            for n in range(5):
+                s.sendmail("bob@example.net", ["alice@example.org"],
+                           b"Subject: n\r\n\r\nword numbat%03d here\r\n" % n)
+        assert asyncio.run(wait_indexed(data, 5)) == 5
+        imap = imaplib.IMAP4("127.0.0.1", imap_port)
+        try:
+            imap.login("alice@example.org", TEST_PASSWORD)
+            imap.select("INBOX")
+            typ, found = imap.search(None, "BODY", "numbat003")
+            assert typ == "OK" and found[0].split() == [b"4"]
+        finally:
+            imap.logout()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
