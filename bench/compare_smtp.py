@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/compare_smtp.py [--messages 2000] [--senders 10 50]
                                            [--sizes 10240 1048576] [--timeout 120]
+                                           [--rounds 1] [--workers 1]
+                                           [--indexer process|thread]
                                            [--loop auto|uvloop|asyncio]
 
 Servers (all on 127.0.0.1, ports chosen at start, data in temporary folders):
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +133,13 @@ async def run_case(
     return Result(name, size, senders, total, accept_s, stored_s, cpu() - cpu0, client_s)
 
 
+def _spread(ratios: list[float]) -> str:
+    """"2.51x" for one ratio; "2.51x [2.10, 2.80]" (median, lowest, highest) for more."""
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return f"{statistics.median(ratios):.2f}x [{ratios[0]:.2f}, {ratios[-1]:.2f}]"
+
+
 def print_row(r: Result) -> None:
     print(
         f"{r.server:<22} {r.size:>8} {r.senders:>7} {r.messages:>8} {r.accept_s:>9.2f} "
@@ -147,6 +157,8 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="postier's [server] workers")
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default=None,
                         help="postier's [server] event_loop (default: not set, i.e. auto)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="per case, peer and postier in turns this many times (median)")
     parser.add_argument("--indexer", choices=("process", "thread"), default=None,
                         help="postier's [store] indexer (default: not set, i.e. process)")
     parser.add_argument("--postier-commit", default="", metavar="REV",
@@ -201,21 +213,28 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
         for size in args.sizes:
             count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
             for senders in args.senders:
-                peer = await run_case("postfix→lmtp→dovecot", postfix.smtp_port, peer_cpu,
-                                      peer_stored, senders, size, count, args.timeout, first)
-                print_row(peer)
-                ours = await run_case("postier", postier.smtp_port, postier.cpu_seconds,
-                                      postier.indexed, senders, size, count, args.timeout, first)
-                print_row(ours)
-                results.append((peer, ours))
-                first += count
+                for _ in range(args.rounds):  # peer and postier in turns: the host's speed drifts
+                    peer = await run_case("postfix→lmtp→dovecot", postfix.smtp_port, peer_cpu,
+                                          peer_stored, senders, size, count, args.timeout, first)
+                    print_row(peer)
+                    first += count
+                    ours = await run_case("postier", postier.smtp_port, postier.cpu_seconds,
+                                          postier.indexed, senders, size, count, args.timeout,
+                                          first)
+                    print_row(ours)
+                    results.append((peer, ours))
+                    first += count
 
     print()
-    print("postier / peer (end to end: every message stored)")
-    print(f"{'size':>8} {'senders':>7} {'throughput':>11} {'CPU per msg':>12}")
-    for peer, ours in results:
-        print(f"{peer.size:>8} {peer.senders:>7} {ours.per_s / peer.per_s:>10.2f}x "
-              f"{ours.cpu_ms_per_msg / peer.cpu_ms_per_msg:>11.2f}x")
+    print("postier / peer (end to end: every message stored)"
+          + (f"; median of {args.rounds} rounds [lowest, highest]" if args.rounds > 1 else ""))
+    print(f"{'size':>8} {'senders':>7} {'throughput':>22} {'CPU per msg':>22}")
+    cases = list(dict.fromkeys((peer.size, peer.senders) for peer, _ in results))
+    for size, senders in cases:
+        pairs = [(p, o) for p, o in results if (p.size, p.senders) == (size, senders)]
+        speed = sorted(o.per_s / p.per_s for p, o in pairs)
+        cpu = sorted(o.cpu_ms_per_msg / p.cpu_ms_per_msg for p, o in pairs)
+        print(f"{size:>8} {senders:>7} {_spread(speed):>22} {_spread(cpu):>22}")
     print("\naccept s: until the last 250; stored s: until the last message is stored "
           "(postier: durable\nand in the full-text index); CPU: the server's whole "
           "process tree, user+system;\nclient CPU: this process (load generator and, for the peer, counting Maildir/new).")

@@ -1,7 +1,8 @@
 """SMTP benchmark: messages per second accepted over port-25 SMTP and durably stored.
 
     .venv/bin/python bench/smtp.py [--messages 2000] [--senders 10 50] [--sizes 10240 1048576]
-                                   [--loop auto|uvloop|asyncio]
+                                   [--loop auto|uvloop|asyncio] [--indexer process|thread]
+                                   [--threads]
 
 The server runs in its own process (real SqliteStore, synchronous=FULL, fsync'd bodies,
 parse-once at delivery) so its CPU time per message can be measured apart from the
@@ -11,11 +12,12 @@ durable.  ``--loop`` picks the server's event loop as ``[server] event_loop`` do
 ``postier serve`` (default ``auto``: uvloop when installed); the clients always run on the
 standard asyncio loop, so only the server side changes between runs.  Server CPU is the
 whole server process (user+system, all threads); "loop thread" is the event loop's own
-thread alone (its thread CPU time), the part the loop implementation can change.
+thread alone (its thread CPU time), the part the loop implementation can change.  With
+``--indexer process`` (the default, as ``postier serve``) the full-text indexer runs in its
+own process (store/sqlite/indexproc.py) and its CPU is added to the server's.
 
-The side-by-side comparison with Postfix → LMTP → Dovecot (issue 3) is not here yet: it
-needs both installed and configured on loopback ports by this script; the figures of the
-issue (≈300 msg/s at ≈5 ms server CPU per message for Postfix/Dovecot) are the target.
+The side-by-side comparison with Postfix → LMTP → Dovecot (issue 3) is bench/compare_smtp.py,
+which imports this file's load generator.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+SETTLE_S = 0.3  # after a case's last 250, before the last CPU sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,17 +55,18 @@ def make_message(n: int, size: int) -> bytes:
 # ---------------------------------------------------------------- server process
 
 
-def server_main(data_dir: str, pipe: Connection, event_loop: str = "auto") -> None:
+def server_main(data_dir: str, pipe: Connection, event_loop: str = "auto",
+                indexer: str = "process") -> None:
     import faulthandler
     import signal
 
     from postier.eventloop import choose_event_loop, run
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    run(_server(Path(data_dir), pipe), choose_event_loop(event_loop))
+    run(_server(Path(data_dir), pipe, indexer), choose_event_loop(event_loop))
 
 
-async def _server(data_dir: Path, pipe: Connection) -> None:
+async def _server(data_dir: Path, pipe: Connection, indexer: str) -> None:
     from argon2 import PasswordHasher
 
     from postier.delivery import Delivery
@@ -73,7 +78,17 @@ async def _server(data_dir: Path, pipe: Connection) -> None:
         from postier.log import setup_logging
 
         setup_logging(os.environ["BENCH_LOG"])
-    store = await SqliteStore.open(data_dir)
+    # As `postier serve` with [store] indexer = "process" (the default) or "thread".
+    store = await SqliteStore.open(data_dir, index_here=indexer == "thread")
+    index_process = None
+    if indexer == "process":
+        from postier.store.sqlite.indexfeed import IndexFeed
+        from postier.store.sqlite.indexproc import IndexProcess
+
+        index_process = IndexProcess(data_dir)
+        await index_process.start()
+        feed = IndexFeed(data_dir)
+        store.index_elsewhere(feed.add, feed.delete)
     await store.add_domain("example.org")
     pw = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash("x")
     await store.create_account("alice@example.org", pw, None)
@@ -90,12 +105,26 @@ async def _server(data_dir: Path, pipe: Connection) -> None:
             t = os.times()
             pipe.send((t.user + t.system, time.thread_time()))
         elif command == "threads":
-            pipe.send(_thread_cpu())
+            cpu = _thread_cpu()
+            if index_process is not None and index_process.proc is not None:
+                cpu["index process"] = _process_cpu(index_process.proc.pid)
+            pipe.send(cpu)
+        elif command == "writer":
+            pipe.send((store.writer.batches, store.writer.contended))
         elif command == "stop":
             break
     await server.stop()
     await store.close()
+    if index_process is not None:
+        feed.close()
+        await index_process.stop()
     pipe.send("stopped")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _thread_cpu() -> dict[str, float]:
@@ -157,13 +186,18 @@ async def run_case(
     cpu0, loop0 = pipe.recv()
     pipe.send("threads")
     threads0 = pipe.recv()
+    pipe.send("writer")
+    writer0 = pipe.recv()
     start = time.perf_counter()
     await asyncio.gather(*(sender(port, batch) for batch in batches))
     elapsed = time.perf_counter() - start
+    await asyncio.sleep(SETTLE_S)  # the indexer's last batch, in either mode
     pipe.send("times")
     cpu1, loop1 = pipe.recv()
     pipe.send("threads")
     threads1 = pipe.recv()
+    pipe.send("writer")
+    writer1 = pipe.recv()
     total = per_sender * senders
     # an executor thread that exited during the run would make its kind go down: clamp
     per_thread = {k: max(0.0, v - threads0.get(k, 0.0)) * 1000 / total for k, v in threads1.items()}
@@ -172,8 +206,11 @@ async def run_case(
         "messages": total,
         "seconds": elapsed,
         "per_s": total / elapsed,
-        "cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / total,
+        # the server process and, with indexer = "process", the index process
+        "cpu_ms_per_msg": (cpu1 - cpu0) * 1000 / total + per_thread.get("index process", 0.0),
         "loop_ms_per_msg": (loop1 - loop0) * 1000 / total,
+        "batches": writer1[0] - writer0[0],
+        "contended": writer1[1] - writer0[1],
     }
 
 
@@ -183,6 +220,8 @@ async def main() -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_240, 1_048_576])
     parser.add_argument("--threads", action="store_true", help="server CPU per thread kind")
+    parser.add_argument("--indexer", choices=("process", "thread"), default="process",
+                        help="where the full-text indexer runs, as [store] indexer")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: temporary)")
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="the server's event loop (default: auto, as postier serve)")
@@ -191,7 +230,8 @@ async def main() -> None:
         data_dir = args.data or Path(tmp) / "data"
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=server_main, args=(str(data_dir), child, args.loop), daemon=True)
+        proc = ctx.Process(target=server_main, args=(str(data_dir), child, args.loop, args.indexer),
+                           daemon=True)
         proc.start()
         port, loop_name = parent.recv()
         print(f"server pid {proc.pid} on 127.0.0.1:{port}, event loop {loop_name}, data in {data_dir}")
@@ -208,7 +248,7 @@ async def main() -> None:
                 if args.threads:
                     print("    CPU ms/msg by thread: " + ", ".join(
                         f"{k} {v:.2f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1])
-                    ))
+                    ) + f"; writer: {r['batches']} batches, {r['contended']} found the lock taken")
         parent.send("stop")
         parent.recv()
         proc.join(10)

@@ -47,19 +47,28 @@ MAX_HEADERS_TEXT_CHARS = 256 * 1024  # decoded header text kept for SEARCH TEXT
 _EMPTY_ENVELOPE = b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
-def parse_message(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
+def parse_message(
+    raw: bytes, text_limit: int = MAX_TEXT_CHARS, texts: bool = True
+) -> ParsedMessage:
     """Parse ``raw`` (the message exactly as stored).  Never raises.
 
-    ``text_limit``: characters of body text to extract (``text``), at most MAX_TEXT_CHARS;
-    delivery asks for what the full-text index takes, not more (decoding and collapsing a
-    megabyte of text costs milliseconds)."""
+    ``text_limit``: characters of body text to extract (``text``), at most MAX_TEXT_CHARS.
+    ``texts=False`` leaves ``text`` and ``headers_text`` empty: delivery stores the
+    structure, and the indexer extracts the texts later from it (extract_texts)."""
     try:
-        return _parse(raw, min(text_limit, MAX_TEXT_CHARS))
+        return _parse(raw, min(text_limit, MAX_TEXT_CHARS), texts)
     except Exception:  # best-effort by design: a message is always stored as received
         return _fallback(raw)
 
 
-def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
+def extract_texts(raw: bytes, root: MimePart, text_limit: int = MAX_TEXT_CHARS) -> tuple[str, str]:
+    """(text, headers_text) as parse_message gives them, from a tree it made (stored as
+    encode_parts): the searchable texts without parsing the message again."""
+    fields = parse_fields(raw, root.header_start, root.body_start)
+    return _body_text(raw, root, min(text_limit, MAX_TEXT_CHARS)), _headers_text(fields)
+
+
+def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS, texts: bool = True) -> ParsedMessage:
     root, cache = scan_with_fields(raw)
     fields = cache.get((root.header_start, root.body_start))
     if fields is None:
@@ -98,8 +107,8 @@ def _parse(raw: bytes, text_limit: int = MAX_TEXT_CHARS) -> ParsedMessage:
         in_reply_to=in_reply_to[0] if in_reply_to else "",
         references=parse_msg_ids(header.get(b"references")),
         has_attachment=_has_attachment(raw, root, cache),
-        text=_body_text(raw, root, text_limit),
-        headers_text=_headers_text(fields),
+        text=_body_text(raw, root, text_limit) if texts else "",
+        headers_text=_headers_text(fields) if texts else "",
     )
 
 

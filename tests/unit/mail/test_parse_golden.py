@@ -19,7 +19,9 @@ from postier.mail.parse import (
     _ASCII_WS_NOT_SPACE,
     _WS,
     collapse_whitespace,
+    decode_parts,
     encode_parts,
+    extract_texts,
     parse_message,
 )
 from tests.unit.mail.golden_messages import synthetic_messages
@@ -104,3 +106,15 @@ def test_ascii_whitespace_table_is_complete() -> None:
 )
 def test_collapse_whitespace_matches_regex(text: str) -> None:
     assert collapse_whitespace(text) == _WS.sub(" ", text).strip()
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_texts_from_the_stored_tree_are_what_the_parse_gives(name: str) -> None:
+    """The indexer extracts the texts later from the tree delivery stored (encode_parts),
+    without parsing again: the same texts as a full parse, for every message; delivery's
+    parse without texts leaves them empty and everything else the same."""
+    raw = MESSAGES[name]
+    full = parse_message(raw, 5000)
+    root = decode_parts(encode_parts(parse_message(raw, texts=False).root))
+    assert extract_texts(raw, root, 5000) == (full.text, full.headers_text)
+    assert parse_message(raw, texts=False) == dataclasses.replace(full, text="", headers_text="")

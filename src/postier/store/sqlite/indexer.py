@@ -60,7 +60,8 @@ SCHEMA = (
 
 _STOP = object()
 _Values = tuple[str, ...]
-Loader = Callable[[int, str, bytes | None], _Values | None]
+# (postier.db reader, body ids) -> (body id, index values, fulltext_cut) of those still there
+Loader = Callable[[sqlite3.Connection, list[int]], list[tuple[int, _Values, bool]]]
 
 
 def open_index(path: Path) -> tuple[sqlite3.Connection, int]:
@@ -147,7 +148,7 @@ class Indexer:
         self._conn = prepare_index(self.path, writer)
         self._db_path = db_path
         self._writer = writer
-        self._load = load  # (body_id, sha256, inline data) -> index values, for catch-up
+        self._load = load  # reads bodies' rows and extracts their texts (store.index_rows)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._marks: list[concurrent.futures.Future[None]] = []
         self._idle = threading.Event()
@@ -160,17 +161,17 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
         self._thread.start()
 
-    # called from the writer thread after COMMIT, and from GC
-    def add(self, body_id: int, values: _Values) -> None:
+    # called after COMMIT (the body's row is there to read), and from GC
+    def add(self, body_id: int) -> None:
         if self._queue.qsize() >= MAX_PENDING:
             self.deferred += 1
             return
         self._idle.clear()
-        self._queue.put((body_id, values))
+        self._queue.put((body_id, True))
 
     def delete(self, body_id: int) -> None:
         self._idle.clear()
-        self._queue.put((body_id, None))
+        self._queue.put((body_id, False))
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until everything handed over so far is indexed and marked (tests, backup)."""
@@ -218,21 +219,39 @@ class Indexer:
             if self._queue.empty():
                 self._idle.set()
 
-    def _apply(self, items: list[tuple[int, _Values | None]]) -> bool:
+    def _postier_db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = connect(self._db_path, readonly=True)
+        return self._reader
+
+    def _apply(self, items: list[tuple[int, bool]]) -> bool:
+        """Index (True) or remove (False) each body, in order, in one transaction."""
+        try:
+            loaded = {
+                body_id: (values, cut)
+                for body_id, values, cut in self._load(
+                    self._postier_db(), [body_id for body_id, add in items if add]
+                )
+            }
+        except sqlite3.Error as exc:
+            log.error("full-text indexing: reading bodies failed: %s", exc)
+            self._retry_at = time.monotonic() + RETRY_S
+            return False
         conn = self._conn
-        done: list[int] = []
+        done: list[tuple[int, bool]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for body_id, values in items:
-                if values is None:
+            for body_id, add in items:
+                if not add:
                     conn.execute("DELETE FROM body_fts WHERE rowid = ?", (body_id,))
-                else:
+                elif body_id in loaded:
+                    values, cut = loaded[body_id]
                     conn.execute(
                         "INSERT OR REPLACE INTO body_fts (rowid, subject, from_, to_, cc, bcc,"
                         " headers, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (body_id, *values),
                     )
-                    done.append(body_id)
+                    done.append((body_id, cut))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # left unmarked: the catch-up pass tries again
             log.error("full-text indexing failed: %s", exc)
@@ -247,10 +266,13 @@ class Indexer:
             self._mark(done)
         return True
 
-    def _mark(self, body_ids: list[int]) -> None:
+    def _mark(self, bodies: list[tuple[int, bool]]) -> None:
+        """Mark the bodies indexed, with whether the index holds only part of their text
+        (SEARCH reads those whole): one UPDATE each in a later group commit."""
         def fn(tx: Tx) -> None:
             tx.conn.executemany(
-                "UPDATE bodies SET indexed = 1 WHERE id = ?", [(i,) for i in body_ids]
+                "UPDATE bodies SET indexed = 1, fulltext_cut = ? WHERE id = ?",
+                [(int(cut), i) for i, cut in bodies],
             )
 
         self._marks = [m for m in self._marks if not m.done()]
@@ -269,28 +291,19 @@ class Indexer:
         # twice: INSERT OR REPLACE); it is routine then, not news.
         level = logging.DEBUG if steps else logging.INFO
         try:
-            if self._reader is None:
-                self._reader = connect(self._db_path, readonly=True)
-            reader = self._reader
+            reader = self._postier_db()
             last = 0
             while self._queue.empty() or steps > 0:
                 steps -= 1
-                rows = reader.execute(
-                    "SELECT id, sha256, data FROM bodies WHERE indexed = 0 AND id > ?"
-                    " ORDER BY id LIMIT ?",
+                ids = [int(row[0]) for row in reader.execute(
+                    "SELECT id FROM bodies WHERE indexed = 0 AND id > ? ORDER BY id LIMIT ?",
                     (last, CATCH_UP_BATCH),
-                ).fetchall()
-                if not rows:
+                )]
+                if not ids:
                     return
-                last = int(rows[-1][0])
-                items: list[tuple[int, _Values | None]] = []
-                for body_id, sha, data in rows:
-                    values = self._load(int(body_id), str(sha), data)
-                    if values is not None:
-                        items.append((int(body_id), values))
-                if items:
-                    log.log(level, "full-text index: catching up, %d bodies", len(items))
-                    if not self._apply(items):
-                        return  # tried again after RETRY_S
+                last = ids[-1]
+                log.log(level, "full-text index: catching up, %d bodies", len(ids))
+                if not self._apply([(body_id, True) for body_id in ids]):
+                    return  # tried again after RETRY_S
         except sqlite3.Error as exc:
             log.error("full-text catch-up: %s", exc)

@@ -1,20 +1,20 @@
-"""One indexer per data folder: the serving processes send it their new bodies' index values.
+"""One indexer per data folder: the serving processes send it their new bodies' ids.
 
-Why: the indexer's work (FTS5 inserts, ~0.3 ms of CPU per 10 KB message) done in a thread
-of the process serving SMTP and IMAP competes with it for the GIL; in a process of its own
-it runs on another core (indexproc.py; measured in bench/README.md, SMTP, session 4).  And
-two indexers writing one ``index.db`` each discard the other's page cache and FTS5
-structure at every commit (~0.8 ms of CPU per message against ~0.45 ms with one indexer,
-session 3).  So one process indexes — the index process, or with ``[store] indexer =
-"thread"`` worker 0 — and every serving process hands (body id, values) to it over a Unix
-socket in the data folder (``index.sock``, mode 0600), from its event loop, without
-waiting.  Best effort by design: a body whose values cannot be sent (the indexer
-restarting, its socket buffer full) stays marked unindexed, SEARCH parses it meanwhile, and
-the indexer's catch-up pass indexes it — the same path as after a crash.
+Why: the indexer's work (text extraction and FTS5 trigram inserts, ~0.35 ms of CPU per
+10 KB message) done in a thread of the process serving SMTP and IMAP competes with it for
+the GIL and the cores; in a process of its own (indexproc.py) it runs beside it (bench/
+README.md, SMTP, session 4).  And two indexers writing one ``index.db`` each discard the
+other's page cache and FTS5 structure at every commit (~0.8 ms of CPU per message against
+~0.45 ms with one indexer, session 3).  So one process indexes — the index process, or
+with ``[store] indexer = "thread"`` worker 0 — and every serving process hands it the id
+of each new body after COMMIT over a Unix socket in the data folder (``index.sock``, mode
+0600), from its event loop, without waiting; the indexer reads the body's row and bytes
+itself.  Best effort by design: a body whose id cannot be sent (the indexer restarting,
+its socket buffer full) stays marked unindexed, SEARCH parses it meanwhile, and the
+indexer's catch-up pass indexes it — the same path as after a crash.
 
-Frame: ``>QI`` (body id, number of values), one ``>I`` length per value, then the values
-in UTF-8 (``surrogatepass``: extracted text may hold lone surrogates).  A frame with no
-values removes the body from the index (garbage collection).
+Frame: 9 bytes, ``>QB``: the body id, then 1 (index it) or 0 (remove it: garbage
+collection).
 """
 
 from __future__ import annotations
@@ -34,53 +34,30 @@ from postier.store.unixsock import PrivateServer, close_private, serve_private
 log = logging.getLogger("postier.store")
 
 SOCKET_NAME = "index.sock"
-_HEAD = struct.Struct(">QI")
-_LEN = struct.Struct(">I")
-MAX_VALUES = 16
-MAX_FRAME_BYTES = 64 * 1024 * 1024  # far above what the index takes (64 KiB of text)
+_FRAME = struct.Struct(">QB")
 RECONNECT_S = 1.0  # after a failed connect or send, before the next attempt
 
-Values = tuple[str, ...]
 
-
-def encode(body_id: int, values: Values) -> bytes:
-    data = [v.encode("utf-8", "surrogatepass") for v in values]
-    return b"".join(
-        [_HEAD.pack(body_id, len(data)), *(_LEN.pack(len(d)) for d in data), *data]
-    )
+def encode(body_id: int, add: bool = True) -> bytes:
+    return _FRAME.pack(body_id, int(add))
 
 
 class FrameReader:
     """Decodes frames from a byte stream; raises ValueError on a malformed one."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._buffer = b""
 
-    def feed(self, data: bytes) -> list[tuple[int, Values | None]]:
-        """The frames completed by ``data``: (body id, values), values None to remove."""
-        buffer = self._buffer
-        buffer += data
-        out: list[tuple[int, Values | None]] = []
-        while len(buffer) >= _HEAD.size:
-            body_id, count = _HEAD.unpack_from(buffer)
-            if count > MAX_VALUES:
-                raise ValueError(f"frame with {count} values")
-            lengths_end = _HEAD.size + _LEN.size * count
-            if len(buffer) < lengths_end:
-                break
-            lengths = [_LEN.unpack_from(buffer, _HEAD.size + _LEN.size * i)[0] for i in range(count)]
-            end = lengths_end + sum(lengths)
-            if end > MAX_FRAME_BYTES:
-                raise ValueError(f"frame of {end} bytes")
-            if len(buffer) < end:
-                break
-            values: list[str] = []
-            pos = lengths_end
-            for size in lengths:
-                values.append(bytes(buffer[pos : pos + size]).decode("utf-8", "surrogatepass"))
-                pos += size
-            del buffer[:end]
-            out.append((body_id, tuple(values) if count else None))
+    def feed(self, data: bytes) -> list[tuple[int, bool]]:
+        """The frames completed by ``data``: (body id, True to index / False to remove)."""
+        buffer = self._buffer + data
+        whole = len(buffer) - len(buffer) % _FRAME.size
+        out: list[tuple[int, bool]] = []
+        for body_id, op in _FRAME.iter_unpack(buffer[:whole]):
+            if op > 1:
+                raise ValueError(f"frame with operation {op}")
+            out.append((body_id, bool(op)))
+        self._buffer = buffer[whole:]
         return out
 
 
@@ -95,20 +72,20 @@ class IndexFeed:
         self.sent = 0
         self.dropped = 0  # left to worker 0's catch-up pass
 
-    def add(self, body_id: int, values: Values) -> None:
-        self._send(body_id, values)
+    def add(self, body_id: int) -> None:
+        self._send(body_id, True)
 
     def delete(self, body_id: int) -> None:
         """Remove a body from the index.  If the frame is lost the index keeps values for
         an id that is never used again (AUTOINCREMENT): space, never a wrong answer."""
-        self._send(body_id, ())
+        self._send(body_id, False)
 
-    def _send(self, body_id: int, values: Values) -> None:
+    def _send(self, body_id: int, add: bool) -> None:
         sock = self._connected()
         if sock is None or (self._pending and not self._flush(sock)):
             self.dropped += 1  # the indexer unreachable, or still reading the last frame
             return
-        self._pending = encode(body_id, values)
+        self._pending = encode(body_id, add)
         self._flush(sock)  # a rest the socket did not take goes first at the next add
         if self._sock is not None:
             self.sent += 1
@@ -126,7 +103,7 @@ class IndexFeed:
             self._fail(f"cannot reach the indexer: {exc}")
             return None
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024 * 1024)
         self._sock = sock
         return sock
 
@@ -185,11 +162,11 @@ class _Receiver(asyncio.Protocol):
                 self._transport.close()
             return
         owner = self._owner
-        for body_id, values in frames:
-            if values is None:
-                owner.delete(body_id)
+        for body_id, add in frames:
+            if add:
+                owner.add(body_id)
             else:
-                owner.add(body_id, values)
+                owner.delete(body_id)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -200,7 +177,7 @@ class IndexFeedServer:
     """The indexer's side: receives the serving processes' index values and removals."""
 
     def __init__(
-        self, data_dir: Path, add: Callable[[int, Values], None], delete: Callable[[int], None]
+        self, data_dir: Path, add: Callable[[int], None], delete: Callable[[int], None]
     ) -> None:
         self.path = data_dir / SOCKET_NAME
         self.add = add

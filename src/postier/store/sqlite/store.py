@@ -27,7 +27,7 @@ from postier.errors import (
     UnknownAccount,
     UserError,
 )
-from postier.mail.parse import parse_message
+from postier.mail.parse import decode_parts, extract_texts, parse_message
 from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
 from postier.store.blobs import FileBlobStore
@@ -164,7 +164,7 @@ class SqliteStore:
         if index_here:
             self.indexer = Indexer(
                 data_dir, self.db_path, self.writer,
-                lambda i, sha, data: _load_index_values(blobs, i, sha, data), catch_up=catch_up,
+                lambda conn, ids: index_rows(blobs, conn, ids), catch_up=catch_up,
             )
             self.writer.index = self.indexer.add
             self._index_delete: Callable[[int], None] | None = self.indexer.delete
@@ -194,10 +194,8 @@ class SqliteStore:
         store._loop = loop
         return store
 
-    def index_elsewhere(
-        self, add: Callable[[int, tuple[str, ...]], None], delete: Callable[[int], None]
-    ) -> None:
-        """Hand new bodies' index values to ``add`` and removed bodies to ``delete`` (the
+    def index_elsewhere(self, add: Callable[[int], None], delete: Callable[[int], None]) -> None:
+        """Hand new bodies' ids to ``add`` and removed bodies' to ``delete`` (the
         index process or worker 0, through indexfeed.IndexFeed) instead of an indexer
         thread here.  Until this is called, a store opened with ``index_here=False``
         leaves new bodies unindexed (the indexer's catch-up pass finds them)."""
@@ -662,7 +660,7 @@ class SqliteStore:
     async def prepare_body(self, raw: bytes) -> PreparedBody:
         """Parse once and write the body durably (before any transaction references it)."""
         if len(raw) <= INLINE_BODY_MAX:
-            parsed = parse_message(raw, INDEX_TEXT_LIMIT)
+            parsed = parse_message(raw, texts=False)  # the indexer extracts them later
             return PreparedBody(self.blobs.digest(raw), len(raw), parsed, bytes(raw))
         # The file is hashed, written and fsync'd on one thread (all three release the GIL)
         # while the message is parsed, so the fsync waits overlap the parse instead of
@@ -670,9 +668,9 @@ class SqliteStore:
         put = asyncio.ensure_future(asyncio.to_thread(self.blobs.put, raw))
         try:
             if len(raw) <= INLINE_PARSE_BYTES:
-                parsed = parse_message(raw, INDEX_TEXT_LIMIT)
+                parsed = parse_message(raw, texts=False)
             else:
-                parsed = await asyncio.to_thread(parse_message, raw, INDEX_TEXT_LIMIT)
+                parsed = await asyncio.to_thread(parse_message, raw, texts=False)
         finally:
             sha = await put  # never left running unawaited, even when cancelled
         return PreparedBody(sha, len(raw), parsed)
@@ -1353,28 +1351,42 @@ def _search_haystack(parsed: ParsedMessage, field: str) -> str:
     return parsed.headers_text
 
 
-def _index_cut(parsed: ParsedMessage) -> bool:
-    """The index holds only the first FTS_TEXT_MAX_CHARS of the body or header text."""
-    return len(parsed.text) > FTS_TEXT_MAX_CHARS or len(parsed.headers_text) > FTS_TEXT_MAX_CHARS
+def index_rows(
+    blobs: FileBlobStore, conn: sqlite3.Connection, body_ids: Sequence[int]
+) -> list[tuple[int, tuple[str, ...], bool]]:
+    """(body id, index values, fulltext_cut) of stored bodies, for the indexer: read from
+    their rows (the display fields and MIME tree delivery stored) and their bytes, so the
+    texts are extracted here, off the delivery path, without parsing again.  Bodies gone
+    meanwhile (collected) or whose file is missing are left out."""
+    out: list[tuple[int, tuple[str, ...], bool]] = []
+    for start in range(0, len(body_ids), 500):
+        chunk = body_ids[start : start + 500]
+        rows = conn.execute(
+            "SELECT id, sha256, data, parts, subject, from_, to_, cc, bcc FROM bodies"
+            f" WHERE id IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ).fetchall()
+        for body_id, sha, data, parts, *shown in rows:
+            try:
+                raw = bytes(data) if data is not None else blobs.get(sha)
+            except FileNotFoundError:
+                log.error("body %s: file %s missing; not indexed", body_id, sha)
+                continue
+            out.append((int(body_id), *_index_values(raw, parts, shown)))
+    return out
 
 
-def _fts_values(parsed: ParsedMessage) -> tuple[str, ...]:
-    """What the index stores for a body, lowercased: SEARCH checks candidates against it."""
-    return (parsed.subject.lower(), parsed.from_.lower(), parsed.to.lower(), parsed.cc.lower(),
-            parsed.bcc.lower(), parsed.headers_text[:FTS_TEXT_MAX_CHARS].lower(),
-            parsed.text[:FTS_TEXT_MAX_CHARS].lower())
-
-
-def _load_index_values(
-    blobs: FileBlobStore, body_id: int, sha: str, data: bytes | None
-) -> tuple[str, ...] | None:
-    """Index values of a stored body (the indexer's catch-up); None if its file is gone."""
+def _index_values(raw: bytes, parts: bytes, shown: list[str]) -> tuple[tuple[str, ...], bool]:
     try:
-        raw = bytes(data) if data is not None else blobs.get(sha)
-    except FileNotFoundError:
-        log.error("body %s: file %s missing; not indexed", body_id, sha)
-        return None
-    return _fts_values(parse_message(raw, INDEX_TEXT_LIMIT))
+        text, headers = extract_texts(raw, decode_parts(parts), INDEX_TEXT_LIMIT)
+    except Exception:  # a tree from an older version, or a surprise: parse again
+        parsed = parse_message(raw, INDEX_TEXT_LIMIT)
+        text, headers = parsed.text, parsed.headers_text
+    cut = len(text) > FTS_TEXT_MAX_CHARS or len(headers) > FTS_TEXT_MAX_CHARS
+    values = (*(str(v or "").lower() for v in shown),
+              headers[:FTS_TEXT_MAX_CHARS].lower(), text[:FTS_TEXT_MAX_CHARS].lower())
+    return values, cut
+
 
 def _ensure_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
     """The body's row id; a new row when no body has this content yet.  An inline body
@@ -1409,7 +1421,7 @@ def _store_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
          encode_parts(parsed.root), parsed.subject, parsed.from_, parsed.to, parsed.cc,
          parsed.bcc, parsed.date, parsed.message_id, parsed.in_reply_to,
          " ".join(parsed.references), int(parsed.has_attachment), body.inline,
-         int(_index_cut(parsed))),
+         0),  # fulltext_cut: set by the indexer with the mark (index_rows)
     )
     inserted = cur.fetchone()
     if inserted is None:  # the same content is stored already (inline bodies only)
@@ -1417,9 +1429,8 @@ def _store_body(tx: Tx, body: PreparedBody, blobs: FileBlobStore) -> int:
         return int(known)
     body_id = int(inserted[0])
     index = tx.index
-    if index is not None:  # after COMMIT, to the indexer thread (indexer.py)
-        values = _fts_values(parsed)
-        tx.after_commit.append(lambda: index(body_id, values))
+    if index is not None:  # after COMMIT, to the indexer (indexer.py), which reads the row
+        tx.after_commit.append(lambda: index(body_id))
     return body_id
 
 

@@ -53,8 +53,8 @@ class Tx:
     # Run on the submitting event loop's thread after COMMIT, before the job's caller
     # resumes (change-bus events); only for jobs submitted with Writer.run().
     on_loop: list[Callable[[], None]] = field(default_factory=list)
-    # Where a new body's full-text index values go after COMMIT (the store's Indexer).
-    index: Callable[[int, tuple[str, ...]], None] | None = None
+    # Where a new body's id goes after COMMIT (the store's Indexer, or the index feed).
+    index: Callable[[int], None] | None = None
     # Body row ids by sha256 that this job stored or found (several copies of one body).
     bodies: dict[str, int] = field(default_factory=dict)
 
@@ -175,7 +175,8 @@ class Writer:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postier-commit")
         self.batches = 0
         self.jobs = 0
-        self.index: Callable[[int, tuple[str, ...]], None] | None = None  # set by the store
+        self.contended = 0  # batches that found another process writing (waited off the loop)
+        self.index: Callable[[int], None] | None = None  # set by the store
 
     def submit(self, fn: Callable[[Tx], T]) -> concurrent.futures.Future[T]:
         """Queue ``fn`` from any thread; never wait on the result on the owner loop's thread."""
@@ -262,6 +263,7 @@ class Writer:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # another process is writing: wait for it off the loop
+            self.contended += 1
             self._thread.submit(self._whole_batch, batch)
             return
         self._run_locked(batch)
