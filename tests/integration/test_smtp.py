@@ -395,6 +395,36 @@ async def test_idle_timeout_421(
         await running.server.stop()
 
 
+async def test_a_client_that_never_reads_its_replies_times_out(
+    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path, tls: Tls
+) -> None:
+    """Commands pipelined without ever reading a reply fill the socket buffers; the
+    server's write then waits, bounded by the same timeout as a read: it closes the
+    connection (the replies cannot be read, so no 421 is asked for) and serves others."""
+    import socket
+
+    running = await start(store, delivery, tmp_path, tls, command_timeout_s=0.5, data_timeout_s=0.5)
+    try:
+        def flood() -> float:
+            sock = socket.create_connection((HOST, running.mta), timeout=60)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            started = time.monotonic()
+            try:
+                chunk = b"NOOP\r\n" * 10_000
+                while time.monotonic() - started < 90:
+                    sock.sendall(chunk)  # raises once the server has closed
+            except OSError:
+                pass
+            finally:
+                sock.close()
+            serves_next_client(running.mta)
+            return time.monotonic() - started
+
+        assert await in_thread(flood) < 40  # cut off by the server, not the client's 60 s
+    finally:
+        await running.server.stop()
+
+
 async def test_connection_limits_421(
     store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path, tls: Tls
 ) -> None:

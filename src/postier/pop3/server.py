@@ -28,7 +28,6 @@ action; ``keep`` expunges, because the admin asked for retention), and CAPA adve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import socket
@@ -43,6 +42,7 @@ from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
+from postier.net.closing import close_writer
 from postier.net.listeners import Listeners
 from postier.net.tls import describe_tls
 from postier.pop3.core import (
@@ -212,9 +212,7 @@ class Pop3Server:
         finally:
             if session.account_id is not None:
                 self._unlock(session.account_id, clog.conn_id)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            await close_writer(writer)
             self._sessions.discard(task)
             clog.connection_lost(error)
 

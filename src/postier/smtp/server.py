@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import os
 import secrets
 import ssl
@@ -49,6 +50,7 @@ from postier.delivery import (
 from postier.log import ConnectionLogger, format_peer
 from postier.mailauth.inbound import Action, InboundChecker, strip_forged_results
 from postier.net.addresses import ListenAddress, is_loopback
+from postier.net.closing import close_transport
 from postier.net.tls import describe_tls
 from postier.smtp.core import (
     C250_MESSAGE_ACCEPTED,
@@ -145,6 +147,10 @@ class _Stream(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
         self.task: asyncio.Task[None] | None = None
+        # The read deadline (loop time): one timer, moved lazily (see arm).
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -170,6 +176,7 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._stop_timer()
         self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -187,9 +194,47 @@ class _Stream(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def arm(self, timeout: float) -> None:
+        """Let the next write and read wait ``timeout`` seconds at most in all (they raise
+        TimeoutError after), until disarm().
+
+        One timer per connection, moved lazily: arming again only stores the new deadline,
+        and the timer, when it fires, re-schedules itself if the deadline moved on.  An
+        ``asyncio.timeout`` per read made and cancelled a timer every time (2–3 reads per
+        message)."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout
+        if self._timer is not None and self._timer.when() > self._deadline:
+            self._timer.cancel()  # an earlier deadline than the one scheduled
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+
+    def disarm(self) -> None:
+        self._deadline = math.inf
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._deadline == math.inf:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+            return
+        self._expired = True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def read(self) -> bytes | None:
-        """Received bytes; b"" at end of stream; None when the server is stopping."""
-        while not self._buffer and not self._eof and not self._stop:
+        """Received bytes; b"" at end of stream; None when the server is stopping.
+        Raises TimeoutError past the armed deadline."""
+        while not self._buffer and not self._eof and not self._stop and not self._expired:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -197,6 +242,8 @@ class _Stream(asyncio.Protocol):
                 self._waiter = None
         if self._stop:
             return None
+        if self._expired and not self._buffer:
+            raise TimeoutError
         data = bytes(self._buffer)
         self._buffer.clear()
         if self._reading_paused and self.transport is not None:
@@ -209,11 +256,15 @@ class _Stream(asyncio.Protocol):
         self._wake()
 
     async def write(self, data: bytes) -> None:
+        """Send ``data``; wait while the peer does not read (TimeoutError past an armed
+        deadline)."""
         if not data or self.transport is None or self.transport.is_closing():
             return
         self.transport.write(data)
         if self._drain is not None and not self._drain.done():
             await self._drain
+        if self._expired:
+            raise TimeoutError
 
     def write_nowait(self, data: bytes) -> None:
         """Queue ``data`` without waiting for the peer to read (last words before close)."""
@@ -250,8 +301,10 @@ class _Stream(asyncio.Protocol):
         return describe_tls(obj) if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else ""
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """Close once what is written has been sent, or cut off a peer that does not
+        read it (net/closing.py)."""
+        if self.transport is not None:
+            close_transport(self.transport)
 
 
 class _Gone(Exception):
@@ -497,15 +550,17 @@ class SmtpServer:
         timeout = (
             self.settings.data_timeout_s if conn.reading_message else self.settings.command_timeout_s
         )
+        stream.arm(timeout)  # also bounds a client that never reads
         try:
-            async with asyncio.timeout(timeout):  # also bounds a client that never reads
-                await stream.write(conn.data_to_send())  # RFC 2920 §3.1: flush before blocking
-                data = await stream.read()
+            await stream.write(conn.data_to_send())  # RFC 2920 §3.1: flush before blocking
+            data = await stream.read()
         except TimeoutError:
             session.log.info("timeout after %g s: 421", timeout)
             conn.timed_out()
             stream.write_nowait(conn.data_to_send())
             raise _Gone from None
+        finally:
+            stream.disarm()
         if data is None:  # stopping
             session.log.info("server stopping: 421")
             conn.shutdown()

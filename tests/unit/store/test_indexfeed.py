@@ -16,6 +16,7 @@ from postier.store.sqlite.indexfeed import (
     encode,
 )
 
+
 def test_frames_round_trip_whole_and_byte_by_byte() -> None:
     frames = encode(1) + encode(7, add=False) + encode(2**40) + encode(2**64 - 1)
     expected = [(1, True), (7, False), (2**40, True), (2**64 - 1, True)]
