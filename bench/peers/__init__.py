@@ -308,11 +308,12 @@ class PostierProcess(ManagedServer):
         def listen(port: int) -> str:
             return f'["127.0.0.1:{port}"]' if port else "[]"
 
+        # Logs at the default level ("info": a line per message, as Postfix's maillog and
+        # Dovecot's log have), into self.log.
         loop = f'event_loop = "{self.event_loop}"\n' if self.event_loop else ""
         self.config.write_text(
             "[server]\n"
             'hostname = "bench.example.org"\n'
-            'log_level = "warning"\n'
             "max_connections = 5000\n"
             "max_connections_per_ip = 5000\n"
             f"workers = {self.workers}\n"
