@@ -395,6 +395,33 @@ async def test_idle_timeout_421(
         await running.server.stop()
 
 
+async def test_a_short_command_timeout_after_a_long_data_timeout(
+    store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path, tls: Tls
+) -> None:
+    """The read deadline moves with each read: after a message (read under the 30 s data
+    timeout) an idle client is cut off after the 0.3 s command timeout, not 30 s."""
+    running = await start(store, delivery, tmp_path, tls, command_timeout_s=0.3, data_timeout_s=30)
+    try:
+        def send() -> tuple[list[str], float]:
+            c = Raw(running.mta)
+            codes = [c.code()]
+            c.send(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+            codes += c.codes(4)
+            c.send(b"Subject: t\r\n\r\n")
+            time.sleep(0.6)  # slow data: past the command timeout, well within the data one
+            c.send(b"body\r\n.\r\n")
+            codes.append(c.code())
+            idle = time.monotonic()
+            codes.append(c.code())  # the command timeout
+            return codes, time.monotonic() - idle
+
+        codes, waited = await in_thread(send)
+        assert codes == ["220", "250", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0", "421 4.4.2"]
+        assert waited < 5
+    finally:
+        await running.server.stop()
+
+
 async def test_a_client_that_never_reads_its_replies_times_out(
     store: SqliteStore, delivery: Delivery, account: Account, tmp_path: Path, tls: Tls
 ) -> None:

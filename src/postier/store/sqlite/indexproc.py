@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("postier.store")
@@ -129,8 +130,9 @@ class IndexProcess:
 # ---------------------------------------------------------------- the child
 
 
-async def serve_index(data_dir: Path, stopping: asyncio.Event) -> None:
-    """Index what the serving processes send until ``stopping`` is set."""
+async def serve_index(data_dir: Path, stopping: asyncio.Event, ready: Callable[[], None]) -> None:
+    """Index what the serving processes send until ``stopping`` is set; ``ready()`` once
+    the feed socket listens."""
     from postier.store.sqlite.indexfeed import IndexFeedServer
     from postier.store.sqlite.store import SqliteStore
 
@@ -141,12 +143,21 @@ async def serve_index(data_dir: Path, stopping: asyncio.Event) -> None:
         feed = IndexFeedServer(data_dir, indexer.add, indexer.delete)
         await feed.start()
         try:
-            print(READY_LINE, flush=True)
+            ready()
             await stopping.wait()
         finally:
             await feed.stop(DRAIN_S)
     finally:
         await store.close()
+
+
+def _announce_ready() -> None:
+    """READY_LINE for the parent; then stdout goes nowhere: nobody reads the pipe after
+    that line, so anything written to it would fill it and block (logs go to stderr)."""
+    print(READY_LINE, flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stopping: asyncio.Event) -> None:
@@ -165,7 +176,7 @@ async def _main(data_dir: Path) -> None:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     threading.Thread(target=_watch_stdin, args=(loop, stopping), daemon=True,
                      name="postier-stdin").start()
-    await serve_index(data_dir, stopping)
+    await serve_index(data_dir, stopping, _announce_ready)
 
 
 def main(argv: list[str] | None = None) -> None:
