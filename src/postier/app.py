@@ -168,6 +168,9 @@ class App:
         if self.workers > 1:
             forwarder = PeerForwarder(self.data_dir, self.worker, self.workers)
             self.store.bus.taps.append(forwarder)
+            # One failed-login count for all workers: each tells the others every outcome.
+            self.authenticator.on_attempt = forwarder
+            relay.on_login = self.authenticator.limiter.apply
             forwarder.start()
             self.add_service([], forwarder.stop)
         for starter in _protocol_starters():

@@ -57,3 +57,22 @@ def start_serve(config: Path, data: Path, stderr: int = subprocess.PIPE) -> subp
         [sys.executable, "-m", "postier.cli", "serve", "--config", str(config), "--data", str(data)],
         stdout=subprocess.PIPE, stderr=stderr,
     )
+
+
+def make_data(data: Path) -> None:
+    """A data folder with domain example.org and account alice@example.org (password
+    tests.conftest.TEST_PASSWORD), for a server a test starts on it."""
+    import asyncio
+
+    from postier.store.sqlite import SqliteStore
+    from tests.conftest import TEST_PASSWORD, cheap_hash
+
+    async def setup() -> None:
+        store = await SqliteStore.open(data)
+        try:
+            await store.add_domain("example.org")
+            await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
+        finally:
+            await store.close()
+
+    asyncio.run(setup())

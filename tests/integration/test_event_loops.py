@@ -8,7 +8,6 @@ TLS; then SIGTERM must stop it cleanly.
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import os
 import poplib
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import READY, wait_ready
+from tests.conftest import TEST_PASSWORD
+from tests.integration.serving import READY, make_data, wait_ready
 
 try:
     import uvloop  # noqa: F401
@@ -72,20 +71,11 @@ class Served:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[object]:
-    from postier.store.sqlite import SqliteStore
-
     started: list[Served] = []
 
     def start(event_loop: str) -> Served:
         data = tmp_path / f"data-{event_loop}"
-
-        async def setup() -> None:
-            store = await SqliteStore.open(data)
-            await store.add_domain("example.org")
-            await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
-            await store.close()
-
-        asyncio.run(setup())
+        make_data(data)
         names = ("smtp", "submissions", "imap", "imaps", "pop3", "pop3s")
         ports = {name: free_port() for name in names}
         lmtp = tmp_path / f"lmtp-{event_loop}.sock"

@@ -17,7 +17,7 @@ from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.indexfeed import SOCKET_NAME, IndexFeed
 from postier.store.sqlite.indexproc import IndexProcess
 from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import loopback_config, start_serve, wait_ready
+from tests.integration.serving import loopback_config, make_data, start_serve, wait_ready
 from tests.integration.test_workers import children, free_port
 
 
@@ -93,15 +93,8 @@ async def test_fed_restarted_after_kill_and_stopped(tmp_path: Path) -> None:
 def test_serve_runs_it_and_it_ends_with_the_server(tmp_path: Path) -> None:
     """Default `postier serve`: one child indexes; mail is searchable; a `kill -9` of
     the server ends the child too (its stdin closes)."""
-
-    async def setup() -> None:
-        store = await SqliteStore.open(data)
-        await store.add_domain("example.org")
-        await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
-        await store.close()
-
     data = tmp_path / "data"
-    asyncio.run(setup())
+    make_data(data)
     smtp_port, imap_port = free_port(), free_port()
     config = tmp_path / "postier.toml"
     config.write_text(loopback_config(smtp=f"127.0.0.1:{smtp_port}", imap=f"127.0.0.1:{imap_port}"))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import loopback_config, start_serve, wait_ready
+from tests.conftest import TEST_PASSWORD
+from tests.integration.serving import loopback_config, make_data, start_serve, wait_ready
 
 
 def free_port() -> int:
@@ -36,19 +36,8 @@ def server(
 ) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, int], str]]:
     """``postier serve`` with two workers; the indexer where ``request.param`` says
     ([store] indexer, "process" unless the test parametrizes it)."""
-    import asyncio
-
-    from postier.store.sqlite import SqliteStore
-
     data = tmp_path / "data"
-
-    async def setup() -> None:
-        store = await SqliteStore.open(data)
-        await store.add_domain("example.org")
-        await store.create_account("alice@example.org", cheap_hash(TEST_PASSWORD), None)
-        await store.close()
-
-    asyncio.run(setup())
+    make_data(data)
     ports = {"smtp": free_port(), "imap": free_port(), "pop3": free_port()}
     config = tmp_path / "postier.toml"
     config.write_text(loopback_config(
@@ -190,4 +179,46 @@ def test_one_indexer_indexes_what_every_worker_delivers(
     assert log.count("full-text index process started") == (feeders == 2)
     assert "catching up" not in log
     assert "cannot reach the indexer" not in log
+    assert "Traceback" not in log
+
+
+def test_failed_logins_count_across_workers(tmp_path: Path) -> None:
+    """The failed-login limit holds for the server, not per worker: after 4 failures
+    (connections spread over both workers by the kernel) the right password is refused
+    on every connection, whichever worker takes it."""
+    import imaplib
+
+    data = tmp_path / "data"
+    make_data(data)
+    imap_port = free_port()
+    config = tmp_path / "postier.toml"
+    config.write_text(loopback_config(
+        imap=f"127.0.0.1:{imap_port}",
+        # no answer delays (all failures "free"), refused from the 4th failure on
+        extra="[server]\nworkers = 2\n[auth]\nfailed_login_free = 100\nfailed_login_max_per_ip = 4\n",
+    ))
+    proc = start_serve(config, data)
+    try:
+        assert "(2 worker processes)" in wait_ready(proc)
+
+        def login(password: str) -> bool:
+            imap = imaplib.IMAP4("127.0.0.1", imap_port)
+            try:
+                imap.login("alice@example.org", password)
+            except imaplib.IMAP4.error:
+                return False
+            finally:
+                imap.shutdown()
+            return True
+
+        assert login(TEST_PASSWORD)  # the limit is not hit yet
+        for _ in range(4):
+            assert not login("wrong")
+        time.sleep(0.2)  # the workers tell each other at once; leave the forwarders a moment
+        assert [login(TEST_PASSWORD) for _ in range(12)] == [False] * 12
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    log = err.decode()
+    assert log.count("login refused: too many failures") == 12
     assert "Traceback" not in log

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from postier.auth.cache import CredentialCache
-from postier.auth.limiter import Clock, LimiterSettings, LoginLimiter
+from postier.auth.limiter import Clock, LimiterSettings, LoginAttempt, LoginLimiter
 from postier.auth.passwords import (
     DEFAULT_ARGON2,
     Argon2Params,
@@ -137,6 +137,8 @@ class Authenticator:
         self._source = source
         self._on_rehash = on_rehash
         self.limiter = LoginLimiter(self.settings.limiter, clock)
+        # Told every outcome the limiter counts (the other worker processes: app.py).
+        self.on_attempt: Callable[[LoginAttempt], None] | None = None
         self.cache = CredentialCache(
             self.settings.cache_ttl_s, self.settings.cache_max_entries, clock
         )
@@ -225,7 +227,7 @@ class Authenticator:
                 case Success(final_data=final_data):
                     if creds is None or not name:  # pragma: no cover - provide_scram(None) fails
                         return self._failed(remote_ip, name, "internal: success without account")
-                    self.limiter.record_success(remote_ip, name)
+                    self._record_success(remote_ip, name)
                     return Ok(creds.account_id, creds.address, final_data)
                 case Failure(reason=reason):
                     return self._failed(remote_ip, name, f"{mech.name}: {reason}")
@@ -237,11 +239,18 @@ class Authenticator:
     # -------------------------------------------------------------- internals
 
     def _succeeded(self, remote_ip: str, name: str, creds: AccountCredentials) -> Ok:
-        self.limiter.record_success(remote_ip, name)
+        self._record_success(remote_ip, name)
         return Ok(creds.account_id, creds.address)
+
+    def _record_success(self, remote_ip: str, name: str) -> None:
+        self.limiter.record_success(remote_ip, name)
+        if self.on_attempt is not None:
+            self.on_attempt(LoginAttempt(remote_ip, name, True))
 
     def _failed(self, remote_ip: str, name: str | None, reason: str) -> Failed:
         delay = self.limiter.record_failure(remote_ip, name or None)
+        if self.on_attempt is not None:
+            self.on_attempt(LoginAttempt(remote_ip, name or "", False))
         log.info(
             "login failed ip=%s login=%r reason=%s delay_s=%.1f", remote_ip, name, reason, delay
         )

@@ -11,7 +11,9 @@ the server; this follows what Dovecot's auth penalty and Postfix's anvil do):
   further attempts are refused without checking the password until the window has passed.
 
 A successful login is never slowed, and clears that account's failures recorded from that
-address (a user who mistyped twice is not punished further).  IPv6 addresses are grouped by
+address (a user who mistyped twice is not punished further).  With several worker
+processes each tells the others every outcome (``LoginAttempt``, over store/relay.py), so
+a guesser gets the same number of tries whichever worker the kernel hands a connection.  IPv6 addresses are grouped by
 ``ipv6_prefix_len`` (a /64 is one subscriber).  Memory is bounded: at most
 ``max_tracked`` addresses and as many accounts, least recently updated evicted first, and at
 most the last *M* failures per key.
@@ -76,6 +78,16 @@ def address_key(remote_ip: str, ipv6_prefix_len: int = 64) -> str:
 _Entry = tuple[float, str]
 
 
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login's outcome as another worker process of the same server tells it (the
+    limiter's counts are shared that way: store/relay.py).  ``account`` "" when unknown."""
+
+    remote_ip: str
+    account: str
+    ok: bool
+
+
 class LoginLimiter:
     """Counts failed logins; see the module docstring for the policy."""
 
@@ -125,6 +137,13 @@ class LoginLimiter:
         ip = self._ip_key(remote_ip)
         self._remove_pairs(self._by_ip, ip, account)
         self._remove_pairs(self._by_account, account, ip)
+
+    def apply(self, attempt: LoginAttempt) -> None:
+        """Count a login another worker process saw, as if it had been seen here."""
+        if attempt.ok:
+            self.record_success(attempt.remote_ip, attempt.account)
+        else:
+            self.record_failure(attempt.remote_ip, attempt.account or None)
 
     def delay_for(self, failures: int) -> float:
         """The answer delay after ``failures`` failures in the window."""

@@ -16,10 +16,11 @@ import dataclasses
 import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from postier.auth.limiter import LoginAttempt
 from postier.store import bus as ev
 from postier.store.unixsock import PrivateServer, close_private, serve_private
 
@@ -35,17 +36,19 @@ MAX_LINE_BYTES = 1024 * 1024
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (ev.MessageAdded, ev.FlagsChanged, ev.Expunged, ev.MailboxCreated,
-                ev.MailboxRenamed, ev.MailboxDeleted)
+                ev.MailboxRenamed, ev.MailboxDeleted, LoginAttempt)
 }
+# What goes over the relay: store changes, and between workers the limiter's counts.
+Relayed = ev.Event | LoginAttempt
 
 
-def encode(event: ev.Event) -> bytes:
+def encode(event: Relayed) -> bytes:
     data = dataclasses.asdict(event)
     data["type"] = type(event).__name__
     return json.dumps(data, separators=(",", ":")).encode() + b"\n"
 
 
-def decode(line: bytes) -> ev.Event | None:
+def decode(line: bytes) -> Relayed | None:
     try:
         data = json.loads(line)
         cls = _TYPES[data.pop("type")]
@@ -55,7 +58,12 @@ def decode(line: bytes) -> ev.Event | None:
         for key in ("uids",):
             if key in data:
                 data[key] = tuple(int(u) for u in data[key])
-        event: ev.Event = cls(**data)
+        if cls is LoginAttempt and not (
+            isinstance(data["remote_ip"], str) and isinstance(data["account"], str)
+            and isinstance(data["ok"], bool)
+        ):
+            return None
+        event: Relayed = cls(**data)
         return event
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -66,6 +74,8 @@ class EventRelay:
 
     def __init__(self, bus: ev.ChangeBus, data_dir: Path, worker: int = 0) -> None:
         self.bus = bus
+        # Another worker's login outcome (the app points it at its limiter); dropped if None.
+        self.on_login: Callable[[LoginAttempt], None] | None = None
         self.path = data_dir / socket_name(worker)
         self._server: PrivateServer | None = None
         self._open: set[asyncio.StreamWriter] = set()
@@ -86,7 +96,10 @@ class EventRelay:
                 if len(line) > MAX_LINE_BYTES:
                     break
                 event = decode(line)
-                if event is not None:
+                if isinstance(event, LoginAttempt):
+                    if self.on_login is not None:
+                        self.on_login(event)
+                elif event is not None:
                     self.bus.publish(event, local=False)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -138,7 +151,7 @@ class PeerForwarder:
         self._writers: dict[Path, asyncio.StreamWriter] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def __call__(self, event: ev.Event) -> None:
+    def __call__(self, event: Relayed) -> None:
         if self.paths:
             self._queue.put_nowait(encode(event))
 

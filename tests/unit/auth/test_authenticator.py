@@ -16,7 +16,7 @@ from postier.auth.authenticator import (
     Refused,
     normalize_login,
 )
-from postier.auth.limiter import LimiterSettings
+from postier.auth.limiter import LimiterSettings, LoginAttempt
 from postier.auth.passwords import CHEAP_ARGON2, Argon2Params, hash_password, scram_credentials
 from postier.auth.sasl import Cancelled, Malformed, UnknownMechanism, decode_client_data
 
@@ -117,6 +117,23 @@ def test_unknown_user_still_pays_an_argon2_verification():
 def test_empty_password_fails():
     auth, _, _ = make()
     assert isinstance(run(auth.check_password("bob", "", IP)), Failed)
+
+
+def test_every_counted_outcome_is_told_to_the_other_workers():
+    """on_attempt hears each failure and success the limiter counts (app.py forwards them
+    to the other worker processes); a refusal, never checked, is not an attempt."""
+    auth, _, _ = make(max_failures_per_ip=2)
+    told: list[LoginAttempt] = []
+    auth.on_attempt = told.append
+    run(auth.check_password("bob", "nope", IP))
+    run(auth.check_password("bob", "bob-pw", IP))
+    run(auth.check_password("ghost", "x", IP))
+    run(auth.check_password("bob", "nope", IP))
+    assert isinstance(run(auth.check_password("bob", "bob-pw", IP)), Refused)
+    assert told == [
+        LoginAttempt(IP, "bob@example.org", False), LoginAttempt(IP, "bob@example.org", True),
+        LoginAttempt(IP, "ghost@example.org", False), LoginAttempt(IP, "bob@example.org", False),
+    ]
 
 
 def test_delay_grows_then_refused():

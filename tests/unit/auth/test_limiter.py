@@ -2,7 +2,7 @@
 
 import pytest
 
-from postier.auth.limiter import LimiterSettings, LoginLimiter, address_key
+from postier.auth.limiter import LimiterSettings, LoginAttempt, LoginLimiter, address_key
 
 from .fakes import FakeClock
 
@@ -98,3 +98,16 @@ def test_invalid_settings_rejected():
         LimiterSettings(max_failures_per_ip=0)
     with pytest.raises(ValueError):
         LimiterSettings(window_s=0)
+
+
+def test_outcomes_told_by_another_worker_count_here():
+    lim, _ = make(max_failures_per_ip=3, free_failures=10)
+    lim.apply(LoginAttempt("192.0.2.1", "bob", False))
+    lim.apply(LoginAttempt("192.0.2.1", "", False))
+    assert lim.retry_after_s("192.0.2.1") is None
+    lim.record_failure("192.0.2.1", "bob")  # the third, seen here
+    assert lim.retry_after_s("192.0.2.1") is not None
+    other, _ = make(max_failures_per_ip=3, free_failures=10)
+    other.apply(LoginAttempt("192.0.2.7", "bob", False))
+    other.apply(LoginAttempt("192.0.2.7", "bob", True))  # a good login clears bob's
+    assert other.failures("192.0.2.7", "bob") == 0

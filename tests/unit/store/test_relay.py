@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from postier.auth.limiter import LoginAttempt
 from postier.store import bus as ev
 from postier.store import relay
 from postier.store.types import AccountId, MailboxId, ModSeq, Uid
@@ -26,8 +27,39 @@ def test_every_event_round_trips() -> None:
 
 def test_garbage_is_ignored() -> None:
     for line in [b"", b"{", b"[]", b'{"type": "Overflow", "account_id": 1}',
-                 b'{"type": "MessageAdded", "account_id": 1}', b'{"type": "Nope"}', b"\xff\xfe"]:
+                 b'{"type": "MessageAdded", "account_id": 1}', b'{"type": "Nope"}', b"\xff\xfe",
+                 b'{"type": "LoginAttempt", "remote_ip": 1, "account": "", "ok": false}',
+                 b'{"type": "LoginAttempt", "remote_ip": "192.0.2.1", "account": "", "ok": 0}']:
         assert relay.decode(line) is None
+
+
+async def test_login_outcomes_go_to_the_limiter_not_the_bus(tmp_path: Path) -> None:
+    """Between workers the relay also carries login outcomes (one failed-login count for
+    every worker); they reach ``on_login``, never a mailbox subscriber."""
+    attempts = [LoginAttempt("192.0.2.1", "bob@example.org", False),
+                LoginAttempt("2001:db8::1", "", False), LoginAttempt("192.0.2.1", "bob@example.org", True)]
+    for attempt in attempts:
+        assert relay.decode(relay.encode(attempt)) == attempt
+    bus = ev.ChangeBus()
+    server = relay.EventRelay(bus, tmp_path)
+    got: list[LoginAttempt] = []
+    server.on_login = got.append
+    await server.start()
+    sub = bus.subscribe(AccountId(1))
+    try:
+        forwarder = relay.PeerForwarder(tmp_path, worker=1, workers=2)  # to worker 0
+        forwarder.start()
+        try:
+            for attempt in attempts:
+                forwarder(attempt)
+            forwarder(EVENTS[0])
+            assert await asyncio.wait_for(sub.get(), 2) == EVENTS[0]  # sent after them
+        finally:
+            await forwarder.stop()
+        assert got == attempts
+    finally:
+        sub.close()
+        await server.stop()
 
 
 async def test_socket_carries_events_into_the_bus(tmp_path: Path) -> None:
