@@ -12,6 +12,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from postier.delivery import Delivery
 from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.indexfeed import SOCKET_NAME, IndexFeed
@@ -127,3 +129,35 @@ def test_serve_runs_it_and_it_ends_with_the_server(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_child_that_cannot_start_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that exits (or hangs) before its ready line is started again, with a
+    pause; the server does not wait for it meanwhile."""
+    import sys
+
+    import postier.store.sqlite.indexproc as indexproc
+
+    monkeypatch.setattr(indexproc, "RESTART_PAUSE_S", (0.1, 0.2))
+    data = tmp_path / "data"
+    store = await SqliteStore.open(data, index_here=False)  # the schema, as a server
+    keeper = IndexProcess(data)
+    real = keeper.argv
+    keeper.argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    try:
+        await keeper.start()  # logs the failure, does not raise
+        deadline = time.monotonic() + 10
+        while keeper.starts < 3:
+            assert time.monotonic() < deadline, "not tried again"
+            await asyncio.sleep(0.05)
+        keeper.argv = real  # it can start now
+        while not (data / SOCKET_NAME).exists():
+            assert time.monotonic() < deadline, "not started once it could"
+            await asyncio.sleep(0.05)
+        assert keeper.proc is not None and keeper.proc.returncode is None
+    finally:
+        await keeper.stop()
+        await store.close()
+    assert keeper.proc.returncode == 0

@@ -61,7 +61,10 @@ class IndexProcess:
     async def start(self) -> None:
         """Start the child and wait for it to be ready.  If it cannot start, the server
         runs on (SEARCH reads unindexed bodies whole) and the keeper tries again."""
-        await self._spawn()
+        try:
+            await self._spawn()
+        except OSError as exc:
+            log.error("cannot start the full-text index process: %s", exc)
         self._task = asyncio.create_task(self._keep(), name="index-process")
 
     async def _spawn(self) -> bool:
@@ -77,6 +80,8 @@ class IndexProcess:
             line = b""
         if READY_LINE.encode() not in line:
             log.error("full-text index process did not start (pid %d)", proc.pid)
+            if proc.returncode is None:  # hung: the keeper starts another
+                proc.kill()
             return False
         log.info("full-text index process started (pid %d)", proc.pid)
         return True
@@ -86,9 +91,8 @@ class IndexProcess:
         loop = asyncio.get_running_loop()
         while True:
             proc = self.proc
-            assert proc is not None
             started = loop.time()
-            code = await proc.wait()
+            code = await proc.wait() if proc is not None else None
             if self._stopping:
                 return
             if loop.time() - started >= STABLE_S:
