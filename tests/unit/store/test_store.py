@@ -407,6 +407,37 @@ async def test_text_beyond_the_indexed_part_is_still_found(
     assert await search(box.id, "body", "nowhere at all") == []
 
 
+async def test_an_unreadable_body_file_does_not_stop_indexing(
+    store: SqliteStore, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose file cannot be read is left unindexed (logged); the others are
+    indexed, and the indexer thread lives on."""
+    import shutil
+
+    import postier.store.sqlite.indexer as indexer
+
+    monkeypatch.setattr(indexer, "MAX_PENDING", 0)  # both left to one catch-up batch
+    await add(store, account, plain("big", "wombat " * 20_000))  # > 64 KiB: in a file
+    await add(store, account, plain("small", "a quokka"))
+    (sha,) = await store._read(
+        lambda c: c.execute("SELECT sha256 FROM bodies WHERE data IS NULL").fetchone()
+    )
+    path = store.blobs.path(sha)
+    shutil.move(path, path.with_suffix(".aside"))
+    path.mkdir()  # reading it now fails with IsADirectoryError, not FileNotFoundError
+    monkeypatch.setattr(indexer, "IDLE_S", 0.05)
+    own_indexer(store).delete(0)  # wake the thread; its next idle moment runs the catch-up
+    for _ in range(100):
+        marks = await store._read(
+            lambda c: c.execute("SELECT data IS NULL, indexed FROM bodies ORDER BY id").fetchall()
+        )
+        if marks == [(1, 0), (0, 1)]:
+            break
+        await asyncio.sleep(0.05)
+    assert marks == [(1, 0), (0, 1)]
+    assert own_indexer(store)._thread.is_alive()
+
+
 async def test_search_is_exact_before_and_after_the_index_catches_up(
     store: SqliteStore, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:

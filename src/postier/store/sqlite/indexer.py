@@ -248,6 +248,10 @@ class Indexer:
             log.error("full-text indexing: reading bodies failed: %s", exc)
             self._retry_at = time.monotonic() + RETRY_S
             return False
+        except Exception:  # a bug or an unreadable file: this thread must not die of it
+            log.exception("full-text indexing: reading bodies failed")
+            self._retry_at = time.monotonic() + RETRY_S
+            return False
         conn = self._conn
         done: list[tuple[int, bool]] = []
         try:

@@ -1357,7 +1357,7 @@ def index_rows(
     """(body id, index values, fulltext_cut) of stored bodies, for the indexer: read from
     their rows (the display fields and MIME tree delivery stored) and their bytes, so the
     texts are extracted here, off the delivery path, without parsing again.  Bodies gone
-    meanwhile (collected) or whose file is missing are left out."""
+    meanwhile (collected) or whose file is missing or unreadable are left out."""
     out: list[tuple[int, tuple[str, ...], bool]] = []
     for start in range(0, len(body_ids), 500):
         chunk = body_ids[start : start + 500]
@@ -1369,8 +1369,8 @@ def index_rows(
         for body_id, sha, data, parts, *shown in rows:
             try:
                 raw = bytes(data) if data is not None else blobs.get(sha)
-            except FileNotFoundError:
-                log.error("body %s: file %s missing; not indexed", body_id, sha)
+            except OSError as exc:  # missing or unreadable: the others are indexed
+                log.error("body %s: file %s unreadable (%s); not indexed", body_id, sha, exc)
                 continue
             out.append((int(body_id), *_index_values(raw, parts, shown)))
     return out
