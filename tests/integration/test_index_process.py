@@ -161,3 +161,34 @@ async def test_a_child_that_cannot_start_is_tried_again(
         await keeper.stop()
         await store.close()
     assert keeper.proc.returncode == 0
+
+
+async def test_the_child_exits_when_its_indexer_thread_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child whose indexer thread ended (a bug) exits with status 1, so that its
+    parent starts a new one, instead of reading ids nobody indexes."""
+    import postier.store.sqlite.indexer as indexer_module
+    import postier.store.sqlite.indexproc as indexproc
+
+    monkeypatch.setattr(indexproc, "ALIVE_CHECK_S", 0.05)
+    data = tmp_path / "data"
+    started: list[SqliteStore] = []
+    real_open = SqliteStore.open
+
+    async def open_and_keep(*args: object, **kwargs: object) -> SqliteStore:
+        store = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(store)
+        return store
+
+    monkeypatch.setattr(SqliteStore, "open", open_and_keep)
+
+    def end_the_thread() -> None:  # called once the child is ready
+        indexer = started[0].indexer
+        assert indexer is not None
+        indexer._queue.put(indexer_module._STOP)
+
+    with pytest.raises(SystemExit) as exited:  # awaited in this task: SystemExit in a
+        await indexproc.serve_index(data, asyncio.Event(), end_the_thread)  # task stops the loop
+    assert exited.value.code == 1
+    assert not (data / SOCKET_NAME).exists()  # stopped in order on the way out

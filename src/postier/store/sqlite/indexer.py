@@ -181,6 +181,9 @@ class Indexer:
         self._idle.clear()
         self._queue.put((body_id, False))
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until everything handed over so far is indexed and marked (tests, backup)."""
         if not self._idle.wait(timeout):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ STOP_TIMEOUT_S = 30.0  # after closing its stdin, before SIGKILL
 DRAIN_S = 2.0  # at stop, for the serving processes to close their feeds
 RESTART_PAUSE_S = (1.0, 60.0)  # first and longest pause before a restart
 STABLE_S = 60.0  # a child that ran this long restarts after the first pause again
+ALIVE_CHECK_S = 5.0  # how often the child checks that its indexer thread runs
 
 
 class IndexProcess:
@@ -148,7 +150,14 @@ async def serve_index(data_dir: Path, stopping: asyncio.Event, ready: Callable[[
         await feed.start()
         try:
             ready()
-            await stopping.wait()
+            while not stopping.is_set():
+                # An indexer thread that died (a bug) would leave a process that only
+                # reads ids: exit instead, and the parent starts a new one.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), ALIVE_CHECK_S)
+                if not indexer.alive():
+                    log.error("full-text indexer thread ended; the index process exits")
+                    raise SystemExit(1)
         finally:
             await feed.stop(DRAIN_S)
     finally:
