@@ -76,3 +76,21 @@ def make_data(data: Path) -> None:
             await store.close()
 
     asyncio.run(setup())
+
+
+def flood_without_reading(port: int, command: bytes, client_timeout_s: float = 60.0) -> float:
+    """Send ``command`` over and over on one connection to 127.0.0.1:``port`` and never
+    read a reply; seconds until the server cut the connection off (a send failed), or
+    ``client_timeout_s`` and more if it never did."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=client_timeout_s) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        chunk = command * (60_000 // len(command) + 1)
+        try:
+            while time.monotonic() - started < client_timeout_s * 1.5:
+                sock.sendall(chunk)  # raises once the server has cut it off
+        except OSError:
+            pass
+    return time.monotonic() - started

@@ -21,6 +21,7 @@ from postier.imap.server import ImapServer, ImapSettings
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
 from tests.conftest import TEST_PASSWORD
+from tests.integration.serving import flood_without_reading
 from tests.integration.test_imap_support import LOOPBACK, port_of, start_server
 
 USER = "alice@example.org"
@@ -429,21 +430,10 @@ async def test_a_client_that_never_reads_is_cut_off(store: SqliteStore, account:
     server's write times out like a read, and the connection is cut off even though its
     last bytes can never be delivered (net/closing.py), not held while the client stays."""
     srv = await start_server(store, ImapSettings(idle_timeout_s=0.5, max_commands_per_s=0))
-
-    def flood() -> float:
-        started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=60) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            try:
-                while time.monotonic() - started < 90:
-                    # ~20 bytes of response per byte sent: the server's buffers fill fast
-                    s.sendall(b"x CAPABILITY\r\n" * 5_000)  # raises once cut off
-            except OSError:
-                pass
-        return time.monotonic() - started
-
     try:
-        assert await in_thread(flood) < 40  # cut off by the server, not the client's 60 s
+        # ~20 bytes of response per byte sent: the server's buffers fill fast
+        flooded = await in_thread(lambda: flood_without_reading(port_of(srv), b"x CAPABILITY\r\n"))
+        assert flooded < 40  # cut off by the server, not the client's 60 s
     finally:
         await srv.stop()
 

@@ -22,6 +22,7 @@ from postier.pop3.server import Pop3Server, Pop3Settings
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account, FlagMode, Uid
 from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.serving import flood_without_reading
 from tests.integration.test_pop3_support import LOOPBACK, port_of, start_server
 
 USER = "alice@example.org"
@@ -362,6 +363,18 @@ async def test_idle_timeout_deletes_nothing(store, account, delivery) -> None:
     finally:
         await srv.stop()
     assert len(await stored(store, account)) == 2
+
+
+async def test_a_client_that_never_reads_is_cut_off(store, account) -> None:
+    """Commands sent without ever reading the responses fill the socket buffers: the
+    server's write times out, and the connection is cut off even though its last bytes
+    can never be delivered (net/closing.py), not held while the client stays."""
+    srv = await start_server(store, Pop3Settings(listen=(LOOPBACK,), idle_timeout_s=0.5))
+    try:
+        flooded = await in_thread(lambda: flood_without_reading(port_of(srv), b"CAPA\r\n"))
+        assert flooded < 40  # cut off by the server, not the client's 60 s
+    finally:
+        await srv.stop()
 
 
 async def test_second_session_gets_in_use(server, delivery) -> None:

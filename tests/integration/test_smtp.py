@@ -23,6 +23,7 @@ from postier.delivery import Delivery
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
 from tests.conftest import TEST_PASSWORD, cheap_hash
+from tests.integration.serving import flood_without_reading
 from tests.integration.test_smtp_support import HOST, Raw, Running, Tls, make_tls, start
 
 T = TypeVar("T")
@@ -428,24 +429,12 @@ async def test_a_client_that_never_reads_its_replies_times_out(
     """Commands pipelined without ever reading a reply fill the socket buffers; the
     server's write then waits, bounded by the same timeout as a read: it closes the
     connection (the replies cannot be read, so no 421 is asked for) and serves others."""
-    import socket
-
     running = await start(store, delivery, tmp_path, tls, command_timeout_s=0.5, data_timeout_s=0.5)
     try:
         def flood() -> float:
-            sock = socket.create_connection((HOST, running.mta), timeout=60)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            started = time.monotonic()
-            try:
-                chunk = b"NOOP\r\n" * 10_000
-                while time.monotonic() - started < 90:
-                    sock.sendall(chunk)  # raises once the server has closed
-            except OSError:
-                pass
-            finally:
-                sock.close()
+            seconds = flood_without_reading(running.mta, b"NOOP\r\n")
             serves_next_client(running.mta)
-            return time.monotonic() - started
+            return seconds
 
         assert await in_thread(flood) < 40  # cut off by the server, not the client's 60 s
     finally:
