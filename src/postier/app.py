@@ -138,7 +138,6 @@ class App:
     _stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run after the store is closed (its last commits may still hand bodies to the indexer).
     _after_store: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    index_process: IndexProcess | None = None  # worker 0, with [store] indexer = "process"
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -183,11 +182,11 @@ class App:
         assert self.store is not None
         if self.worker == 0:
             level = logging.getLevelName(logging.getLogger("postier").getEffectiveLevel())
-            self.index_process = IndexProcess(
+            index_process = IndexProcess(
                 self.data_dir, str(level).lower(), self.config.server.event_loop
             )
-            await self.index_process.start()
-            self._after_store.append(self.index_process.stop)
+            await index_process.start()
+            self._after_store.append(index_process.stop)
         self._feed_indexer()
 
     async def _share_indexer(self) -> None:

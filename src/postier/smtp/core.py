@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,14 +78,7 @@ class Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
-        cached = _ENCODED.get(self)
-        if cached is not None:
-            return cached
-        encoded = self._encode()
-        if len(_ENCODED) >= 512:  # replies with a peer's text in them: keep it bounded
-            _ENCODED.clear()
-        _ENCODED[self] = encoded
-        return encoded
+        return _encoded(self)
 
     def _encode(self) -> bytes:
         lines = self.text.split("\n") or [""]
@@ -100,7 +94,10 @@ class Reply:
         return self.code >= 400
 
 
-_ENCODED: dict[Reply, bytes] = {}  # the same few replies are sent for every message
+# The same few replies are sent for every message; bounded: some carry a peer's text.
+@functools.lru_cache(maxsize=512)
+def _encoded(reply: Reply) -> bytes:
+    return reply._encode()
 
 
 def _printable(text: str) -> str:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import socket
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ _TYPES: dict[str, type[Any]] = {
 }
 # What goes over the relay: store changes, and between workers the limiter's counts.
 Relayed = ev.Event | LoginAttempt
+# Each type's fields and their declared types (NewTypes such as Uid are their base type).
+_HINTS: dict[type[Any], dict[str, Any]] = {cls: typing.get_type_hints(cls) for cls in _TYPES.values()}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """A JSON value of the declared field type: bool, int, str or tuple[int, ...]."""
+    hint = getattr(hint, "__supertype__", hint)
+    if typing.get_origin(hint) is tuple:
+        (item, _) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return hint in (bool, str) and type(value) is hint
 
 
 def encode(event: Relayed) -> bytes:
@@ -52,18 +66,11 @@ def decode(line: bytes) -> Relayed | None:
     try:
         data = json.loads(line)
         cls = _TYPES[data.pop("type")]
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if set(data) != fields:
+        hints = _HINTS[cls]
+        if set(data) != set(hints) or not all(_fits(data[k], hints[k]) for k in hints):
             return None
-        for key in ("uids",):
-            if key in data:
-                data[key] = tuple(int(u) for u in data[key])
-        if cls is LoginAttempt and not (
-            isinstance(data["remote_ip"], str) and isinstance(data["account"], str)
-            and isinstance(data["ok"], bool)
-        ):
-            return None
-        event: Relayed = cls(**data)
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        event: Relayed = cls(**fields)
         return event
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -78,8 +85,7 @@ class EventRelay:
         self.on_login: Callable[[LoginAttempt], None] | None = None
         self.path = data_dir / socket_name(worker)
         self._server: PrivateServer | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}  # and handlers
 
     async def start(self) -> None:
         self._server = await serve_private(
@@ -87,10 +93,7 @@ class EventRelay:
         )
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        self._open.add(writer)
+        self._open[writer] = asyncio.current_task()
         try:
             while line := await reader.readuntil(b"\n"):
                 if len(line) > MAX_LINE_BYTES:
@@ -104,9 +107,7 @@ class EventRelay:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:
-            self._open.discard(writer)
-            if task is not None:
-                self._handlers.discard(task)
+            self._open.pop(writer, None)
             writer.close()
 
     async def stop(self) -> None:
@@ -114,10 +115,11 @@ class EventRelay:
         cancellation, asyncio's stream callback logs a CancelledError traceback)."""
         await close_private(self._server)
         self._server = None
+        handlers = [task for task in self._open.values() if task is not None]
         for writer in list(self._open):
             writer.close()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=2)
+        if handlers:
+            await asyncio.wait(handlers, timeout=2)
 
 
 def forward(data_dir: Path, events: Sequence[ev.Event], timeout_s: float = 2.0) -> bool:

@@ -3,10 +3,11 @@
 Indexing used to run inside the delivery transaction on the writer thread, where it was
 about half of the writer's work per message and held every delivery behind it (with the
 insert switched off, the same SMTP load ran ~1.6× faster: bench/README.md, SMTP).  Now
-the writer hands each new body's index values to this thread after COMMIT; the thread
-inserts them into ``index.db`` in batches (its own lock, so the writer never waits for
-it) and then marks the bodies ``indexed = 1`` through the writer (one small UPDATE in a
-later group commit).
+each new body's id reaches this thread after COMMIT (from the writer of this process, or
+over indexfeed.py when the thread runs in the index process, indexproc.py); the thread
+reads the bodies' rows, extracts their texts (store.index_rows), inserts them into
+``index.db`` in batches (its own lock, so the writer never waits for it) and then marks
+the bodies ``indexed = 1`` through the writer (UPDATEs in a later group commit).
 
 ``index.db`` is derived data: it is not backed up, it is written with
 ``synchronous=NORMAL`` (a power cut may lose its last commits, never its consistency),
@@ -143,7 +144,7 @@ def _adopt(index_id: int) -> Callable[[Tx], bool]:
 
 
 class Indexer:
-    """One thread inserting index values into ``index.db`` and marking bodies indexed."""
+    """One thread indexing bodies by id into ``index.db`` and marking them indexed."""
 
     def __init__(
         self, data_dir: Path, db_path: Path, writer: Writer, load: Loader, catch_up: bool = True

@@ -62,7 +62,7 @@ class FrameReader:
 
 
 class IndexFeed:
-    """A serving process's side: sends index values to the indexer; never blocks the loop."""
+    """A serving process's side: sends body ids to the indexer; never blocks the loop."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / SOCKET_NAME
@@ -70,7 +70,7 @@ class IndexFeed:
         self._pending = b""  # the unsent rest of a frame (a frame is never split between peers)
         self._retry_at = 0.0
         self.sent = 0
-        self.dropped = 0  # left to worker 0's catch-up pass
+        self.dropped = 0  # left to the indexer's catch-up pass
 
     def add(self, body_id: int) -> None:
         self._send(body_id, True)
@@ -174,7 +174,7 @@ class _Receiver(asyncio.Protocol):
 
 
 class IndexFeedServer:
-    """The indexer's side: receives the serving processes' index values and removals."""
+    """The indexer's side: receives the serving processes' body ids and removals."""
 
     def __init__(
         self, data_dir: Path, add: Callable[[int], None], delete: Callable[[int], None]

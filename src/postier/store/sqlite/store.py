@@ -1359,20 +1359,18 @@ def index_rows(
     texts are extracted here, off the delivery path, without parsing again.  Bodies gone
     meanwhile (collected) or whose file is missing or unreadable are left out."""
     out: list[tuple[int, tuple[str, ...], bool]] = []
-    for start in range(0, len(body_ids), 500):
-        chunk = body_ids[start : start + 500]
-        rows = conn.execute(
-            "SELECT id, sha256, data, parts, subject, from_, to_, cc, bcc FROM bodies"
-            f" WHERE id IN ({','.join('?' * len(chunk))})",
-            chunk,
-        ).fetchall()
-        for body_id, sha, data, parts, *shown in rows:
-            try:
-                raw = bytes(data) if data is not None else blobs.get(sha)
-            except OSError as exc:  # missing or unreadable: the others are indexed
-                log.error("body %s: file %s unreadable (%s); not indexed", body_id, sha, exc)
-                continue
-            out.append((int(body_id), *_index_values(raw, parts, shown)))
+    rows = conn.execute(
+        "SELECT id, sha256, data, parts, subject, from_, to_, cc, bcc FROM bodies"
+        " WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(body_ids)),),
+    ).fetchall()
+    for body_id, sha, data, parts, *shown in rows:
+        try:
+            raw = bytes(data) if data is not None else blobs.get(sha)
+        except OSError as exc:  # missing or unreadable: the others are indexed
+            log.error("body %s: file %s unreadable (%s); not indexed", body_id, sha, exc)
+            continue
+        out.append((int(body_id), *_index_values(raw, parts, shown)))
     return out
 
 
