@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from postier.store.sqlite.indexfeed import (
+    SEND_EVERY_S,
     SOCKET_NAME,
     FrameReader,
     IndexFeed,
@@ -106,3 +108,57 @@ async def test_no_indexer_drops_without_blocking(tmp_path: Path) -> None:
         feed.add(n)
     assert time.monotonic() - started < 1
     assert feed.dropped == 100 and feed.sent == 0  # left to the indexer's catch-up pass
+
+
+async def test_ids_wait_to_go_in_one_send(tmp_path: Path) -> None:
+    """In a running loop the frames gather for SEND_EVERY_S: one wake-up of the indexer
+    for many bodies, not one each."""
+    received: list[int] = []
+    server = IndexFeedServer(tmp_path, received.append, print)
+    await server.start()
+    feed = IndexFeed(tmp_path)
+    try:
+        for n in range(20):
+            feed.add(n)
+        assert feed.sent == 0  # nothing left yet
+        await asyncio.sleep(SEND_EVERY_S / 2)
+        assert feed.sent == 0
+        deadline = time.monotonic() + 5
+        while len(received) < 20 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert received == list(range(20)) and feed.sent == 20 and feed.dropped == 0
+    finally:
+        feed.close()
+        await server.stop()
+
+
+def test_a_full_socket_keeps_frames_whole(tmp_path: Path) -> None:
+    """An indexer that does not read: the socket takes part of a frame, the rest waits
+    for the next flush; past MAX_UNSENT_BYTES new ids are dropped, never half sent."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / SOCKET_NAME))
+    listener.listen()
+    feed = IndexFeed(tmp_path)  # no running loop: each id is sent at once
+    try:
+        feed.add(0)
+        conn, _ = listener.accept()
+        total = 200_000  # 1.8 MB of frames: more than the socket buffer plus the backlog
+        for n in range(1, total):
+            feed.add(n)
+        assert feed.dropped > 0 and feed.sent + feed.dropped < total  # some wait unsent
+        reader = FrameReader()
+        got: list[tuple[int, bool]] = []
+        conn.settimeout(0.2)
+        while True:
+            try:
+                data = conn.recv(100)  # room opens bit by bit: partial sends
+            except TimeoutError:
+                break
+            got.extend(reader.feed(data))
+            feed.flush()  # what waited goes on as the indexer reads
+        assert feed.sent + feed.dropped == total
+        assert got == [(n, True) for n in range(feed.sent)]  # in order, none split or lost
+        conn.close()
+    finally:
+        feed.close()
+        listener.close()
