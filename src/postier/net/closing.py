@@ -2,8 +2,11 @@
 
 asyncio's ``close()`` flushes the write buffer before it closes the socket; a client that
 stops reading (the socket buffers full) would keep the connection, and the unsent bytes,
-for as long as it stays connected.  Every server closes through these: what is written
-gets ``flush_s`` seconds to go out, then the connection is cut off (``abort()``).
+for as long as it stays connected.  Every server closes through these: the connection
+is cut off (``abort()``) once ``flush_s`` seconds pass in which none of what is left
+went out, or after ``MAX_FLUSH_S`` in all.  A client that reads, however slowly, gets
+its last replies whole: at 100 kbit/s a full 64 KiB write buffer takes ~5 s, which a
+fixed limit of FLUSH_S would have cut off.
 """
 
 from __future__ import annotations
@@ -11,25 +14,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-FLUSH_S = 5.0  # for a closing connection's last replies to be read
+FLUSH_S = 5.0  # without progress, for a closing connection's last replies to be read
+MAX_FLUSH_S = 120.0  # with progress: a reader this slow is cut off anyway
 
 
-def close_transport(transport: asyncio.Transport, flush_s: float = FLUSH_S) -> None:
-    """Close now; abort after ``flush_s`` if unsent data still holds it open."""
+def close_transport(
+    transport: asyncio.Transport, flush_s: float = FLUSH_S, max_s: float = MAX_FLUSH_S
+) -> None:
+    """Close now; abort once ``flush_s`` passes without unsent data going out (or after
+    ``max_s``)."""
     if transport.is_closing():
         return
     transport.close()
-    if transport.get_write_buffer_size():
-        asyncio.get_running_loop().call_later(flush_s, transport.abort)
+    left = transport.get_write_buffer_size()
+    if left:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_s
+
+        def check(before: int) -> None:
+            now = transport.get_write_buffer_size()
+            if not now:
+                return  # all sent: the transport closes itself
+            if now < before and loop.time() < deadline:
+                loop.call_later(flush_s, check, now)
+            else:
+                transport.abort()
+
+        loop.call_later(flush_s, check, left)
 
 
-async def close_writer(writer: asyncio.StreamWriter, flush_s: float = FLUSH_S) -> None:
-    """Close ``writer`` and wait until it is closed: at most ``flush_s``, then abort."""
+async def close_writer(
+    writer: asyncio.StreamWriter, flush_s: float = FLUSH_S, max_s: float = MAX_FLUSH_S
+) -> None:
+    """Close ``writer`` and wait until it is closed; abort once ``flush_s`` passes without
+    unsent data going out (or after ``max_s``)."""
     writer.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s
+    before = writer.transport.get_write_buffer_size()
+    closed = asyncio.ensure_future(writer.wait_closed())
     try:
-        await asyncio.wait_for(writer.wait_closed(), flush_s)
-    except TimeoutError:
-        writer.transport.abort()
+        while True:
+            done, _ = await asyncio.wait({closed}, timeout=flush_s)
+            if done:
+                closed.result()
+                return
+            now = writer.transport.get_write_buffer_size()
+            if not (now < before and loop.time() < deadline):
+                writer.transport.abort()
+                await asyncio.wait({closed}, timeout=flush_s)  # connection_lost follows
+                return
+            before = now
     except Exception:  # the connection failed while closing: it is closed
         with contextlib.suppress(Exception):
             writer.transport.abort()
+    finally:
+        if not closed.done():
+            closed.cancel()
+        with contextlib.suppress(BaseException):
+            await closed
