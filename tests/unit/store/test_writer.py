@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from postier.store.sqlite.writer import Tx, Writer, connect
+from postier.store.sqlite.writer import Tx, Writer, connect, take_batch
 
 
 @pytest.fixture
@@ -181,3 +182,32 @@ def test_close_does_not_hang_when_the_loop_is_gone(tmp_path: Path, caplog: pytes
     finally:
         loop.close()
     assert rows(path) == []
+
+
+def test_take_batch_gathers_with_one_wait() -> None:
+    """The indexer's batching: what arrives during the wait joins the batch; a queue that
+    already holds a whole batch is taken at once; the stop mark ends it."""
+    source: queue.SimpleQueue[object] = queue.SimpleQueue()
+    stop = object()
+
+    def later() -> None:
+        time.sleep(0.05)
+        for n in range(2, 5):
+            source.put(n)
+
+    threading.Thread(target=later).start()
+    started = time.monotonic()
+    items, stopped = take_batch(source, 1, 10, stop, wait_s=0.3)
+    assert items == [1, 2, 3, 4] and not stopped
+    assert time.monotonic() - started >= 0.3
+
+    for n in range(20):
+        source.put(n)
+    started = time.monotonic()
+    items, stopped = take_batch(source, -1, 10, stop, wait_s=5)
+    assert items == [-1, *range(9)] and not stopped
+    assert time.monotonic() - started < 1  # a whole batch was there: no wait
+
+    source.put(stop)
+    items, stopped = take_batch(source, 99, 100, stop)  # 9..19 left, then the mark
+    assert items == [99, *range(9, 20)] and stopped

@@ -127,7 +127,7 @@ def take_batch(
     The wait is one sleep, not a get per item: each get that waits is a wake-up of this
     thread per item put, which on a VM costs tens of microseconds of CPU each."""
     items = [first]
-    if wait_s:
+    if wait_s and source.qsize() < limit - 1:  # not already a whole batch
         time.sleep(wait_s)
     while len(items) < limit:
         try:
