@@ -13,6 +13,8 @@ Servers (all on 127.0.0.1, ports chosen at start, data in temporary folders):
   example.org and handing every message over LMTP to Debian's Dovecot (bench/peers/
   dovecot.py), which stores it in a Maildir (fsync: Dovecot's default).  A message counts
   as stored when its file is in ``Maildir/new``; the run ends when all are there.
+- Every measured run delivers to a mailbox of its own (``mailbox(n)``), on both servers,
+  so that no run pays for the messages of the runs before it.
 - postier: ``postier serve --data TMP --config CFG`` as a subprocess, port-25 (MTA) mode;
   its 250 after DATA is sent once the message is parsed and durable; the full-text index
   follows (its own process by default), and a message counts as stored once its body is
@@ -65,7 +67,16 @@ from peers.postfix import Postfix
 use_postier_source()  # $POSTIER_SRC or src/: what the postier side imports and runs
 
 DOMAIN = "example.org"
-RECIPIENT = "alice@example.org"  # the address bench/smtp.py's sender() uses
+RECIPIENT = "alice@example.org"  # bench/smtp.py's sender()'s default address
+
+
+def mailbox(n: int) -> str:
+    """The recipient of run ``n`` (0: the warm-up): every measured run delivers into a
+    mailbox of its own, on both servers, so that no run pays for the ones before it.  With
+    one mailbox for all, Dovecot slowed from round to round as its Maildir/new grew
+    (Postfix → Dovecot fell from ~500 to ~330 msg/s over five rounds; postier did not:
+    bench/README.md, SMTP, session 5), which flattered postier's median."""
+    return RECIPIENT if n == 0 else f"user{n}@{DOMAIN}"
 SETTLE_S = 0.3  # after the end of a run, before the last CPU sample (same for both servers)
 
 
@@ -89,23 +100,27 @@ class Result:
         return self.cpu_s * 1000 / self.messages
 
 
-async def prepare_postier(data_dir: Path) -> None:
+async def prepare_postier(data_dir: Path, mailboxes: int = 1) -> None:
     from postier.auth.passwords import CHEAP_ARGON2, hash_password
     from postier.store.sqlite import SqliteStore
 
     store = await SqliteStore.open(data_dir)
     try:
         await store.add_domain(DOMAIN)
-        await store.create_account(RECIPIENT, hash_password("x", CHEAP_ARGON2), None)
+        password = hash_password("x", CHEAP_ARGON2)
+        for n in range(mailboxes):
+            await store.create_account(mailbox(n), password, None)
     finally:
         await store.close()
 
 
-async def send_all(port: int, batches: list[list[bytes]], timeout: float) -> float:
+async def send_all(
+    port: int, batches: list[list[bytes]], timeout: float, rcpt: str = RECIPIENT
+) -> float:
     """Run bench/smtp.py's senders, one per batch; seconds until the last 250."""
     start = time.perf_counter()
     await asyncio.wait_for(
-        asyncio.gather(*(load.sender(port, batch) for batch in batches)), timeout
+        asyncio.gather(*(load.sender(port, batch, rcpt) for batch in batches)), timeout
     )
     return time.perf_counter() - start
 
@@ -113,6 +128,7 @@ async def send_all(port: int, batches: list[list[bytes]], timeout: float) -> flo
 async def run_case(
     name: str, port: int, cpu: Callable[[], float], stored: Callable[[], int] | None,
     senders: int, size: int, count: int, timeout: float, first: int = 0,
+    rcpt: str = RECIPIENT,
 ) -> Result:
     per_sender = max(1, count // senders)
     total = per_sender * senders
@@ -124,7 +140,7 @@ async def run_case(
     cpu0 = cpu()
     client0 = time.process_time()
     start = time.perf_counter()
-    accept_s = await send_all(port, batches, timeout)
+    accept_s = await send_all(port, batches, timeout, rcpt)
     stored_s = accept_s
     if stored is not None:
         deadline = start + timeout
@@ -193,49 +209,66 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
     print(f"SMTP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}; "
           f"load generator on {args.client_loop}")
     print(versions())
+    runs = len(args.sizes) * len(args.senders) * args.rounds
+    mailboxes = [mailbox(n) for n in range(runs + 1)]
     with ExitStack() as stack:
-        dovecot = stack.enter_context(Dovecot({RECIPIENT: "x"}))
-        postfix = stack.enter_context(Postfix([DOMAIN], [RECIPIENT], dovecot.lmtp_port))
+        dovecot = stack.enter_context(Dovecot({m: "x" for m in mailboxes}))
+        postfix = stack.enter_context(Postfix([DOMAIN], mailboxes, dovecot.lmtp_port))
         postier = PostierProcess(smtp_port=free_ports(1)[0], src=src, workers=args.workers,
                                  event_loop=args.loop or "", indexer=args.indexer or "")
-        postier.prepare(Path(__file__))
+        postier.prepare(Path(__file__), str(len(mailboxes)))
         stack.enter_context(postier)
-        new_dir = dovecot.maildir(RECIPIENT) / "new"
 
         def peer_cpu() -> float:
             return postfix.cpu_seconds() + dovecot.cpu_seconds()
 
-        counter: list[Callable[[], int]] = [lambda: count_files(new_dir)]  # until warm
-
-        def peer_stored() -> int:
-            return counter[0]()
+        def new_dir(m: str) -> Path:
+            return dovecot.maildir(m) / "new"
 
         print(f"peer: Postfix 127.0.0.1:{postfix.smtp_port} → LMTP 127.0.0.1:"
-              f"{dovecot.lmtp_port} → Dovecot Maildir; postier: 127.0.0.1:{postier.smtp_port}")
-        # Warm-up (not measured): start the processes, create the mailbox and its indexes.
-        await run_case("peer", postfix.smtp_port, peer_cpu, peer_stored, 10, 10_240, 100,
-                       args.timeout, first=10**8)
+              f"{dovecot.lmtp_port} → Dovecot Maildir; postier: 127.0.0.1:{postier.smtp_port}"
+              f"; a mailbox of its own for each of the {runs} runs")
+        # Warm-up (not measured): start the processes, create the mailboxes and indexes.
+        await run_case("peer", postfix.smtp_port, peer_cpu, lambda: count_files(new_dir(RECIPIENT)),
+                       10, 10_240, 100, args.timeout, first=10**8)
         await run_case("postier", postier.smtp_port, postier.cpu_seconds, postier.indexed, 10,
                        10_240, 100, args.timeout, first=10**8)
+        base = postier.indexed()
+        for n, m in enumerate(mailboxes[1:], start=1):  # one message each: folders exist
+            await send_all(postfix.smtp_port, [[load.make_message(10**8 + 1000 + n, 1024)]],
+                           args.timeout, m)
+            await send_all(postier.smtp_port, [[load.make_message(10**8 + 1000 + n, 1024)]],
+                           args.timeout, m)
+        deadline = time.monotonic() + args.timeout
+        while (postier.indexed() < base + runs
+               or any(count_files(new_dir(m)) < 1 for m in mailboxes[1:])):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the mailboxes' first messages were not stored")
+            await asyncio.sleep(0.05)
         # Maildir/new exists now: count its files from inotify events, not listings.
-        counter[0] = stack.enter_context(closing(DirectoryCounter(new_dir)))
+        counters = {m: stack.enter_context(closing(DirectoryCounter(new_dir(m))))
+                    for m in mailboxes[1:]}
 
         print()
         print(f"{'server':<22} {'size':>8} {'senders':>7} {'messages':>8} {'accept s':>9} "
               f"{'stored s':>9} {'msg/s':>8} {'CPU ms/msg':>11} {'client CPU s':>13}")
         results: list[tuple[Result, Result]] = []
         first = 0
+        run = 0
         for size in args.sizes:
             count = args.messages if size <= 100_000 else max(args.messages // 10, 50)
             for senders in args.senders:
                 for _ in range(args.rounds):  # peer and postier in turns: the host's speed drifts
+                    run += 1
+                    m = mailbox(run)
                     peer = await run_case("postfix→lmtp→dovecot", postfix.smtp_port, peer_cpu,
-                                          peer_stored, senders, size, count, args.timeout, first)
+                                          counters[m], senders, size, count, args.timeout,
+                                          first, m)
                     print_row(peer)
                     first += count
                     ours = await run_case("postier", postier.smtp_port, postier.cpu_seconds,
                                           postier.indexed, senders, size, count, args.timeout,
-                                          first)
+                                          first, m)
                     print_row(ours)
                     results.append((peer, ours))
                     first += count
@@ -259,7 +292,7 @@ async def compare(args: argparse.Namespace, src: Path) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--prepare"]:  # child: fill postier's store with $POSTIER_SRC
-        asyncio.run(prepare_postier(Path(sys.argv[2])))
+        asyncio.run(prepare_postier(Path(sys.argv[2]), int(sys.argv[3]) if sys.argv[3:] else 1))
     else:
         arguments = parse_args()
         if arguments.client_loop == "uvloop":

@@ -147,7 +147,7 @@ def _thread_cpu() -> dict[str, float]:
 # ---------------------------------------------------------------- clients
 
 
-async def sender(port: int, messages: list[bytes]) -> None:
+async def sender(port: int, messages: list[bytes], rcpt: str = "alice@example.org") -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def reply() -> bytes:
@@ -161,8 +161,8 @@ async def sender(port: int, messages: list[bytes]) -> None:
     assert (await reply()).startswith(b"250")
     for raw in messages:
         writer.write(
-            b"MAIL FROM:<sender@example.net> SIZE=%d\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
-            % len(raw)
+            b"MAIL FROM:<sender@example.net> SIZE=%d\r\nRCPT TO:<%s>\r\nDATA\r\n"
+            % (len(raw), rcpt.encode())
         )
         for expected in (b"250", b"250", b"354"):
             line = await reply()
