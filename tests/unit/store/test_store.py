@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from postier.errors import QuotaExceeded, UserError
 from postier.store import bus as ev
 from postier.store.sqlite import SqliteStore
+from postier.store.sqlite.indexer import open_index
 from postier.store.sqlite.store import FTS_TEXT_MAX_CHARS
 from postier.store.types import Account, FlagMode, ModSeq, NewMessage, Uid
 from tests.conftest import own_indexer
@@ -501,6 +503,18 @@ async def test_a_lost_or_broken_index_is_built_again(
         await again.close()
     if damage == "garbage":
         assert list(data_dir.glob("index.db.broken-*"))
+
+
+def test_index_commits_are_durable_before_their_marks(tmp_path: Path) -> None:
+    """A body's mark is a durable commit in postier.db, and SEARCH trusts marked bodies to
+    be in index.db: the index commit must be durable first (WAL fsync'd at each commit,
+    synchronous=FULL), or a power cut could keep marks whose index entries were lost."""
+    conn, _ = open_index(tmp_path / "index.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        conn.close()
 
 
 async def test_short_needles_read_the_stored_text_once_indexed(
