@@ -11,7 +11,7 @@ through the store API (bench/peers/postier_imap.py) before ``postier serve`` sta
 subprocess (IMAP on 127.0.0.1, ``[server] workers`` = ``--workers``).  One unmeasured
 warm-up session per account on each server first (Dovecot builds its indexes then).
 
-Load (this process, asyncio, raw sockets): N concurrent clients, client k working on
+Load (this process, asyncio on uvloop unless ``--client-loop asyncio``, raw sockets): N concurrent clients, client k working on
 accounts k, k+N, k+2N, … in turn (no two clients on one mailbox).  Each session:
 LOGIN, SELECT INBOX, FETCH of 3 random messages (FLAGS ENVELOPE BODY.PEEK[]),
 STORE of the same +FLAGS (\\Seen), APPEND of a 10 KB message (synchronising literal),
@@ -233,6 +233,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="postier's [server] workers")
     parser.add_argument("--postier-commit", default="", metavar="REV",
                         help="run postier from this commit (git archive), not the working tree")
+    parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the load generator's event loop (default: uvloop: it shares the "
+                             "cores with the server under test, see compare_smtp.py)")
     args = parser.parse_args()
     install_sigterm_handler()
     tmp = Path(tempfile.mkdtemp(prefix="bench-postier-src-"))
@@ -245,13 +248,19 @@ def main() -> None:
             os.environ["POSTIER_SRC"] = str(src)
             os.environ["POSTIER_COMMIT"] = rev or args.postier_commit
         sys.path.insert(0, str(src))
-        asyncio.run(compare(args, src))
+        if args.client_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(compare(args, src))
+        else:
+            asyncio.run(compare(args, src))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def compare(args: argparse.Namespace, src: Path) -> None:
-    print(f"IMAP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}")
+    print(f"IMAP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}; "
+          f"load generator on {args.client_loop}")
     print(versions())
     users = [address(i) for i in range(args.accounts)]
     contents = [(u, [make_message(u, n) for n in range(args.messages)]) for u in users]
