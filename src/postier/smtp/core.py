@@ -365,6 +365,8 @@ _NOT_LINE_END = bytes(b for b in range(256) if b not in (0x0D, 0x0A))
 def _only_crlf(ends: bytes) -> bool:
     """``ends`` (CRs and LFs only) is CRLF repeated."""
     return not len(ends) & 1 and ends == b"\r\n" * (len(ends) >> 1)
+
+
 _KEYWORD_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]*")
 _XTEXT_RE = re.compile(rb"\+([0-9A-F]{2})")
 _BAD_ADDRESS_CHARS = re.compile(r"[\x00-\x20\x7f<>()\[\]\\,;:]")
