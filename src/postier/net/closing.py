@@ -13,9 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import cast
 
 FLUSH_S = 5.0  # without progress, for a closing connection's last replies to be read
 MAX_FLUSH_S = 120.0  # with progress: a reader this slow is cut off anyway
+
+
+def _unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes the transport still holds; 0 once it cannot tell (asyncio's TLS transport
+    raises AttributeError after a second close(): its SSL protocol is dropped)."""
+    try:
+        return cast(asyncio.WriteTransport, transport).get_write_buffer_size()
+    except Exception:
+        return 0
 
 
 def close_transport(
@@ -26,13 +36,13 @@ def close_transport(
     if transport.is_closing():
         return
     transport.close()
-    left = transport.get_write_buffer_size()
+    left = _unsent(transport)
     if left:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_s
 
         def check(before: int) -> None:
-            now = transport.get_write_buffer_size()
+            now = _unsent(transport)
             if not now:
                 return  # all sent: the transport closes itself
             if now < before and loop.time() < deadline:
@@ -51,7 +61,7 @@ async def close_writer(
     writer.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_s
-    before = writer.transport.get_write_buffer_size()
+    before = _unsent(writer.transport)
     closed = asyncio.ensure_future(writer.wait_closed())
     try:
         while True:
@@ -59,7 +69,7 @@ async def close_writer(
             if done:
                 closed.result()
                 return
-            now = writer.transport.get_write_buffer_size()
+            now = _unsent(writer.transport)
             if not (now < before and loop.time() < deadline):
                 writer.transport.abort()
                 await asyncio.wait({closed}, timeout=flush_s)  # connection_lost follows

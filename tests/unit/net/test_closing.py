@@ -4,14 +4,18 @@ every byte, one that never reads is cut off once nothing goes out for ``flush_s`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
 
 from postier.net.closing import close_transport, close_writer
+from postier.net.tls import ensure_certificate, server_context
 
 PAYLOAD = b"x" * (1024 * 1024)  # far more than the socket buffers: most waits in the transport
 FLUSH_S = 0.3
@@ -102,3 +106,47 @@ async def test_max_s_bounds_a_reader_that_keeps_reading() -> None:
 
     got, seconds = await _serve(close, read_every_s=0.05)  # ~3 s for the whole payload
     assert got < len(PAYLOAD) and seconds < 2.5
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_tls_connection_closed_before_is_closed_again_quietly(
+    tmp_path: Path, twice: bool
+) -> None:
+    """asyncio's own TLS transport drops its SSL protocol at a second close(); asking
+    it for its write buffer then raises AttributeError (seen in CI: an IMAP session
+    closed its writer, then the server's close_writer ran)."""
+    cert, key = ensure_certificate(tmp_path, "mx.example.org")
+    server_ctx = server_context(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    failures: list[BaseException] = []
+
+    async def main() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                writer.write(b"* BYE\r\n")
+                if twice:
+                    writer.close()  # the session closed it already
+                await close_writer(writer, flush_s=FLUSH_S)
+                transport = cast(asyncio.Transport, writer.transport)
+                close_transport(transport, flush_s=FLUSH_S)  # and once more: nothing left
+            except BaseException as exc:
+                failures.append(exc)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_ctx, server_hostname="mx.example.org"
+            )
+            assert await reader.readline() == b"* BYE\r\n"
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            await asyncio.sleep(0.2)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:  # asyncio's TLS
+        runner.run(main())
+    assert failures == []
