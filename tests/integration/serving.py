@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 READY = "Press Ctrl-C"  # the last line `postier serve` prints once it listens
@@ -94,3 +98,55 @@ def flood_without_reading(port: int, command: bytes, client_timeout_s: float = 6
         except OSError:
             pass
     return time.monotonic() - started
+
+
+async def stop_while_closing(
+    stop: Callable[[], Awaitable[None]], client: socket.socket
+) -> list[dict[str, object]]:
+    """Stop a server while one of its sessions waits in its close (``client`` ended the
+    session and keeps its connection open); what the loop's exception handler was given
+    meanwhile — asyncio reports there what no code sees, such as a connection handler
+    task that ended cancelled."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        await asyncio.sleep(0.3)  # the session is closing now
+        await stop()
+        await asyncio.sleep(0.1)
+    finally:
+        client.close()
+        loop.set_exception_handler(None)
+    return reported
+
+
+def end_session_and_stay(
+    port: int, context: ssl.SSLContext, greeting: bytes, command: bytes, done: bytes
+) -> ssl.SSLSocket:
+    """Over implicit TLS to 127.0.0.1:``port``: read the greeting (starts with
+    ``greeting``), send ``command`` (QUIT, LOGOUT) and read until ``done``; the socket
+    stays open and never answers the server's close_notify, so its close waits."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    assert tls.recv(1000).startswith(greeting)
+    tls.sendall(command)
+    got = b""
+    while done not in got:
+        data = tls.recv(1000)
+        assert data, got
+        got += data
+    return tls
+
+
+def tls_material() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 and localhost, and a client
+    context that trusts it (trustme's throwaway CA)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx

@@ -8,7 +8,7 @@ import imaplib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +21,12 @@ from postier.imap.server import ImapServer, ImapSettings
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
 from tests.conftest import TEST_PASSWORD
-from tests.integration.serving import flood_without_reading
+from tests.integration.serving import (
+    end_session_and_stay,
+    flood_without_reading,
+    stop_while_closing,
+    tls_material,
+)
 from tests.integration.test_imap_support import LOOPBACK, port_of, start_server
 
 USER = "alice@example.org"
@@ -909,3 +914,21 @@ async def test_unknown_system_flag_is_refused_with_bad(server: ImapServer) -> No
         m.logout()
 
     await in_thread(client)
+
+
+async def test_stop_while_a_session_closes_logs_nothing(
+    store: SqliteStore, account: Account
+) -> None:
+    """A TLS session that ended (LOGOUT) waits in its close for the client's close_notify
+    when the server stops: stop()'s cancel must not end the handler task cancelled,
+    which Python 3.11's stream callback reports with a CancelledError traceback."""
+    ctx, client_ctx = tls_material()
+    srv = await start_server(store, ImapSettings(tls_listen=(LOOPBACK,)), tls_context=ctx)
+
+    client = await in_thread(lambda: end_session_and_stay(
+        port_of(srv, implicit_tls=True), client_ctx, b"* OK", b"a LOGOUT\r\n", b"a OK"))
+
+    def stop() -> Awaitable[None]:
+        return srv.stop(timeout_s=0.2)  # then cancelled
+
+    assert await stop_while_closing(stop, client) == []

@@ -7,14 +7,11 @@ import asyncio
 import base64
 import poplib
 import socket
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import trustme
 
 from postier.delivery import Delivery
 from postier.pop3.core import unique_id
@@ -22,7 +19,12 @@ from postier.pop3.server import Pop3Server, Pop3Settings
 from postier.store.sqlite import SqliteStore
 from postier.store.types import Account, FlagMode, Uid
 from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import flood_without_reading
+from tests.integration.serving import (
+    end_session_and_stay,
+    flood_without_reading,
+    stop_while_closing,
+    tls_material,
+)
 from tests.integration.test_pop3_support import LOOPBACK, port_of, start_server
 
 USER = "alice@example.org"
@@ -174,19 +176,9 @@ async def test_wrong_password_then_right_one(server) -> None:
     await in_thread(client)
 
 
-def tls_material(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
-
-
 async def test_stls_required_for_login_then_works(store, account, delivery, tmp_path) -> None:
     await deliver_all(delivery, MESSAGES[:1])
-    server_ctx, client_ctx = tls_material(tmp_path)
+    server_ctx, client_ctx = tls_material()
     settings = Pop3Settings(listen=(LOOPBACK,), allow_plaintext_auth_on_loopback=False)
     srv = await start_server(store, settings, tls_context=server_ctx)
     expected = (await stored(store, account))[0]
@@ -212,7 +204,7 @@ async def test_stls_required_for_login_then_works(store, account, delivery, tmp_
 
 
 async def test_stls_command_injection_is_discarded(store, account, tmp_path) -> None:
-    server_ctx, client_ctx = tls_material(tmp_path)
+    server_ctx, client_ctx = tls_material()
     srv = await start_server(store, Pop3Settings(listen=(LOOPBACK,)), tls_context=server_ctx)
 
     def client() -> bytes:
@@ -233,7 +225,7 @@ async def test_stls_command_injection_is_discarded(store, account, tmp_path) -> 
 
 async def test_implicit_tls_listener(store, account, delivery, tmp_path) -> None:
     await deliver_all(delivery, MESSAGES[:2])
-    server_ctx, client_ctx = tls_material(tmp_path)
+    server_ctx, client_ctx = tls_material()
     settings = Pop3Settings(tls_listen=(LOOPBACK,), allow_plaintext_auth_on_loopback=False)
     srv = await start_server(store, settings, tls_context=server_ctx)
 
@@ -456,3 +448,15 @@ async def test_bad_input_over_the_wire_keeps_the_session(server, delivery) -> No
         p.quit()
 
     await in_thread(client)
+
+
+async def test_stop_while_a_session_closes_logs_nothing(store, account, tmp_path) -> None:
+    """A TLS session that ended (QUIT) waits in its close for the client's close_notify
+    when the server stops: stop()'s cancel must not end the handler task cancelled,
+    which Python 3.11's stream callback reports with a CancelledError traceback."""
+    server_ctx, client_ctx = tls_material()
+    srv = await start_server(store, Pop3Settings(tls_listen=(LOOPBACK,)), tls_context=server_ctx)
+
+    client = await in_thread(lambda: end_session_and_stay(
+        port_of(srv, implicit_tls=True), client_ctx, b"+OK", b"QUIT\r\n", b"+OK"))
+    assert await stop_while_closing(srv.stop, client) == []

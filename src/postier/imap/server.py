@@ -76,7 +76,7 @@ from postier.imap.wire import (
 from postier.imap.wire import mailbox as wire_mailbox
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
-from postier.net.closing import close_writer
+from postier.net.closing import close_handler_writer
 from postier.net.listeners import Listeners
 from postier.net.tls import describe_tls
 from postier.store import bus as ev
@@ -229,7 +229,7 @@ class ImapServer:
             with contextlib.suppress(Exception):
                 writer.write(untagged_status("BYE", refusal, code=response_code("UNAVAILABLE")))
                 await asyncio.wait_for(writer.drain(), 5.0)
-            await close_writer(writer)
+            await close_handler_writer(writer, lambda: self._stopping)
             return
         if ip:
             self._per_ip[ip] += 1
@@ -249,7 +249,7 @@ class ImapServer:
             clog.exception("session failed")
         finally:
             session.close()
-            await close_writer(writer)
+            await close_handler_writer(writer, lambda: self._stopping)
             self._sessions.discard(task)
             self._connections.discard(session)
             if ip:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import cast
 
 FLUSH_S = 5.0  # without progress, for a closing connection's last replies to be read
@@ -83,3 +84,17 @@ async def close_writer(
             closed.cancel()
         with contextlib.suppress(BaseException):
             await closed
+
+
+async def close_handler_writer(writer: asyncio.StreamWriter, stopping: Callable[[], bool]) -> None:
+    """``close_writer`` at the end of a stream server's connection handler.  If the
+    server's stop() cancels it there, the connection is cut off and the handler ends
+    normally: Python 3.11's start_server callback reports a handler task that ends
+    cancelled as an error, with a CancelledError traceback."""
+    try:
+        await close_writer(writer)
+    except asyncio.CancelledError:
+        if not stopping():
+            raise
+        with contextlib.suppress(Exception):
+            writer.transport.abort()

@@ -42,7 +42,7 @@ from postier.auth.authenticator import Authenticator, Failed, Ok, Refused
 from postier.auth.sasl import Cancelled, Malformed
 from postier.log import ConnectionLogger, format_peer, get_logger
 from postier.net.addresses import ListenAddress, is_loopback
-from postier.net.closing import close_writer
+from postier.net.closing import close_handler_writer
 from postier.net.listeners import Listeners
 from postier.net.tls import describe_tls
 from postier.pop3.core import (
@@ -212,7 +212,7 @@ class Pop3Server:
         finally:
             if session.account_id is not None:
                 self._unlock(session.account_id, clog.conn_id)
-            await close_writer(writer)
+            await close_handler_writer(writer, lambda: self._stopping)
             self._sessions.discard(task)
             clog.connection_lost(error)
 
