@@ -248,12 +248,9 @@ def main() -> None:
             os.environ["POSTIER_SRC"] = str(src)
             os.environ["POSTIER_COMMIT"] = rev or args.postier_commit
         sys.path.insert(0, str(src))
-        if args.client_loop == "uvloop":
-            import uvloop
+        from postier import eventloop
 
-            uvloop.run(compare(args, src))
-        else:
-            asyncio.run(compare(args, src))
+        eventloop.run(compare(args, src), eventloop.choose_event_loop(args.client_loop))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -300,10 +300,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--prepare"]:  # child: fill postier's store with $POSTIER_SRC
         asyncio.run(prepare_postier(Path(sys.argv[2]), int(sys.argv[3]) if sys.argv[3:] else 1))
     else:
-        arguments = parse_args()
-        if arguments.client_loop == "uvloop":
-            import uvloop
+        from postier import eventloop
 
-            uvloop.run(main(arguments))
-        else:
-            asyncio.run(main(arguments))
+        arguments = parse_args()
+        eventloop.run(main(arguments), eventloop.choose_event_loop(arguments.client_loop))

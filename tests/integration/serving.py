@@ -101,12 +101,29 @@ def flood_without_reading(port: int, command: bytes, client_timeout_s: float = 6
 
 
 async def stop_while_closing(
-    stop: Callable[[], Awaitable[None]], client: socket.socket
+    stop: Callable[[], Awaitable[None]], port: int, context: ssl.SSLContext,
+    greeting: bytes, command: bytes, done: bytes,
 ) -> list[dict[str, object]]:
-    """Stop a server while one of its sessions waits in its close (``client`` ended the
-    session and keeps its connection open); what the loop's exception handler was given
-    meanwhile — asyncio reports there what no code sees, such as a connection handler
-    task that ended cancelled."""
+    """A client over implicit TLS to 127.0.0.1:``port`` reads the greeting (starting with
+    ``greeting``), sends ``command`` (QUIT, LOGOUT) and reads until ``done``, then keeps
+    its connection open and never answers the server's close_notify, so the server's
+    close waits; the server is stopped meanwhile.  What the loop's exception handler was
+    given — asyncio reports there what no code sees, such as a connection handler task
+    that ended cancelled."""
+
+    def end_session_and_stay() -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        assert tls.recv(1000).startswith(greeting)
+        tls.sendall(command)
+        got = b""
+        while done not in got:
+            data = tls.recv(1000)
+            assert data, got
+            got += data
+        return tls
+
+    client = await asyncio.to_thread(end_session_and_stay)
     loop = asyncio.get_running_loop()
     reported: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
@@ -118,24 +135,6 @@ async def stop_while_closing(
         client.close()
         loop.set_exception_handler(None)
     return reported
-
-
-def end_session_and_stay(
-    port: int, context: ssl.SSLContext, greeting: bytes, command: bytes, done: bytes
-) -> ssl.SSLSocket:
-    """Over implicit TLS to 127.0.0.1:``port``: read the greeting (starts with
-    ``greeting``), send ``command`` (QUIT, LOGOUT) and read until ``done``; the socket
-    stays open and never answers the server's close_notify, so its close waits."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    tls = context.wrap_socket(raw, server_hostname="localhost")
-    assert tls.recv(1000).startswith(greeting)
-    tls.sendall(command)
-    got = b""
-    while done not in got:
-        data = tls.recv(1000)
-        assert data, got
-        got += data
-    return tls
 
 
 def tls_material() -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -22,7 +22,6 @@ from postier.store.sqlite import SqliteStore
 from postier.store.types import Account
 from tests.conftest import TEST_PASSWORD
 from tests.integration.serving import (
-    end_session_and_stay,
     flood_without_reading,
     stop_while_closing,
     tls_material,
@@ -925,10 +924,9 @@ async def test_stop_while_a_session_closes_logs_nothing(
     ctx, client_ctx = tls_material()
     srv = await start_server(store, ImapSettings(tls_listen=(LOOPBACK,)), tls_context=ctx)
 
-    client = await in_thread(lambda: end_session_and_stay(
-        port_of(srv, implicit_tls=True), client_ctx, b"* OK", b"a LOGOUT\r\n", b"a OK"))
-
     def stop() -> Awaitable[None]:
         return srv.stop(timeout_s=0.2)  # then cancelled
 
-    assert await stop_while_closing(stop, client) == []
+    port = port_of(srv, implicit_tls=True)
+    reported = await stop_while_closing(stop, port, client_ctx, b"* OK", b"a LOGOUT\r\n", b"a OK")
+    assert reported == []

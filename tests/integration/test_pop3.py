@@ -20,7 +20,6 @@ from postier.store.sqlite import SqliteStore
 from postier.store.types import Account, FlagMode, Uid
 from tests.conftest import TEST_PASSWORD, cheap_hash
 from tests.integration.serving import (
-    end_session_and_stay,
     flood_without_reading,
     stop_while_closing,
     tls_material,
@@ -456,7 +455,5 @@ async def test_stop_while_a_session_closes_logs_nothing(store, account, tmp_path
     which Python 3.11's stream callback reports with a CancelledError traceback."""
     server_ctx, client_ctx = tls_material()
     srv = await start_server(store, Pop3Settings(tls_listen=(LOOPBACK,)), tls_context=server_ctx)
-
-    client = await in_thread(lambda: end_session_and_stay(
-        port_of(srv, implicit_tls=True), client_ctx, b"+OK", b"QUIT\r\n", b"+OK"))
-    assert await stop_while_closing(srv.stop, client) == []
+    port = port_of(srv, implicit_tls=True)
+    assert await stop_while_closing(srv.stop, port, client_ctx, b"+OK", b"QUIT\r\n", b"+OK") == []

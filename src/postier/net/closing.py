@@ -29,6 +29,11 @@ def _unsent(transport: asyncio.BaseTransport) -> int:
         return 0
 
 
+def _progressed(now: int, before: int, deadline: float) -> bool:
+    """Some of what was unsent went out since, and ``deadline`` (loop time) is ahead."""
+    return now < before and asyncio.get_running_loop().time() < deadline
+
+
 def close_transport(
     transport: asyncio.Transport, flush_s: float = FLUSH_S, max_s: float = MAX_FLUSH_S
 ) -> None:
@@ -46,7 +51,7 @@ def close_transport(
             now = _unsent(transport)
             if not now:
                 return  # all sent: the transport closes itself
-            if now < before and loop.time() < deadline:
+            if _progressed(now, before, deadline):
                 loop.call_later(flush_s, check, now)
             else:
                 transport.abort()
@@ -60,30 +65,27 @@ async def close_writer(
     """Close ``writer`` and wait until it is closed; abort once ``flush_s`` passes without
     unsent data going out (or after ``max_s``)."""
     writer.close()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max_s
+    deadline = asyncio.get_running_loop().time() + max_s
     before = _unsent(writer.transport)
+    # A connection that failed while closing is closed: its error is only retrieved.
     closed = asyncio.ensure_future(writer.wait_closed())
+    closed.add_done_callback(_retrieve)
     try:
-        while True:
-            done, _ = await asyncio.wait({closed}, timeout=flush_s)
-            if done:
-                closed.result()
-                return
+        while not (await asyncio.wait({closed}, timeout=flush_s))[0]:
             now = _unsent(writer.transport)
-            if not (now < before and loop.time() < deadline):
-                writer.transport.abort()
+            if not _progressed(now, before, deadline):
+                with contextlib.suppress(Exception):  # a TLS transport closed twice raises
+                    writer.transport.abort()
                 await asyncio.wait({closed}, timeout=flush_s)  # connection_lost follows
                 return
             before = now
-    except Exception:  # the connection failed while closing: it is closed
-        with contextlib.suppress(Exception):
-            writer.transport.abort()
     finally:
-        if not closed.done():
-            closed.cancel()
-        with contextlib.suppress(BaseException):
-            await closed
+        closed.cancel()  # nothing once it is done
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def close_handler_writer(writer: asyncio.StreamWriter, stopping: Callable[[], bool]) -> None:

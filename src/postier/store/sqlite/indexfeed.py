@@ -81,8 +81,12 @@ class IndexFeed:
         self._out = bytearray()
         self._timer: asyncio.TimerHandle | None = None
         self._retry_at = 0.0
-        self.sent = 0
+        self._sent_bytes = 0  # frames are sent in order: a frame counts once its last byte went
         self.dropped = 0  # left to the indexer's catch-up pass
+
+    @property
+    def sent(self) -> int:
+        return self._sent_bytes // _FRAME.size
 
     def add(self, body_id: int) -> None:
         self._send(body_id, True)
@@ -137,10 +141,7 @@ class IndexFeed:
         try:
             while self._out:
                 sent = sock.send(self._out)
-                # frames whose last byte went: the front's partial rest (``rest`` bytes)
-                # first, then whole frames
-                rest = len(self._out) % _FRAME.size
-                self.sent += (sent + (_FRAME.size - rest) % _FRAME.size) // _FRAME.size
+                self._sent_bytes += sent
                 del self._out[:sent]
         except BlockingIOError:
             return
@@ -151,11 +152,17 @@ class IndexFeed:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        if self._out:  # frames not (wholly) sent: a partial frame counts as dropped
-            self.dropped += -(-len(self._out) // _FRAME.size)
-            self._out.clear()
+        self._drop_unsent()
         self._retry_at = time.monotonic() + RECONNECT_S
         log.warning("full-text index: %s; bodies left to its catch-up pass", why)
+
+    def _drop_unsent(self) -> None:
+        """Frames not wholly sent are dropped, a partly sent one too (the next frame goes
+        to a new connection: the byte count starts at a frame boundary again)."""
+        if self._out:
+            self.dropped += -(-len(self._out) // _FRAME.size)
+            self._out.clear()
+        self._sent_bytes -= self._sent_bytes % _FRAME.size
 
     def close(self) -> None:
         """Send what the socket takes at once, then close; the rest is dropped."""
@@ -163,9 +170,7 @@ class IndexFeed:
             self._timer.cancel()
             self._timer = None
         self.flush()
-        if self._out:
-            self.dropped += -(-len(self._out) // _FRAME.size)
-            self._out.clear()
+        self._drop_unsent()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
