@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -12,6 +13,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 READY = "Press Ctrl-C"  # the last line `postier serve` prints once it listens
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1: every socket stays bound until all
+    are chosen (one at a time, the kernel can hand out the same port twice — seen in
+    CI: SMTP and IMAP configured on one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def wait_ready(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:

@@ -13,7 +13,6 @@ import os
 import poplib
 import signal
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_PASSWORD
-from tests.integration.serving import READY, make_data, wait_ready
+from tests.integration.serving import READY, free_ports, make_data, wait_ready
 
 try:
     import uvloop  # noqa: F401
@@ -34,12 +33,6 @@ except ImportError:
     HAVE_UVLOOP = False
 
 needs_uvloop = pytest.mark.skipif(not HAVE_UVLOOP, reason="uvloop is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def client_tls() -> ssl.SSLContext:
@@ -77,7 +70,7 @@ def serve(tmp_path: Path) -> Iterator[object]:
         data = tmp_path / f"data-{event_loop}"
         make_data(data)
         names = ("smtp", "submissions", "imap", "imaps", "pop3", "pop3s")
-        ports = {name: free_port() for name in names}
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         lmtp = tmp_path / f"lmtp-{event_loop}.sock"
         config = tmp_path / f"postier-{event_loop}.toml"
         config.write_text(f"""

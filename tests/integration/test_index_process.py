@@ -19,8 +19,14 @@ from postier.store.sqlite import SqliteStore
 from postier.store.sqlite.indexfeed import SOCKET_NAME, IndexFeed
 from postier.store.sqlite.indexproc import IndexProcess
 from tests.conftest import TEST_PASSWORD, cheap_hash
-from tests.integration.serving import loopback_config, make_data, start_serve, wait_ready
-from tests.integration.test_workers import children, free_port
+from tests.integration.serving import (
+    free_ports,
+    loopback_config,
+    make_data,
+    start_serve,
+    wait_ready,
+)
+from tests.integration.test_workers import children
 
 
 def indexed_count(data: Path) -> int:
@@ -97,7 +103,7 @@ def test_serve_runs_it_and_it_ends_with_the_server(tmp_path: Path) -> None:
     the server ends the child too (its stdin closes)."""
     data = tmp_path / "data"
     make_data(data)
-    smtp_port, imap_port = free_port(), free_port()
+    smtp_port, imap_port = free_ports(2)
     config = tmp_path / "postier.toml"
     config.write_text(loopback_config(smtp=f"127.0.0.1:{smtp_port}", imap=f"127.0.0.1:{imap_port}"))
     proc = start_serve(config, data)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_PASSWORD
-from tests.integration.serving import loopback_config, make_data, start_serve, wait_ready
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.serving import (
+    free_ports,
+    loopback_config,
+    make_data,
+    start_serve,
+    wait_ready,
+)
 
 
 def children(pid: int) -> list[int]:
@@ -38,7 +38,7 @@ def server(
     ([store] indexer, "process" unless the test parametrizes it)."""
     data = tmp_path / "data"
     make_data(data)
-    ports = {"smtp": free_port(), "imap": free_port(), "pop3": free_port()}
+    ports = dict(zip(("smtp", "imap", "pop3"), free_ports(3), strict=True))
     config = tmp_path / "postier.toml"
     config.write_text(loopback_config(
         smtp=f"127.0.0.1:{ports['smtp']}", imap=f"127.0.0.1:{ports['imap']}",
@@ -190,7 +190,7 @@ def test_failed_logins_count_across_workers(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     make_data(data)
-    imap_port = free_port()
+    (imap_port,) = free_ports(1)
     config = tmp_path / "postier.toml"
     config.write_text(loopback_config(
         imap=f"127.0.0.1:{imap_port}",
