@@ -186,6 +186,9 @@ def parse_args() -> argparse.Namespace:
                         help="run postier from this commit (git archive), not the working tree")
     parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="the load generator's event loop (default: uvloop)")
+    parser.add_argument("--text", choices=load.TEXTS, default="bench",
+                        help="message body text (bench/smtp.py: the repetitive bench text,"
+                             " or English prose)")
     return parser.parse_args()
 
 
@@ -207,7 +210,8 @@ async def main(args: argparse.Namespace) -> None:
 
 async def compare(args: argparse.Namespace, src: Path) -> None:
     print(f"SMTP comparison, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}; "
-          f"load generator on {args.client_loop}")
+          f"load generator on {args.client_loop}; {args.text} text")
+    load.TEXT = args.text
     print(versions())
     runs = len(args.sizes) * len(args.senders) * args.rounds
     mailboxes = [mailbox(n) for n in range(runs + 1)]

@@ -20,6 +20,14 @@ is (re-)indexed by the catch-up pass when this thread is idle and at start, and 
 reads such bodies whole (store.search_text), so results are exact while the index
 catches up.  Several processes may index into the same ``index.db`` (workers,
 ``postier deliver``): inserts are INSERT OR REPLACE, so indexing a body twice is harmless.
+
+What is indexed: the words of each body's header fields and text, and every new word in a
+vocabulary with a trigram index of its own, so that SEARCH finds substrings through the
+words (words.py).  The terms of a batch are computed in Python too, for the vocabulary;
+those already committed there are remembered (KNOWN_TERMS_MAX), so a batch looks up only
+the others.  An index.db of an older FORMAT (the trigram index before session 6) is
+emptied at start and every body indexed again, SEARCH reading unmarked bodies whole
+meanwhile.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from postier.store.sqlite import words
 from postier.store.sqlite.writer import Tx, Writer, connect, take_batch
 
 log = logging.getLogger("postier.store")
@@ -57,15 +66,26 @@ GATHER_S = 0.05  # how long a batch gathers bodies after the first
 MARK_EVERY_S = 0.25
 RETRY_S = 60.0  # after a failed index transaction, the catch-up pass waits this long
 
+# The index's layout; an index.db of another format is emptied and built again at start.
+FORMAT = 2  # 1: trigram index (sessions 1-6); 2: word index and vocabulary (words.py)
 SCHEMA = (
-    # The values are lowercased (store._fts_values, with Python's str.lower, as the needle
-    # is), so the tokenizer does not fold case again (case_sensitive 1).  detail=column:
-    # which bodies and columns hold a trigram, not where; SEARCH checks candidates against
-    # the stored values (store.search_text).
-    "CREATE VIRTUAL TABLE IF NOT EXISTS body_fts USING fts5("
+    # The values are lowercased (store._index_values, with Python's str.lower, as the
+    # needle is).  Terms: words.py.  detail=column: which bodies and columns hold a term,
+    # not where; SEARCH checks candidates against the stored values (store.search_text).
+    "CREATE VIRTUAL TABLE body_fts USING fts5("
     " subject, from_, to_, cc, bcc, headers, text,"
-    " tokenize='trigram case_sensitive 1', detail=column)",
+    f" tokenize='{words.TOKENIZER}', detail=column)",
+    # Every term ever indexed (never removed: a stale term only widens a candidate set),
+    # and a trigram index of them, to find the terms that contain a piece of a needle.
+    "CREATE TABLE vocab (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE)",
+    "CREATE VIRTUAL TABLE vocab_fts USING fts5(term, content='vocab', content_rowid='id',"
+    " tokenize='trigram case_sensitive 1', detail=none)",
 )
+_DROP = ("DROP TABLE IF EXISTS body_fts", "DROP TABLE IF EXISTS vocab_fts",
+         "DROP TABLE IF EXISTS vocab")
+# Terms known to be in the vocabulary, kept in memory so that a batch looks up only the
+# others; past this many the set starts again (~60 bytes each).
+KNOWN_TERMS_MAX = 100_000
 
 _STOP = object()
 _Values = tuple[str, ...]
@@ -100,12 +120,19 @@ def _open_index(path: Path) -> tuple[sqlite3.Connection, int]:
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
             row = conn.execute("SELECT value FROM meta WHERE key = 'index_id'").fetchone()
-            if row is None:  # a new index
-                for statement in SCHEMA:
+            found = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None or found is None or found[0] != FORMAT:  # a new index
+                if row is not None:
+                    log.info("full-text index %s is of an older format: building it again",
+                             path.name)
+                for statement in (*_DROP, *SCHEMA):
                     conn.execute(statement)
                 conn.execute("INSERT INTO body_fts (body_fts, rank) VALUES ('automerge', 8)")
                 row = (secrets.randbits(62) + 1,)
-                conn.execute("INSERT INTO meta (key, value) VALUES ('index_id', ?)", row)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_id', ?), ('format', ?)",
+                    (row[0], FORMAT),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -172,6 +199,7 @@ class Indexer:
         # MARK_EVERY_S under constant load (each mark is a write transaction on postier.db).
         self._unmarked: list[tuple[int, bool]] = []
         self._marked_at = 0.0
+        self._known: set[bytes] = set()  # terms committed to the vocabulary (words.py)
         self._thread = threading.Thread(target=self._run, name="postier-indexer", daemon=True)
         self._thread.start()
 
@@ -263,6 +291,8 @@ class Indexer:
             return False
         conn = self._conn
         done: list[tuple[int, bool]] = []
+        new_terms = words.terms(v for values, _cut in loaded.values() for v in values)
+        new_terms -= self._known
         try:
             conn.execute("BEGIN IMMEDIATE")
             for body_id, add in items:
@@ -276,6 +306,7 @@ class Indexer:
                         (body_id, *values),
                     )
                     done.append((body_id, cut))
+            _add_terms(conn, new_terms)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # left unmarked: the catch-up pass tries again
             log.error("full-text indexing failed: %s", exc)
@@ -287,6 +318,9 @@ class Indexer:
             return False
         self.indexed += len(done)
         self._unmarked.extend(done)
+        if len(self._known) + len(new_terms) > KNOWN_TERMS_MAX:
+            self._known.clear()
+        self._known |= new_terms  # only once committed: a term missing there hides mail
         return True
 
     def _flush_marks(self) -> None:
@@ -337,3 +371,17 @@ class Indexer:
                 self._flush_marks()
         except sqlite3.Error as exc:
             log.error("full-text catch-up: %s", exc)
+
+
+def _add_terms(conn: sqlite3.Connection, terms: set[bytes]) -> None:
+    """Add the terms the vocabulary lacks, to it and to its trigram index (inside the
+    transaction)."""
+    if not terms:
+        return
+    top = conn.execute("SELECT coalesce(max(id), 0) FROM vocab").fetchone()[0]
+    conn.executemany(
+        "INSERT OR IGNORE INTO vocab (term) VALUES (?)",
+        [(term.decode("utf-8", "replace"),) for term in terms],
+    )
+    conn.execute("INSERT INTO vocab_fts (rowid, term) SELECT id, term FROM vocab WHERE id > ?",
+                 (top,))

@@ -1,7 +1,7 @@
 """One indexer per data folder: the serving processes send it their new bodies' ids.
 
-Why: the indexer's work (text extraction and FTS5 trigram inserts, ~0.35 ms of CPU per
-10 KB message) done in a thread of the process serving SMTP and IMAP competes with it for
+Why: the indexer's work (text extraction and FTS5 inserts, ~0.35 ms of CPU per
+10 KB message of the bench text with the trigram index of session 4) done in a thread of the process serving SMTP and IMAP competes with it for
 the GIL and the cores; in a process of its own (indexproc.py) it runs beside it (bench/
 README.md, SMTP, session 4).  And two indexers writing one ``index.db`` each discard the
 other's page cache and FTS5 structure at every commit (~0.8 ms of CPU per message against

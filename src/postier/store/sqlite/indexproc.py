@@ -1,6 +1,6 @@
 """The full-text indexer in a process of its own: ``postier serve``'s default.
 
-Why: indexing a 10 KB message costs ~0.3 ms of CPU (FTS5 trigram inserts, batching,
+Why: indexing a 10 KB message costs ~0.3 ms of CPU (FTS5 inserts, batching,
 marking), and in a thread of the serving process part of that holds the GIL the event
 loop needs; with 10 SMTP senders the process was GIL-bound at ~1,050–1,170 msg/s, and
 with the indexer out of it the same load ran at ~1,350–1,590 (bench/README.md, SMTP,

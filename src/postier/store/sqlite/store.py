@@ -32,6 +32,7 @@ from postier.mail.parsed import ParsedMessage
 from postier.store import bus as ev
 from postier.store.blobs import FileBlobStore
 from postier.store.bus import ChangeBus
+from postier.store.sqlite import words
 from postier.store.sqlite.indexer import INDEX_DB, Indexer, prepare_index
 from postier.store.sqlite.schema import migrate
 from postier.store.sqlite.writer import ReaderPool, Tx, Writer, connect
@@ -122,20 +123,6 @@ def _info(row: Sequence[Any]) -> MessageInfo:
 
 def _domain_of(address: str) -> str:
     return address.rpartition("@")[2]
-
-
-# A candidate query names at most this many of a long needle's trigrams (spread over it):
-# the stored text is checked anyway, and each trigram costs a read of its document list.
-MAX_QUERY_TRIGRAMS = 24
-
-
-def _trigram_query(lowered: str) -> str:
-    """FTS5 query for the rows holding every trigram of ``lowered`` (in one column)."""
-    grams = list(dict.fromkeys(lowered[i:i + 3] for i in range(len(lowered) - 2)))
-    if len(grams) > MAX_QUERY_TRIGRAMS:
-        step = (len(grams) - 1) / (MAX_QUERY_TRIGRAMS - 1)
-        grams = [grams[round(i * step)] for i in range(MAX_QUERY_TRIGRAMS)]
-    return "(" + " AND ".join('"' + g.replace('"', '""') + '"' for g in grams) + ")"
 
 
 class SqliteStore:
@@ -971,11 +958,11 @@ class SqliteStore:
         """UIDs whose ``field`` contains ``needle`` (case-insensitive substring, RFC 9051 §6.4.4).
 
         Fields: subject, from, to, cc, bcc, headers, body, text (headers + body).
-        Needles of three characters or more (once lowercased) go through the trigram index:
-        it names the messages whose field holds every trigram of the needle (exact for a
-        single trigram); for longer needles the index's stored, lowercased text of each
-        candidate is then checked for the substring.  Shorter needles are matched against
-        the stored header fields and, for bodies, the parsed text.
+        Needles of three characters or more (once lowercased) go through the word index:
+        it names the messages that hold, for each piece of the needle, a term that could
+        contain it (words.py); the index's stored, lowercased text of each candidate is
+        then checked for the substring.  Shorter needles are matched against the stored
+        header fields and, for bodies, the parsed text.
         """
         if field not in FTS_FIELDS:
             raise ValueError(f"unknown search field {field}")
@@ -983,34 +970,33 @@ class SqliteStore:
         if len(lowered) < 3:
             return await self._search_short(mailbox_id, field, needle)
         column = _FTS_COLUMN[field]
-        match = ("{headers text}" if column is None else column) + " : " + _trigram_query(lowered)
+        columns_filter = "{headers text}" if column is None else column
         # Bodies the index does not hold whole, read BEFORE the index is asked: a body
         # marked indexed here was in index.db before the mark was committed, so the query
         # below sees it; one not marked yet is checked here (indexer.py).
         unindexed = await self._read(lambda c: _unindexed(c, mailbox_id, field))
-        if len(lowered) == 3:  # one trigram: the index's answer is the exact one
-
-            def exact(c: sqlite3.Connection) -> list[Uid]:
-                rows = c.execute(
-                    "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
-                    " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
-                    (mailbox_id, match),
-                ).fetchall()
-                return [Uid(r[0]) for r in rows]
-
-            return await self._with_unindexed(unindexed, field, lowered, await self._read(exact))
         key = lowered.encode()
         # The index's own copy of the values (FTS5 shadow table: c0..c6 in column order),
         # as bytes: bytes.find is faster than str decoding plus str.find.
         columns = _CONTENT_COLUMNS[field]
 
         def verified(c: sqlite3.Connection) -> list[Uid]:
-            rows = c.execute(
-                f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
-                " ON t.id = m.body_id WHERE m.mailbox_id = ? AND m.body_id IN"
-                " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
-                (mailbox_id, match),
-            )
+            expression = words.match_expression(c, lowered, "idx.vocab_fts")
+            if expression == words.NOTHING:
+                return []
+            if expression is None:  # no piece narrows: every stored text is checked
+                rows = c.execute(
+                    f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
+                    " ON t.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
+                    (mailbox_id,),
+                )
+            else:
+                rows = c.execute(
+                    f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
+                    " ON t.id = m.body_id WHERE m.mailbox_id = ? AND m.body_id IN"
+                    " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                    (mailbox_id, columns_filter + " : " + expression),
+                )
             if column is None:
                 return [Uid(r[0]) for r in rows if key in r[1] or key in r[2]]
             return [Uid(r[0]) for r in rows if key in r[1]]
@@ -1041,7 +1027,7 @@ class SqliteStore:
         return sorted(have.union(extra)) if extra else found
 
     async def _search_short(self, mailbox_id: MailboxId, field: str, needle: str) -> list[Uid]:
-        """Needles of one or two characters: no trigram to ask the index for.  Header
+        """Needles of one or two characters: too short to narrow through the index.  Header
         fields are read from the bodies rows; texts from the index's stored, lowercased
         values (no parse per message), and bodies it lacks or holds in part whole."""
         lowered = needle.lower()
@@ -1311,8 +1297,8 @@ def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str |
     )
 
 
-# Trigram indexing costs ~12 ms per 256 KiB of text, parsing that much text ~6 ms more
-# (bench/README.md, SMTP).  The first 64 KiB of a body's text (and of its header text) are
+# Trigram indexing cost ~12 ms per 256 KiB of text, parsing that much text ~6 ms more
+# (bench/README.md, SMTP); the word index of session 6 costs about a quarter of that.  The first 64 KiB of a body's text (and of its header text) are
 # indexed, which covers nearly all mail whole; a body with more is marked
 # (bodies.fulltext_cut) and SEARCH reads it in full (search_text), so results stay exact
 # and the cost of a giant plain-text message moves from every delivery to the searches

@@ -1,0 +1,115 @@
+"""Words of the full-text index, and the FTS5 query that finds a substring through them.
+
+The index (indexer.py) is a word index: FTS5's ``ascii`` tokenizer, whose terms are the
+maximal runs of ASCII letters and digits and of any non-ASCII character (every other
+ASCII character separates them).  A trigram index answered substrings directly, but it
+costs an entry per distinct trigram and message: ~1,800 for 10 KB of English, ~700
+distinct words.  On English-like text the word index inserts in a quarter of the time
+(bench/README.md, "Full-text index": 0.26 against 1.0 ms per 10 KB message).
+
+IMAP SEARCH is a substring match (RFC 9051 §6.4.4), so a needle is split the same way
+into pieces, and each piece says which terms could hold it:
+
+- a piece with separators on both sides in the needle is a whole term;
+- one with a separator only before it starts a term (an FTS5 prefix query, from two
+  characters on);
+- otherwise it ends a term or lies inside one.  Those terms are looked up in the
+  vocabulary (every term ever indexed, with a trigram index of its own: ``vocab_fts``),
+  and the query names them all.
+
+A message holding the needle holds a term for every piece, so the query's answer is a
+superset of the messages that hold the needle; SEARCH then checks each candidate's
+stored text (store.search_text).  A piece too short (a prefix of one character, a
+piece of one or two that is not a whole term) or inside more than MAX_TERMS terms
+narrows too little and is left out; with no piece left the stored texts of the mailbox
+are all checked.
+
+``terms()`` computes in Python what the tokenizer does in C, for the vocabulary: the
+indexer adds each batch's new terms (indexer.py).  A term the vocabulary missed would
+hide messages from SEARCH, so both sides use the one byte table below, and a test
+compares them with FTS5's own terms (tests/unit/store/test_words.py).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+TOKENIZER = "ascii"  # FTS5's built-in: ASCII letters and digits, and all non-ASCII, are term bytes
+MIN_PIECE = 3  # shorter pieces have no trigram to look up in the vocabulary
+# A prefix query reads the document lists of every term with the prefix: one character
+# would name a 26th of the vocabulary or so.
+MIN_PREFIX = 2
+MAX_TERMS = 200  # a piece inside more terms than this narrows too little to name them all
+NOTHING = ""  # match_expression: no indexed message can hold the needle
+
+# Every byte that separates terms (ASCII, neither letter nor digit) made a SPACE; UTF-8
+# sequences are all bytes >= 0x80, so a split never cuts a character.
+_SPACED = bytes(c if c >= 0x80 or chr(c).isalnum() else 0x20 for c in range(256))
+_RUN = re.compile(rb"[^ ]+")
+
+
+def terms(values: Iterable[str]) -> set[bytes]:
+    """The terms FTS5's ``ascii`` tokenizer finds in ``values`` (already lowercased), as
+    UTF-8."""
+    found: set[bytes] = set()
+    for value in values:
+        if value:
+            found.update(value.encode("utf-8", "surrogatepass").translate(_SPACED).split())
+    return found
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of term characters in a needle."""
+
+    text: str
+    starts: bool  # a separator precedes it: it starts the term that holds it
+    ends: bool  # a separator follows it: it ends that term
+
+
+def pieces(lowered: str) -> list[Piece]:
+    data = lowered.encode("utf-8", "surrogatepass")
+    spaced = data.translate(_SPACED)
+    return [
+        Piece(data[m.start():m.end()].decode("utf-8", "surrogatepass"),
+              m.start() > 0, m.end() < len(data))
+        for m in _RUN.finditer(spaced)
+    ]
+
+
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(conn: sqlite3.Connection, lowered: str, vocab: str) -> str | None:
+    """An FTS5 expression naming, for every piece of ``lowered`` that narrows, the terms
+    that could hold it: None when no piece narrows (check every stored text), NOTHING
+    when some piece is in no term at all.  ``vocab``: the vocabulary's FTS5 table as
+    ``conn`` names it."""
+    clauses: list[str] = []
+    for piece in pieces(lowered):
+        if piece.starts and piece.ends:
+            clauses.append(_quoted(piece.text))
+            continue
+        if piece.starts:  # a prefix: FTS5 finds the terms itself
+            if len(piece.text) >= MIN_PREFIX:
+                clauses.append(_quoted(piece.text) + " *")
+            continue
+        if len(piece.text) < MIN_PIECE:
+            continue
+        pattern = "*" + piece.text + ("" if piece.ends else "*")
+        found = [
+            str(row[0]) for row in conn.execute(
+                f"SELECT term FROM {vocab} WHERE term GLOB ? LIMIT ?", (pattern, MAX_TERMS + 1)
+            )
+        ]
+        if not found:
+            return NOTHING
+        if len(found) <= MAX_TERMS:
+            clauses.append("(" + " OR ".join(_quoted(t) for t in found) + ")")
+    if not clauses:
+        return None
+    return "(" + " AND ".join(clauses) + ")"

@@ -1,0 +1,175 @@
+"""The word index: Python's terms are FTS5's, and SEARCH through it is an exact substring
+match (compared with reading every body whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postier.mail.parse import parse_message
+from postier.store.sqlite import SqliteStore, words
+from postier.store.sqlite.indexer import INDEX_DB, open_index
+from postier.store.sqlite.store import _search_haystack
+from postier.store.types import Account, NewMessage, Uid
+from tests.conftest import own_indexer
+
+# ASCII letters, digits and separators, Latin and Greek letters, punctuation and spaces
+# from beyond ASCII (term characters for the ascii tokenizer), an emoji.
+ALPHABET = "abcXYZ019 .,-_@<>\"'*?[]\t\nßéÉΣσς“”—\u00a0\u2003😀"
+
+
+def fts5_terms(text: str) -> set[str]:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"CREATE VIRTUAL TABLE f USING fts5(t, tokenize='{words.TOKENIZER}')")
+        conn.execute("CREATE VIRTUAL TABLE v USING fts5vocab(f, 'row')")
+        conn.execute("INSERT INTO f (t) VALUES (?)", (text,))
+        return {str(row[0]) for row in conn.execute("SELECT term FROM v")}
+    finally:
+        conn.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(ALPHABET, max_size=60))
+def test_terms_are_the_tokenizers(text: str) -> None:
+    """The vocabulary must hold every term FTS5 indexes, or SEARCH would miss mail."""
+    lowered = text.lower()
+    assert {t.decode() for t in words.terms([lowered])} == fts5_terms(lowered)
+
+
+def test_pieces_know_which_end_of_a_term_they_touch() -> None:
+    assert words.pieces("bob@example.net") == [
+        words.Piece("bob", False, True), words.Piece("example", True, True),
+        words.Piece("net", True, False),
+    ]
+    assert words.pieces("<straße>") == [words.Piece("straße", True, True)]
+    assert words.pieces("“quoted”") == [words.Piece("“quoted”", False, False)]  # not ASCII
+    assert words.pieces(" .. ") == []
+
+
+# ------------------------------------------------------------ SEARCH through the index
+
+VOCABULARY = ["alpha", "alphabet", "bet", "beta", "ab", "x", "ça", "Straße", "ΟΔΟΣ", "naïve",
+              "foo_bar", "mail-list", "a.b", "re:", "2026", "“hi”", "un—deux", "bob@example.net"]
+
+
+def body_text(rng: random.Random) -> str:
+    return "".join(rng.choice(VOCABULARY) + rng.choice([" ", " ", ", ", "-", ".", "\r\n"])
+                   for _ in range(rng.randint(1, 12)))
+
+
+def needles(rng: random.Random, texts: list[str]) -> list[str]:
+    out = ["zzz", "alphabeta", "ab-be", "straße", "ΣΣ", "“hi", "l-li", "@exa", "e.ne", "bet a"]
+    for _ in range(250):
+        text = rng.choice(texts)
+        start = rng.randrange(len(text))
+        out.append(text[start:start + rng.randint(3, 14)].strip("\r\n") or "alpha")
+    return out
+
+
+async def test_search_through_the_word_index_is_an_exact_substring_match(
+    store: SqliteStore, account: Account
+) -> None:
+    rng = random.Random(7)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    texts: dict[Uid, str] = {}
+    raws: dict[Uid, bytes] = {}
+    for _ in range(40):
+        subject, text = body_text(rng).replace("\r\n", " "), body_text(rng)
+        raw = (f"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n"
+               f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n").encode()
+        (appended,) = await store.append([NewMessage(box.id, await store.prepare_body(raw))])
+        raws[appended.uid] = raw
+        texts[appended.uid] = text
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
+    marks = await store._read(lambda c: c.execute("SELECT min(indexed) FROM bodies").fetchone())
+    assert marks == (1,)  # every answer below comes from the index
+    parsed = {uid: parse_message(raw) for uid, raw in raws.items()}
+    checked = 0
+    for needle in needles(rng, list(texts.values())):
+        for field in ("body", "text", "subject"):
+            lowered = needle.lower()
+            expected = [
+                uid for uid, p in parsed.items()
+                if lowered in (_search_haystack(p, field) if field != "subject" else p.subject).lower()
+            ]
+            assert await store.search_text(box.id, field, needle) == expected, (field, needle)
+            checked += bool(expected)
+    assert checked > 200  # most needles are found somewhere: the test is not vacuous
+
+
+async def test_a_piece_inside_many_terms_narrows_nothing_and_search_stays_exact(
+    store: SqliteStore, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(words, "MAX_TERMS", 2)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    for body in ("xalphax yalphay", "zalphaz", "beta", "alpha"):
+        raw = (f"Subject: s\r\nContent-Type: text/plain\r\n\r\n{body}\r\n").encode()
+        await store.append([NewMessage(box.id, await store.prepare_body(raw))])
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
+    assert await store.search_text(box.id, "body", "alpha") == [1, 2, 4]
+    assert await store.search_text(box.id, "body", "lphax y") == [1]
+    assert await store.search_text(box.id, "body", "quokka") == []  # in no term at all
+
+
+def test_match_expression_names_the_terms_a_piece_can_be_in(tmp_path: Path) -> None:
+    conn, _ = open_index(tmp_path / INDEX_DB)
+    try:
+        for term in ("hello", "othello", "help", "yellow"):
+            conn.execute("INSERT INTO vocab (term) VALUES (?)", (term,))
+        conn.execute("INSERT INTO vocab_fts (rowid, term) SELECT id, term FROM vocab")
+        match = words.match_expression
+        assert match(conn, "ello", "vocab_fts") == '(("hello" OR "othello" OR "yellow"))'
+        # "llo" ends a term; "w" starts one but is too short a prefix to narrow
+        assert match(conn, "llo w", "vocab_fts") == '(("hello" OR "othello"))'
+        assert match(conn, "lo yellow", "vocab_fts") == '("yellow" *)'  # "lo" too short
+        assert match(conn, "llo wo", "vocab_fts") == '(("hello" OR "othello") AND "wo" *)'
+        assert match(conn, "hel", "vocab_fts") == '(("hello" OR "othello" OR "help"))'
+        assert match(conn, "-help-", "vocab_fts") == '("help")'
+        assert match(conn, "-hel", "vocab_fts") == '("hel" *)'
+        assert match(conn, "quokka", "vocab_fts") == words.NOTHING
+        assert match(conn, "a b", "vocab_fts") is None  # nothing narrows: read them all
+    finally:
+        conn.close()
+
+
+async def test_an_index_of_the_older_trigram_format_is_built_again(
+    store: SqliteStore, account: Account
+) -> None:
+    """An index.db from before the word index (format 1, no 'format' key) is emptied and
+    every body indexed again at start."""
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    raw = b"Subject: old\r\nContent-Type: text/plain\r\n\r\nthe quick brown fox\r\n"
+    await store.append([NewMessage(box.id, await store.prepare_body(raw))])
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
+    data_dir = store.data_dir
+    await store.close()
+    old = sqlite3.connect(data_dir / INDEX_DB, isolation_level=None)
+    for table in ("body_fts", "vocab_fts", "vocab"):
+        old.execute(f"DROP TABLE {table}")
+    old.execute("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
+                " headers, text, tokenize='trigram case_sensitive 1', detail=column)")
+    old.execute("DELETE FROM meta WHERE key = 'format'")
+    old.close()
+    again = await SqliteStore.open(data_dir)
+    try:
+        assert await asyncio.to_thread(own_indexer(again).wait_idle)
+        assert own_indexer(again).indexed == 1
+        assert await again.search_text(box.id, "body", "uick bro") == [1]
+        reader = sqlite3.connect(data_dir / INDEX_DB)
+        try:
+            assert reader.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (2,)
+            assert reader.execute("SELECT count(*) FROM vocab WHERE term = 'quick'").fetchone() == (1,)
+        finally:
+            reader.close()
+    finally:
+        await again.close()
