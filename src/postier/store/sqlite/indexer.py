@@ -67,7 +67,7 @@ MARK_EVERY_S = 0.25
 RETRY_S = 60.0  # after a failed index transaction, the catch-up pass waits this long
 
 # The index's layout; an index.db of another format is emptied and built again at start.
-FORMAT = 2  # 1: trigram index (sessions 1-6); 2: word index and vocabulary (words.py)
+FORMAT = 2  # 1: trigram index (sessions 1-5); 2: word index and vocabulary (session 6, words.py)
 SCHEMA = (
     # The values are lowercased (store._index_values, with Python's str.lower, as the
     # needle is).  Terms: words.py.  detail=column: which bodies and columns hold a term,
