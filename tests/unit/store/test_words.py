@@ -51,6 +51,9 @@ def test_pieces_know_which_end_of_a_term_they_touch() -> None:
     assert words.pieces("<straße>") == [words.Piece("straße", True, True)]
     assert words.pieces("“quoted”") == [words.Piece("“quoted”", False, False)]  # not ASCII
     assert words.pieces(" .. ") == []
+    # one run of term characters: the index's answer is exact, no check of the text
+    assert words.one_run("straße") and words.one_run("“quoted”")
+    assert not words.one_run("a b") and not words.one_run("-ab") and not words.one_run("..")
 
 
 # ------------------------------------------------------------ SEARCH through the index

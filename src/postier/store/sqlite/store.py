@@ -961,7 +961,8 @@ class SqliteStore:
         Needles of three characters or more (once lowercased) go through the word index:
         it names the messages that hold, for each piece of the needle, a term that could
         contain it (words.py); the index's stored, lowercased text of each candidate is
-        then checked for the substring.  Shorter needles are matched against the stored
+        then checked for the substring, unless the needle is a single run of term
+        characters, for which the index's answer is exact (words.one_run).  Shorter needles are matched against the stored
         header fields and, for bodies, the parsed text.
         """
         if field not in FTS_FIELDS:
@@ -984,6 +985,13 @@ class SqliteStore:
             expression = words.match_expression(c, lowered, "idx.vocab_fts")
             if expression == words.NOTHING:
                 return []
+            if expression is not None and words.one_run(lowered):  # the exact answer
+                found = c.execute(
+                    "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
+                    " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
+                    (mailbox_id, columns_filter + " : " + expression),
+                ).fetchall()
+                return [Uid(r[0]) for r in found]
             if expression is None:  # no piece narrows: every stored text is checked
                 rows = c.execute(
                     f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"

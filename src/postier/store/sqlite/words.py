@@ -19,7 +19,8 @@ into pieces, and each piece says which terms could hold it:
 
 A message holding the needle holds a term for every piece, so the query's answer is a
 superset of the messages that hold the needle; SEARCH then checks each candidate's
-stored text (store.search_text).  A piece too short (a prefix of one character, a
+stored text (store.search_text) — except for a needle that is one run of term
+characters (a word or part of one, the usual search), whose answer is exact (one_run).  A piece too short (a prefix of one character, a
 piece of one or two that is not a whole term) or inside more than MAX_TERMS terms
 narrows too little and is left out; with no piece left the stored texts of the mailbox
 are all checked.
@@ -78,6 +79,14 @@ def pieces(lowered: str) -> list[Piece]:
               m.start() > 0, m.end() < len(data))
         for m in _RUN.finditer(spaced)
     ]
+
+
+def one_run(lowered: str) -> bool:
+    """Whether the needle is a single run of term characters.  Every occurrence of such a
+    needle lies inside one term, so when match_expression names the terms holding it, the
+    messages it finds are exactly those holding the needle: no check needed."""
+    found = pieces(lowered)
+    return len(found) == 1 and not found[0].starts and not found[0].ends
 
 
 def _quoted(term: str) -> str:
