@@ -64,11 +64,14 @@ VOCABULARY = ["alpha", "alphabet", "bet", "beta", "ab", "x", "ça", "Straße", "
 
 def body_text(rng: random.Random) -> str:
     return "".join(rng.choice(VOCABULARY) + rng.choice([" ", " ", ", ", "-", ".", "\r\n"])
-                   for _ in range(rng.randint(1, 12)))
+                   for _ in range(rng.randint(1, 20)))
 
 
 def needles(rng: random.Random, texts: list[str]) -> list[str]:
     out = ["zzz", "alphabeta", "ab-be", "straße", "ΣΣ", "“hi", "l-li", "@exa", "e.ne", "bet a"]
+    # whole bodies, whitespace collapsed as the parsed text is: long needles, many pieces
+    # (more than a query names: words.MAX_CLAUSES)
+    out += [" ".join(text.split()) for text in texts]
     for _ in range(250):
         text = rng.choice(texts)
         start = rng.randrange(len(text))
@@ -106,6 +109,7 @@ async def test_search_through_the_word_index_is_an_exact_substring_match(
             assert await store.search_text(box.id, field, needle) == expected, (field, needle)
             checked += bool(expected)
     assert checked > 200  # most needles are found somewhere: the test is not vacuous
+    assert max(len(words.pieces(" ".join(t.split()))) for t in texts.values()) > words.MAX_CLAUSES
 
 
 async def test_a_piece_inside_many_terms_narrows_nothing_and_search_stays_exact(
@@ -139,6 +143,13 @@ def test_match_expression_names_the_terms_a_piece_can_be_in(tmp_path: Path) -> N
         assert match(conn, "-help-", "vocab_fts") == '("help")'
         assert match(conn, "-hel", "vocab_fts") == '("hel" *)'
         assert match(conn, "quokka", "vocab_fts") == words.NOTHING
+        # a long needle: at most MAX_CLAUSES pieces, spread over it (first and last kept)
+        long = " ".join(f"w{i}" for i in range(100)) + " help"
+        expression = match(conn, long, "vocab_fts")
+        assert expression is not None
+        assert expression.count(" AND ") == words.MAX_CLAUSES - 1
+        # "w0" ends a term and is too short to look up: the first clause is "w1"
+        assert expression.startswith('("w1" AND') and expression.endswith('"help" *)')
         assert match(conn, "a b", "vocab_fts") is None  # nothing narrows: read them all
     finally:
         conn.close()

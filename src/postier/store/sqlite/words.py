@@ -45,6 +45,9 @@ MIN_PIECE = 3  # shorter pieces have no trigram to look up in the vocabulary
 MIN_PREFIX = 2
 MAX_TERMS = 200  # a piece inside more terms than this narrows too little to name them all
 NOTHING = ""  # match_expression: no indexed message can hold the needle
+# A query names at most this many pieces of a long needle (spread over it): the candidates
+# are checked anyway, and each piece costs FTS5 a lookup (a 20 KB needle took 1.9 s).
+MAX_CLAUSES = 16
 
 # Every byte that separates terms (ASCII, neither letter nor digit) made a SPACE; UTF-8
 # sequences are all bytes >= 0x80, so a split never cuts a character.
@@ -121,4 +124,7 @@ def match_expression(conn: sqlite3.Connection, lowered: str, vocab: str) -> str 
             clauses.append("(" + " OR ".join(_quoted(t) for t in found) + ")")
     if not clauses:
         return None
+    if len(clauses) > MAX_CLAUSES:
+        step = (len(clauses) - 1) / (MAX_CLAUSES - 1)
+        clauses = [clauses[round(i * step)] for i in range(MAX_CLAUSES)]
     return "(" + " AND ".join(clauses) + ")"
