@@ -154,6 +154,44 @@ async def test_append_then_fetch_byte_identical(server: ImapServer) -> None:
     await in_thread(run)
 
 
+async def test_text_search_through_the_word_index(
+    server: ImapServer, delivery: Delivery, store: SqliteStore
+) -> None:
+    """Once the full-text index holds the messages, SEARCH answers from it: substrings
+    inside words, across word boundaries and punctuation, case-insensitive, non-ASCII."""
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    await delivery.deliver(MULTIPART, "carol@example.net", [USER])
+    await delivery.deliver(
+        b"From: Dora <dora@example.net>\r\nTo: alice@example.org\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nStra\xc3\x9fe 12-B, see the harbour-front.\r\n",
+        "dora@example.net", [USER],
+    )
+    indexer = store.indexer
+    assert indexer is not None and await asyncio.to_thread(indexer.wait_idle)
+    marks = await store._read(lambda c: c.execute("SELECT min(indexed) FROM bodies").fetchone())
+    assert marks == (1,)
+    port = port_of(server)
+
+    def run() -> None:
+        c = client(port)
+        c.select_folder("INBOX")
+        assert c.search(["BODY", "ARBOU"]) == [1, 3]  # inside a word
+        assert c.search(["BODY", "the harb"]) == [1, 3]  # across a space
+        assert c.search(["BODY", "harbour?"]) == [1]
+        assert c.search(["BODY", "our-fr"]) == [3]  # across punctuation
+        assert c.search(["BODY", "see the"]) == [2, 3]
+        assert c.search(["TEXT", "12-b, SEE"]) == [3]
+        assert c.search(["BODY", "12-c"]) == []
+        assert c.search(["FROM", "dora@exam"]) == [3]
+        assert c.search(["TO", "alice@example.org"]) == [1, 2, 3]
+        assert c.search(["BODY", "zanzibar"]) == []
+        assert c.search(["SUBJECT", "grüße"], charset="UTF-8") == [3]
+        assert c.search(["BODY", "STRAßE 12"], charset="UTF-8") == [3]
+        c.logout()
+
+    await in_thread(run)
+
+
 async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) -> None:
     await delivery.deliver(SIMPLE, "bob@example.net", [USER])
     await delivery.deliver(MULTIPART, "carol@example.net", [USER])
