@@ -307,6 +307,15 @@ class _Stream(asyncio.Protocol):
             close_transport(self.transport)
 
 
+def _printable_without(text: str, banned: str) -> str:
+    """``text`` without unprintable characters and those of ``banned`` (two).  Nearly
+    always there is nothing to remove: one check then, not a loop over the characters
+    (every message's Received: field goes through this twice)."""
+    if text.isprintable() and banned[0] not in text and banned[1] not in text:
+        return text
+    return "".join(c for c in text if c.isprintable() and c not in banned)
+
+
 class _Gone(Exception):
     """The client went away (or the server is stopping) in the middle of an exchange."""
 
@@ -764,7 +773,7 @@ class SmtpServer:
         if session.user:
             with_ += "A"
         peer = f"[{session.peer_ip}]" if session.peer_ip else "localhost"
-        helo = "".join(c for c in session.helo if c.isprintable() and c not in "()")[:100] or "unknown"
+        helo = _printable_without(session.helo, "()")[:100] or "unknown"
         lines = [f"Received: from {helo} ({peer})", f"\tby {self.settings.hostname} (postier) with {with_}"]
         self._received_seq += 1  # unique per process start, no random bytes per message
         lines[-1] += f" id {self._received_base}{self._received_seq:06x}"
@@ -787,7 +796,7 @@ class SmtpServer:
 
     @staticmethod
     def _display(address: str) -> str:
-        return "".join(c for c in address if c.isprintable() and c not in "<>")
+        return _printable_without(address, "<>")
 
     def _headers(self, data: bytes) -> tuple[list[str], bool, bool]:
         """(From: addresses, has Date:, has Message-ID:) of a message's header section."""
