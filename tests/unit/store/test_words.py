@@ -187,3 +187,19 @@ async def test_an_index_of_the_older_trigram_format_is_built_again(
             reader.close()
     finally:
         await again.close()
+
+
+async def test_text_search_sees_headers_and_body_joined_by_a_line_break(
+    store: SqliteStore, account: Account
+) -> None:
+    """TEXT is the header text, a line break, then the body text, on every path: a needle
+    across that line break is found through the index as when the body is read whole."""
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    raw = b"Subject: s\r\nContent-Type: text/plain\r\n\r\nhello world\r\n"
+    await store.append([NewMessage(box.id, await store.prepare_body(raw))])
+    assert await store.search_text(box.id, "text", "PLAIN\nhello") == [1]  # maybe unindexed
+    assert await asyncio.to_thread(own_indexer(store).wait_idle)
+    assert await store.search_text(box.id, "text", "PLAIN\nhello") == [1]
+    assert await store.search_text(box.id, "text", "n\nh") == [1]  # short needle
+    assert await store.search_text(box.id, "text", "plain hello") == []

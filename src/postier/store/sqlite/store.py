@@ -962,8 +962,9 @@ class SqliteStore:
         it names the messages that hold, for each piece of the needle, a term that could
         contain it (words.py); the index's stored, lowercased text of each candidate is
         then checked for the substring, unless the needle is a single run of term
-        characters, for which the index's answer is exact (words.one_run).  Shorter needles are matched against the stored
-        header fields and, for bodies, the parsed text.
+        characters, for which the index's answer is exact (words.one_run).  Shorter
+        needles are matched against the stored header fields and, for bodies, the parsed
+        text.
         """
         if field not in FTS_FIELDS:
             raise ValueError(f"unknown search field {field}")
@@ -977,37 +978,22 @@ class SqliteStore:
         # below sees it; one not marked yet is checked here (indexer.py).
         unindexed = await self._read(lambda c: _unindexed(c, mailbox_id, field))
         key = lowered.encode()
-        # The index's own copy of the values (FTS5 shadow table: c0..c6 in column order),
-        # as bytes: bytes.find is faster than str decoding plus str.find.
-        columns = _CONTENT_COLUMNS[field]
 
         def verified(c: sqlite3.Connection) -> list[Uid]:
             expression = words.match_expression(c, lowered, "idx.vocab_fts")
             if expression == words.NOTHING:
                 return []
-            if expression is not None and words.one_run(lowered):  # the exact answer
-                found = c.execute(
+            if expression is None:  # no piece narrows: every stored text is checked
+                return _stored_matches(c, mailbox_id, field, key)
+            match = columns_filter + " : " + expression
+            if words.one_run(lowered):  # the index's answer is the exact one
+                rows = c.execute(
                     "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND m.body_id IN"
                     " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
-                    (mailbox_id, columns_filter + " : " + expression),
+                    (mailbox_id, match),
                 ).fetchall()
-                return [Uid(r[0]) for r in found]
-            if expression is None:  # no piece narrows: every stored text is checked
-                rows = c.execute(
-                    f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
-                    " ON t.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
-                    (mailbox_id,),
-                )
-            else:
-                rows = c.execute(
-                    f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
-                    " ON t.id = m.body_id WHERE m.mailbox_id = ? AND m.body_id IN"
-                    " (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?) ORDER BY m.uid",
-                    (mailbox_id, columns_filter + " : " + expression),
-                )
-            if column is None:
-                return [Uid(r[0]) for r in rows if key in r[1] or key in r[2]]
-            return [Uid(r[0]) for r in rows if key in r[1]]
+                return [Uid(r[0]) for r in rows]
+            return _stored_matches(c, mailbox_id, field, key, match)
 
         return await self._with_unindexed(unindexed, field, lowered, await self._read(verified))
 
@@ -1051,19 +1037,8 @@ class SqliteStore:
             return [Uid(r[0]) for r in rows if lowered in r[1].lower()]
         unindexed = await self._read(lambda c: _unindexed(c, mailbox_id, field))  # first
         key = lowered.encode()
-        columns = _CONTENT_COLUMNS[field]
-
-        def stored(c: sqlite3.Connection) -> list[Uid]:
-            rows = c.execute(
-                f"SELECT m.uid, {columns} FROM messages m JOIN idx.body_fts_content t"
-                " ON t.id = m.body_id WHERE m.mailbox_id = ? ORDER BY m.uid",
-                (mailbox_id,),
-            )
-            if field == "text":  # headers, a line break, the body: as parsed
-                return [Uid(r[0]) for r in rows if key in r[1] + b"\n" + r[2]]
-            return [Uid(r[0]) for r in rows if key in r[1]]
-
-        return await self._with_unindexed(unindexed, field, lowered, await self._read(stored))
+        found = await self._read(lambda c: _stored_matches(c, mailbox_id, field, key))
+        return await self._with_unindexed(unindexed, field, lowered, found)
 
     # outbound queue -------------------------------------------------------------
 
@@ -1306,11 +1281,11 @@ def _insert_mailbox(tx: Tx, account_id: AccountId, name: str, special_use: str |
 
 
 # Trigram indexing cost ~12 ms per 256 KiB of text, parsing that much text ~6 ms more
-# (bench/README.md, SMTP); the word index of session 6 costs about a quarter of that.  The first 64 KiB of a body's text (and of its header text) are
-# indexed, which covers nearly all mail whole; a body with more is marked
-# (bodies.fulltext_cut) and SEARCH reads it in full (search_text), so results stay exact
-# and the cost of a giant plain-text message moves from every delivery to the searches
-# that need it.
+# (bench/README.md, SMTP); the word index of session 6 costs about a quarter of that.
+# The first 64 KiB of a body's text (and of its header text) are indexed, which covers
+# nearly all mail whole; a body with more is marked (bodies.fulltext_cut) and SEARCH
+# reads it in full (search_text), so results stay exact and the cost of a giant
+# plain-text message moves from every delivery to the searches that need it.
 FTS_TEXT_MAX_CHARS = 64 * 1024
 # What delivery extracts: one character more tells that the index holds only a part.
 INDEX_TEXT_LIMIT = FTS_TEXT_MAX_CHARS + 1
@@ -1335,6 +1310,27 @@ def _unindexed(c: sqlite3.Connection, mailbox_id: MailboxId, field: str) -> list
             sql.format("b.fulltext_cut = 1 AND b.indexed = 1"), (mailbox_id,)
         ).fetchall()
     return rows
+
+
+def _stored_matches(
+    c: sqlite3.Connection, mailbox_id: MailboxId, field: str, key: bytes, match: str | None = None
+) -> list[Uid]:
+    """UIDs of the mailbox's messages whose value of ``field`` kept by the index holds
+    ``key`` (lowercased, UTF-8): every message, or the candidates of the FTS5 ``match``.
+    The values are read from the index's own copy (FTS5 shadow table: c0..c6 in column
+    order) as bytes: bytes.find is faster than str decoding plus str.find."""
+    sql = (
+        f"SELECT m.uid, {_CONTENT_COLUMNS[field]} FROM messages m"
+        " JOIN idx.body_fts_content t ON t.id = m.body_id WHERE m.mailbox_id = ?"
+    )
+    params: tuple[object, ...] = (mailbox_id,)
+    if match is not None:
+        sql += " AND m.body_id IN (SELECT rowid FROM idx.body_fts WHERE body_fts MATCH ?)"
+        params += (match,)
+    rows = c.execute(sql + " ORDER BY m.uid", params)
+    if field == "text":  # headers, a line break, the body: as parsed (_search_haystack)
+        return [Uid(r[0]) for r in rows if key in r[1] + b"\n" + r[2]]
+    return [Uid(r[0]) for r in rows if key in r[1]]
 
 
 def _search_haystack(parsed: ParsedMessage, field: str) -> str:
