@@ -48,13 +48,7 @@ async def main() -> None:
         data = args.data or Path(tmp) / "data"
         store = await SqliteStore.open(data)
         try:
-            if not await store.get_domain("example.org"):
-                await store.add_domain("example.org")
-                await store.create_account("alice@example.org", "x", None)
-            account = await store.get_account("alice@example.org")
-            assert account is not None
-            box = await store.get_mailbox(account.id, "INBOX")
-            assert box is not None
+            box = await load.alice_inbox(store)
             assert store.indexer is not None
             indexer = store.indexer
             t0 = time.perf_counter()

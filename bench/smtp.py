@@ -88,6 +88,19 @@ def make_message(n: int, size: int) -> bytes:
     return header + body[: max(0, size - len(header) - 2)].rstrip(b"\r\n") + b"\r\n"
 
 
+async def alice_inbox(store: Any) -> Any:
+    """alice@example.org's INBOX in ``store`` (a SqliteStore), made with its domain and
+    account the first time: the mailbox the in-process benches fill."""
+    if not await store.get_domain("example.org"):
+        await store.add_domain("example.org")
+        await store.create_account("alice@example.org", "x", None)
+    account = await store.get_account("alice@example.org")
+    assert account is not None
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    return box
+
+
 # ---------------------------------------------------------------- server process
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smtp import make_message
+from smtp import alice_inbox, make_message
 
 READ = 64 * 1024
 
@@ -109,12 +109,7 @@ async def main() -> None:
     rows.append(("sha256", *timed(lambda: hashlib.sha256(data).hexdigest(), n)))
     with tempfile.TemporaryDirectory(prefix="postier-bench-stages-") as tmp:
         store = await SqliteStore.open(Path(tmp) / "data")
-        await store.add_domain("example.org")
-        await store.create_account("alice@example.org", "x", None)
-        account = await store.get_account("alice@example.org")
-        assert account is not None
-        inbox = await store.get_mailbox(account.id, "INBOX")
-        assert inbox is not None
+        inbox = await alice_inbox(store)
         unique = iter(prefix + m for m in messages[1:])
         rows.append(("blob put", *timed(lambda: store.blobs.put(next(unique)), n)))
         rows.append(("parse", *timed(lambda: parse_message(data), n)))
