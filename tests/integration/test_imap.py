@@ -192,6 +192,39 @@ async def test_text_search_through_the_word_index(
     await in_thread(run)
 
 
+async def test_text_search_with_odd_needles_answers_and_the_session_goes_on(
+    server: ImapServer, delivery: Delivery, store: SqliteStore
+) -> None:
+    """Needles the word index cannot narrow (only separators) or that are huge (a 70 KB
+    literal of 8,000 words) still get their exact answer; a command line too long gets a
+    BAD and the session serves the next command."""
+    await delivery.deliver(SIMPLE, "bob@example.net", [USER])
+    indexer = store.indexer
+    assert indexer is not None and await asyncio.to_thread(indexer.wait_idle)
+    port = port_of(server)
+    huge = " ".join(f"word{i}" for i in range(8000))
+
+    def run() -> None:
+        c = client(port)
+        c.select_folder("INBOX")
+        assert c.search(["BODY", "?"]) == [1]  # one separator: the short path
+        assert c.search(["TEXT", ": <"]) == [1]  # separators only: every text checked
+        assert c.search(["BODY", "@@@"]) == []
+        with pytest.raises(Exception, match="line too long"):  # as one quoted line: BAD
+            c.search(["BODY", huge])
+        assert c.search(["BODY", "harbour"]) == [1]
+        c.logout()
+        m = imaplib_login(port)
+        m.select("INBOX")
+        m.literal = huge.encode()  # type: ignore[assignment]  # bytes at run time (typeshed: str)
+        assert m.search(None, "BODY") == ("OK", [b""])
+        m.literal = b"HARBOUR?"  # type: ignore[assignment]
+        assert m.search(None, "BODY") == ("OK", [b"1"])
+        m.logout()
+
+    await in_thread(run)
+
+
 async def test_store_flags_and_search(server: ImapServer, delivery: Delivery) -> None:
     await delivery.deliver(SIMPLE, "bob@example.net", [USER])
     await delivery.deliver(MULTIPART, "carol@example.net", [USER])
