@@ -381,6 +381,8 @@ def _add_terms(conn: sqlite3.Connection, terms: set[bytes]) -> None:
     top = conn.execute("SELECT coalesce(max(id), 0) FROM vocab").fetchone()[0]
     conn.executemany(
         "INSERT OR IGNORE INTO vocab (term) VALUES (?)",
+        # Values are valid Unicode (decoded with "replace"), so their terms decode back
+        # exactly; "replace" keeps a surprise from ending this thread.
         [(term.decode("utf-8", "replace"),) for term in terms],
     )
     conn.execute("INSERT INTO vocab_fts (rowid, term) SELECT id, term FROM vocab WHERE id > ?",
