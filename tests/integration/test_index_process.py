@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from postier.delivery import Delivery
-from postier.store.sqlite import SqliteStore
+from postier.store.sqlite import SqliteStore, indexproc
 from postier.store.sqlite.indexfeed import SOCKET_NAME, IndexFeed
 from postier.store.sqlite.indexproc import IndexProcess
 from tests.conftest import TEST_PASSWORD, cheap_hash
@@ -112,6 +112,9 @@ def test_serve_runs_it_and_it_ends_with_the_server(tmp_path: Path) -> None:
         (child,) = children(proc.pid)
         cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         assert b"postier.store.sqlite.indexproc" in cmdline
+        # background work: below the server's priority, so clients are answered first
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(
+            os.getpriority(os.PRIO_PROCESS, proc.pid) + indexproc.NICE, 19)
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
             for n in range(5):
                 s.sendmail("bob@example.net", ["alice@example.org"],
@@ -144,8 +147,6 @@ async def test_a_child_that_cannot_start_is_tried_again(
     pause; the server does not wait for it meanwhile."""
     import sys
 
-    import postier.store.sqlite.indexproc as indexproc
-
     monkeypatch.setattr(indexproc, "RESTART_PAUSE_S", (0.1, 0.2))
     data = tmp_path / "data"
     store = await SqliteStore.open(data, index_here=False)  # the schema, as a server
@@ -175,7 +176,7 @@ async def test_the_child_exits_when_its_indexer_thread_is_gone(
     """A child whose indexer thread ended (a bug) exits with status 1, so that its
     parent starts a new one, instead of reading ids nobody indexes."""
     import postier.store.sqlite.indexer as indexer_module
-    import postier.store.sqlite.indexproc as indexproc
+
 
     monkeypatch.setattr(indexproc, "ALIVE_CHECK_S", 0.05)
     data = tmp_path / "data"

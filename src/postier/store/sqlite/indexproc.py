@@ -44,6 +44,11 @@ DRAIN_S = 2.0  # at stop, for the serving processes to close their feeds
 RESTART_PAUSE_S = (1.0, 60.0)  # first and longest pause before a restart
 STABLE_S = 60.0  # a child that ran this long restarts after the first pause again
 ALIVE_CHECK_S = 5.0  # how often the child checks that its indexer thread runs
+# The child runs at this much lower priority (nice): indexing is background work, and on
+# a busy machine the serving processes that answer clients come first.  Nothing waits
+# for the index (SEARCH reads unindexed bodies whole), and at nice 10 a saturated CPU
+# still gives the child about a tenth of a core against each busy serving process.
+NICE = 10
 
 
 class IndexProcess:
@@ -203,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, in order
     setup_logging(args.log_level)
+    try:
+        os.nice(NICE)
+    except OSError as exc:  # not allowed (a seccomp profile): index at the same priority
+        log.warning("full-text index process: cannot lower its priority: %s", exc)
     eventloop.run(_main(args.data), eventloop.choose_event_loop(args.event_loop))
 
 
