@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from postier import compiled
 from postier.auth.authenticator import AccountCredentials, Authenticator, AuthSettings
 from postier.auth.limiter import LimiterSettings
 from postier.config import Config, resolve_hostname
@@ -429,7 +430,7 @@ def _protocol_starters() -> list[Starter]:
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     loop = asyncio.get_running_loop()
-    log.info("event loop: %s", describe_loop(loop))
+    log.info("event loop: %s; parser and SMTP core: %s", describe_loop(loop), compiled.status())
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)

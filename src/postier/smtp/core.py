@@ -59,7 +59,7 @@ MAX_ERRORS = 10  # protocol errors before 421 (Postfix smtpd_hard_error_limit=20
 MAX_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: a server MUST accept at least 100
 
 
-class CoreMisuse(RuntimeError):
+class CoreMisuse(Exception):
     """The adapter used the core out of order (our bug, never the peer's)."""
 
 

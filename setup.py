@@ -1,0 +1,52 @@
+"""Builds the modules listed in postier/compiled.py as C extensions with mypyc.
+
+Everything else is in pyproject.toml.  ``POSTIER_COMPILE=0`` skips the build, and a build
+that fails (no C compiler) leaves postier in pure Python with a warning: the compiled
+modules are the same source, only faster (see src/postier/compiled.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "src"))
+from postier.compiled import MODULES  # noqa: E402  (stdlib only)
+
+
+class OptionalBuildExt(build_ext):
+    """A failed compile is a warning: postier then runs its modules as Python."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            print(f"warning: compiled modules not built ({exc}); postier runs as pure Python",
+                  file=sys.stderr)
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"warning: {ext.name} not compiled ({exc})", file=sys.stderr)
+
+
+def extensions() -> list[Any]:
+    if os.environ.get("POSTIER_COMPILE") == "0":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        print("warning: mypyc not found; postier runs as pure Python", file=sys.stderr)
+        return []
+    paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in MODULES]
+    return list(mypycify(paths, opt_level="3"))
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,71 @@
+"""The modules compiled with mypyc (src/postier/compiled.py): built by the install, in use,
+and set aside for their sources when those changed after the build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from postier import compiled
+
+SRC = Path(compiled.__file__).resolve().parent.parent
+PROBE = (
+    "import postier.compiled as c, postier.mail.parse as p; "
+    "print(c.status()); print(c.running_compiled()); print(p.parse_message(b'Subject: x\\r\\n\\r\\nhi\\r\\n').subject)"
+)
+
+
+def probe(src: Path, **env: str) -> list[str]:
+    environ = {k: v for k, v in os.environ.items() if k != compiled.ENV}
+    environ.update(env, PYTHONPATH=str(src))
+    out = subprocess.run([sys.executable, "-c", PROBE], env=environ, capture_output=True,
+                         text=True, timeout=60, check=True, cwd=src)
+    return out.stdout.splitlines()
+
+
+def test_the_install_built_every_module_and_this_process_runs_them() -> None:
+    missing = [name for name in compiled.MODULES if compiled.extension(name) is None]
+    assert not missing, f"not built: {missing} (make builds them: setup.py)"
+    assert compiled.stale() == []
+    if os.environ.get(compiled.ENV) == "0":
+        assert not compiled.running_compiled()
+    else:
+        assert compiled.running_compiled(), compiled.status()
+        assert compiled.status().startswith("compiled")
+
+
+def copy_tree(tmp_path: Path) -> Path:
+    """src/ with its built extensions (the group's shared library is at the top)."""
+    dest = tmp_path / "src"
+    shutil.copytree(SRC / "postier", dest / "postier",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for lib in SRC.glob("*__mypyc*"):
+        shutil.copy2(lib, dest / lib.name)
+    return dest
+
+
+def test_a_source_edited_after_the_build_runs_the_whole_group_as_python(tmp_path: Path) -> None:
+    src = copy_tree(tmp_path)
+    assert probe(src) == ["compiled (mypyc): 6 modules", "True", "x"]
+    edited = src / "postier" / "mail" / "headers.py"
+    built = compiled.extension("postier.mail.headers")
+    assert built is not None
+    later = built.stat().st_mtime + 60  # a minute after the build
+    os.utime(edited, (later, later))
+    status, running, subject = probe(src)
+    assert status == ("Python (postier.mail.headers changed after the build; "
+                      "run `make` or `pip install .` again)")
+    assert (running, subject) == ("False", "x")
+
+
+def test_an_incomplete_build_and_the_variable_run_python(tmp_path: Path) -> None:
+    src = copy_tree(tmp_path)
+    assert probe(src, POSTIER_COMPILED="0")[:2] == ["Python (POSTIER_COMPILED=0)", "False"]
+    built = compiled.extension("postier.smtp.core")
+    assert built is not None
+    (src / "postier" / "smtp" / built.name).unlink()
+    assert probe(src)[:2] == [
+        "Python (only some modules are built; run `make` or `pip install .` again)", "False"]
