@@ -40,6 +40,12 @@ MODULES = (
     "postier.mail.imapfmt",
     "postier.mail.parse",
     "postier.smtp.core",
+    "postier.imap.parser",
+    "postier.imap.wire",
+    "postier.imap.commands",
+    "postier.imap.session",
+    "postier.imap.fetch",
+    "postier.pop3.core",
 )
 ENV = "POSTIER_COMPILED"  # "0": run the sources even when the extensions are built
 # A build and its sources are written within moments of each other (an install unpacks

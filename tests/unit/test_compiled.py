@@ -49,7 +49,7 @@ def copy_tree(tmp_path: Path) -> Path:
 
 def test_a_source_edited_after_the_build_runs_the_whole_group_as_python(tmp_path: Path) -> None:
     src = copy_tree(tmp_path)
-    assert probe(src) == ["compiled (mypyc): 6 modules", "True", "x"]
+    assert probe(src) == [f"compiled (mypyc): {len(compiled.MODULES)} modules", "True", "x"]
     edited = src / "postier" / "mail" / "headers.py"
     built = compiled.extension("postier.mail.headers")
     assert built is not None

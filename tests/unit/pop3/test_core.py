@@ -437,8 +437,10 @@ def test_paused_until_decision_and_misuse_raises() -> None:
         list(conn.send_message(b"x"))
     conn.login_failed(LoginFailure.CREDENTIALS)
     assert conn.next_event() == NeedData()
+    from tests.unit.pop3.driver import maildrop
+
     with pytest.raises(CoreMisuse):
-        conn.login_succeeded(None)  # type: ignore[arg-type]
+        conn.login_succeeded(maildrop())
 
 
 def test_temporary_failure_on_retr() -> None:
