@@ -37,7 +37,16 @@ class OptionalBuildExt(build_ext):
             print(f"warning: {ext.name} not compiled ({exc})", file=sys.stderr)
 
 
+def remove_old_builds() -> None:
+    """Extensions built in place before (pip install -e): a module taken off the list
+    would otherwise still load its old extension, which Python prefers to the source."""
+    src = HERE / "src"
+    for path in [*src.glob("postier/**/*.so"), *src.glob("*__mypyc*.so")]:
+        path.unlink()
+
+
 def extensions() -> list[Any]:
+    remove_old_builds()
     if os.environ.get("POSTIER_COMPILE") == "0":
         return []
     try:

@@ -430,7 +430,7 @@ def _protocol_starters() -> list[Starter]:
 async def serve(app: App, ready: Callable[[App], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     loop = asyncio.get_running_loop()
-    log.info("event loop: %s; parser and protocol cores: %s", describe_loop(loop), compiled.status())
+    log.info("event loop: %s; parser and SMTP core: %s", describe_loop(loop), compiled.status())
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)

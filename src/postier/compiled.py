@@ -1,8 +1,8 @@
 """The modules compiled to C with mypyc, and whether this process runs them compiled.
 
-The protocol cores and the message parser run on every message, and they are plain typed
-Python (mypy --strict), which mypyc compiles to C extension modules: the same source,
-about twice as fast (parse of a 10 KB message 38 against 74 µs, of the test corpus 75
+The message parser and the SMTP core run on every message, and they are plain typed
+Python (mypy --strict), which mypyc compiles to C extension
+modules: the same source, about twice as fast (parse of a 10 KB message 38 against 74 µs, of the test corpus 75
 against 170 µs; end to end 10 % more SMTP messages per second at 10 % less CPU:
 bench/README.md, SMTP, session 7).  ``setup.py`` builds them at install (``pip install``,
 ``make``), next to their sources; Python's import system prefers an extension module to
@@ -14,7 +14,8 @@ objects, so the group is used whole or not at all.  Imported by ``postier/__init
 (stdlib only, never compiled itself), :func:`install` falls back to the sources for the
 whole group when
 
-- ``POSTIER_COMPILED=0`` is set (tests run the pure-Python path this way too), or
+- ``POSTIER_COMPILED=0`` is set (tests run the pure-Python path this way too),
+- only part of the group was built, or
 - a source is newer than its build (edited since: a stale extension would run old code;
   ``make`` builds again).
 """
@@ -32,7 +33,9 @@ from types import ModuleType
 
 # Compiled together, in this order (setup.py reads this list).  Candidates are typed,
 # CPU-bound and free of what mypyc does not compile (subclasses of builtin exceptions
-# other than Exception, asyncio protocol classes).
+# other than Exception, classes defined inside functions, functions stored in a class
+# body).  The asyncio adapters, and the IMAP and POP3 cores, compile but gained nothing
+# measurable (docs/architecture.md, Compiled modules).
 MODULES = (
     "postier.mail.parsed",
     "postier.mail.headers",
@@ -40,12 +43,6 @@ MODULES = (
     "postier.mail.imapfmt",
     "postier.mail.parse",
     "postier.smtp.core",
-    "postier.imap.parser",
-    "postier.imap.wire",
-    "postier.imap.commands",
-    "postier.imap.session",
-    "postier.imap.fetch",
-    "postier.pop3.core",
 )
 ENV = "POSTIER_COMPILED"  # "0": run the sources even when the extensions are built
 # A build and its sources are written within moments of each other (an install unpacks
@@ -121,8 +118,6 @@ def status() -> str:
 
 
 def running_compiled() -> bool:
-    """Whether the parser and the SMTP core imported here are the compiled ones."""
-    from postier.mail import parse
-    from postier.smtp import core
-
-    return all(Path(m.__file__ or "").suffix != ".py" for m in (parse, core))
+    """Whether the parser and the cores imported here are the compiled ones."""
+    modules = [importlib.import_module(name) for name in MODULES]
+    return all(Path(m.__file__ or "").suffix != ".py" for m in modules)
