@@ -71,8 +71,11 @@ def stale(names: Sequence[str] = MODULES) -> list[str]:
     """The modules whose source is newer than their extension (edited since the build)."""
     out = []
     for name in names:
-        built = extension(name)
-        if built is not None and source(name).stat().st_mtime > built.stat().st_mtime + STALE_AFTER_S:
+        built, src = extension(name), source(name)
+        # no source beside it (an install that ships extensions only): nothing to compare
+        if built is not None and src.exists() and (
+            src.stat().st_mtime > built.stat().st_mtime + STALE_AFTER_S
+        ):
             out.append(name)
     return out
 
