@@ -67,10 +67,10 @@ def extension(name: str) -> Path | None:
     return None
 
 
-def stale(names: Sequence[str] = MODULES) -> list[str]:
+def stale() -> list[str]:
     """The modules whose source is newer than their extension (edited since the build)."""
     out = []
-    for name in names:
+    for name in MODULES:
         built, src = extension(name), source(name)
         # no source beside it (an install that ships extensions only): nothing to compare
         if built is not None and src.exists() and (
@@ -107,9 +107,6 @@ def install() -> None:
         reason = f"{', '.join(old)} changed after the build; run `make` or `pip install .` again"
     if not reason:
         _status = f"compiled (mypyc): {len(MODULES)} modules"
-        return
-    if any(name in sys.modules for name in MODULES):  # too late to choose (never in postier)
-        _status = f"mixed: {reason}"
         return
     sys.meta_path.insert(0, _SourcesFirst())
     _status = f"Python ({reason})"

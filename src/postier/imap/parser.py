@@ -827,14 +827,12 @@ def _parse_command(parts: list[bytes], tag: str | None, limits: Limits, utf8: bo
             return Command(tag, c.Unknown(name))
         command = parser(r)
         r.end()
-    # one name per clause: compiled (mypyc), a name reused across clauses keeps the
-    # first clause's type and the second raise fails its check
-    except _Bad as bad:
-        return ParseError(tag, str(bad))
-    except _TooMany as many:
-        return LimitExceeded(tag, str(many), fatal=False)
-    except _BadCharset as charset:
-        return ParseError(tag, f"[BADCHARSET (UTF-8 US-ASCII)] {charset}", status="NO")
+    except _Bad as exc:
+        return ParseError(tag, str(exc))
+    except _TooMany as exc:
+        return LimitExceeded(tag, str(exc), fatal=False)
+    except _BadCharset as exc:
+        return ParseError(tag, f"[BADCHARSET (UTF-8 US-ASCII)] {exc}", status="NO")
     except RecursionError:  # pragma: no cover - max_nesting keeps depth far below this
         return LimitExceeded(tag, "command nested too deeply", fatal=False)
     return Command(tag, command)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from postier.auth.sasl import (
     Cancelled,
@@ -209,7 +210,7 @@ class LoginFailure(enum.Enum):
     TEMPORARY = "temporary"
 
 
-class CoreMisuse(Exception):
+class CoreMisuse(RuntimeError):
     """The adapter called a decision method that no pending event asked for (our bug)."""
 
 
@@ -455,7 +456,7 @@ class Pop3Connection:
         if keyword == b"PASS":
             return self._pass(rest)  # RFC 1939 §7: the password may contain spaces
         args = rest.split(b" ") if rest else []
-        return _HANDLERS[keyword](self, args)
+        return self._HANDLERS[keyword](self, args)
 
     def _user_cmd(self, args: list[bytes]) -> Event | None:
         if not self.auth_permitted:
@@ -666,6 +667,21 @@ class Pop3Connection:
         self._out += f"+OK maildrop has {count} messages ({size} octets)\r\n".encode("ascii")
         return None
 
+    _HANDLERS: ClassVar[Mapping[bytes, Callable[[Pop3Connection, list[bytes]], Event | None]]] = {
+        b"USER": _user_cmd,
+        b"AUTH": _auth,
+        b"CAPA": _capa,
+        b"STLS": _stls,
+        b"QUIT": _quit,
+        b"STAT": _stat,
+        b"LIST": _list,
+        b"UIDL": _uidl,
+        b"RETR": _retr,
+        b"TOP": _top,
+        b"DELE": _dele,
+        b"NOOP": _noop,
+        b"RSET": _rset,
+    }
 
     # ------------------------------------------------------------ decisions
 
@@ -753,25 +769,6 @@ class Pop3Connection:
         self._resolve(Quit)
         self._out += ERR_UPDATE_FAILED
         self._close("QUIT, update failed")
-
-
-# Command handlers by keyword (module level: a compiled class has no class dictionary to
-# hold functions from its own body; see postier/compiled.py).
-_HANDLERS: Mapping[bytes, Callable[[Pop3Connection, list[bytes]], Event | None]] = {
-    b"USER": Pop3Connection._user_cmd,
-    b"AUTH": Pop3Connection._auth,
-    b"CAPA": Pop3Connection._capa,
-    b"STLS": Pop3Connection._stls,
-    b"QUIT": Pop3Connection._quit,
-    b"STAT": Pop3Connection._stat,
-    b"LIST": Pop3Connection._list,
-    b"UIDL": Pop3Connection._uidl,
-    b"RETR": Pop3Connection._retr,
-    b"TOP": Pop3Connection._top,
-    b"DELE": Pop3Connection._dele,
-    b"NOOP": Pop3Connection._noop,
-    b"RSET": Pop3Connection._rset,
-}
 
 
 def _with_status(status: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
