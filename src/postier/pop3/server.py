@@ -443,7 +443,9 @@ class _Session:
         self.log.info("STLS: %s", describe_tls(self.writer.get_extra_info("ssl_object")))
 
     async def _update(self, deleted: tuple[int, ...]) -> None:
-        """RFC 1939 §6 UPDATE: remove the marked messages durably, then +OK."""
+        """RFC 1939 §6 UPDATE: remove the marked messages durably, release the maildrop,
+        then +OK: a client that logs in again as soon as it has the reply must find the
+        maildrop free, whichever worker process its new connection reaches."""
         mode = self.settings.delete_mode
         try:
             if deleted and self.inbox is not None:
@@ -452,6 +454,10 @@ class _Session:
             self.log.exception("QUIT: removing %d messages failed", len(deleted))
             self.conn.update_failed()
             return
+        finally:
+            if self.account_id is not None:
+                self.server._unlock(self.account_id, self.log.conn_id)
+                self.account_id = None
         self.log.info("QUIT: %d messages deleted (delete_mode=%s)", len(deleted), mode)
         self.conn.update_done()
 
