@@ -1,4 +1,5 @@
-"""Builds the modules listed in postier/compiled.py as C extensions with mypyc.
+"""Builds the modules listed in postier/compiled.py as C extensions: MODULES with mypyc,
+C_MODULES from their hand-written C.
 
 Everything else is in pyproject.toml.  ``POSTIER_COMPILE=0`` skips the build, and a build
 that fails (no C compiler) leaves postier in pure Python with a warning: the compiled
@@ -12,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "src"))
-from postier.compiled import MODULES  # noqa: E402  (stdlib only)
+from postier.compiled import C_MODULES, MODULES  # noqa: E402  (stdlib only)
 
 
 class OptionalBuildExt(build_ext):
@@ -39,10 +40,22 @@ def remove_old_builds() -> None:
         path.unlink()
 
 
+def c_extensions() -> list[Any]:
+    return [
+        Extension(name, [str(Path("src", *name.split(".")).with_suffix(".c"))],
+                  extra_compile_args=["-O2"])
+        for name in C_MODULES
+    ]
+
+
 def extensions() -> list[Any]:
     remove_old_builds()
     if os.environ.get("POSTIER_COMPILE") == "0":
         return []
+    return c_extensions() + mypyc_extensions()
+
+
+def mypyc_extensions() -> list[Any]:
     try:
         from mypyc.build import mypycify
     except ImportError:

@@ -18,6 +18,11 @@ whole group when
 - only part of the group was built, or
 - a source is newer than its build (edited since: a stale extension would run old code;
   ``make`` builds again).
+
+C_MODULES are hand-written C, each the faster twin of a pure-Python function in the module
+that imports it through :func:`c_module` (which says when to use it: built, not older
+than its ``.c`` source, not turned off by ``POSTIER_COMPILED=0``); a test holds each pair
+equal.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ MODULES = (
     "postier.mail.parse",
     "postier.smtp.core",
 )
+# Hand-written C (setup.py builds them too), with what they do for the log at start.
+C_MODULES = {"postier.store.sqlite._termscan": "term scanner"}  # words.py
 ENV = "POSTIER_COMPILED"  # "0": run the sources even when the extensions are built
 # A build and its sources are written within moments of each other (an install unpacks
 # both); a source newer by more than this was edited after the build.
@@ -54,7 +61,8 @@ _status = "not checked"
 
 
 def source(name: str) -> Path:
-    return _ROOT.joinpath(*name.split(".")).with_suffix(".py")
+    """The source of a module of MODULES (``.py``) or of C_MODULES (``.c``)."""
+    return _ROOT.joinpath(*name.split(".")).with_suffix(".c" if name in C_MODULES else ".py")
 
 
 def extension(name: str) -> Path | None:
@@ -67,17 +75,32 @@ def extension(name: str) -> Path | None:
     return None
 
 
+def is_stale(name: str) -> bool:
+    """Whether the source of ``name`` is newer than its extension (edited since the build)."""
+    built, src = extension(name), source(name)
+    # no source beside it (an install that ships extensions only): nothing to compare
+    return built is not None and src.exists() and (
+        src.stat().st_mtime > built.stat().st_mtime + STALE_AFTER_S
+    )
+
+
 def stale() -> list[str]:
-    """The modules whose source is newer than their extension (edited since the build)."""
-    out = []
-    for name in MODULES:
-        built, src = extension(name), source(name)
-        # no source beside it (an install that ships extensions only): nothing to compare
-        if built is not None and src.exists() and (
-            src.stat().st_mtime > built.stat().st_mtime + STALE_AFTER_S
-        ):
-            out.append(name)
-    return out
+    """The modules of MODULES whose source is newer than their extension."""
+    return [name for name in MODULES if is_stale(name)]
+
+
+def c_module(name: str) -> ModuleType | None:
+    """The C module ``name`` (one of C_MODULES) when it is to be used, else None (the
+    caller runs its Python twin): not built, built before its source last changed, or
+    ``POSTIER_COMPILED=0``."""
+    if os.environ.get(ENV) == "0" or extension(name) is None or is_stale(name):
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # built for another Python, or damaged: the twin does the work
+        return None
+
+
 
 
 class _SourcesFirst:
@@ -113,8 +136,11 @@ def install() -> None:
 
 
 def status() -> str:
-    """How MODULES run in this process, for the log at start."""
-    return _status
+    """How MODULES and C_MODULES run in this process, for the log at start."""
+    return "; ".join([_status] + [
+        f"{what}: {'C' if c_module(name) is not None else 'Python'}"
+        for name, what in C_MODULES.items()
+    ])
 
 
 def running_compiled() -> bool:

@@ -176,7 +176,8 @@ def test_round_trip_on_each_event_loop(serve, event_loop: str) -> None:  # type:
     assert loop_line(log).startswith(expected)
     # the whole round trip above ran through the compiled parser and SMTP core
     assert loop_line(log).endswith(
-        f"; parser and SMTP core: compiled (mypyc): {len(compiled.MODULES)} modules")
+        f"; parser and SMTP core: compiled (mypyc): {len(compiled.MODULES)} modules"
+        "; term scanner: C")
     assert "Traceback" not in log and " ERROR " not in log, log
     assert not served.lmtp.exists()  # the Unix socket is removed on stop
 

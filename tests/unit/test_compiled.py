@@ -1,5 +1,6 @@
-"""The modules compiled with mypyc (src/postier/compiled.py): built by the install, in use,
-and set aside for their sources when those changed after the build."""
+"""The modules compiled with mypyc and the hand-written C ones (src/postier/compiled.py):
+built by the install, in use, and set aside for their sources when those changed after
+the build."""
 
 from __future__ import annotations
 
@@ -26,15 +27,23 @@ def probe(src: Path, **env: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+TERMSCAN = "postier.store.sqlite._termscan"
+C_USED = "; term scanner: C"
+
+
 def test_the_install_built_every_module_and_this_process_runs_them() -> None:
-    missing = [name for name in compiled.MODULES if compiled.extension(name) is None]
+    missing = [name for name in [*compiled.MODULES, *compiled.C_MODULES]
+               if compiled.extension(name) is None]
     assert not missing, f"not built: {missing} (make builds them: setup.py)"
     assert compiled.stale() == []
     if os.environ.get(compiled.ENV) == "0":
         assert not compiled.running_compiled()
+        assert compiled.c_module(TERMSCAN) is None
     else:
         assert compiled.running_compiled(), compiled.status()
         assert compiled.status().startswith("compiled")
+        assert compiled.status().endswith(C_USED)
+        assert compiled.c_module(TERMSCAN) is not None
 
 
 def copy_tree(tmp_path: Path) -> Path:
@@ -49,7 +58,7 @@ def copy_tree(tmp_path: Path) -> Path:
 
 def test_a_source_edited_after_the_build_runs_the_whole_group_as_python(tmp_path: Path) -> None:
     src = copy_tree(tmp_path)
-    assert probe(src) == [f"compiled (mypyc): {len(compiled.MODULES)} modules", "True", "x"]
+    assert probe(src) == [f"compiled (mypyc): {len(compiled.MODULES)} modules{C_USED}", "True", "x"]
     edited = src / "postier" / "mail" / "headers.py"
     built = compiled.extension("postier.mail.headers")
     assert built is not None
@@ -57,15 +66,32 @@ def test_a_source_edited_after_the_build_runs_the_whole_group_as_python(tmp_path
     os.utime(edited, (later, later))
     status, running, subject = probe(src)
     assert status == ("Python (postier.mail.headers changed after the build; "
-                      "run `make` or `pip install .` again)")
+                      f"run `make` or `pip install .` again){C_USED}")
     assert (running, subject) == ("False", "x")
 
 
 def test_an_incomplete_build_and_the_variable_run_python(tmp_path: Path) -> None:
     src = copy_tree(tmp_path)
-    assert probe(src, POSTIER_COMPILED="0")[:2] == ["Python (POSTIER_COMPILED=0)", "False"]
+    assert probe(src, POSTIER_COMPILED="0")[:2] == [
+        "Python (POSTIER_COMPILED=0); term scanner: Python", "False"]
     built = compiled.extension("postier.smtp.core")
     assert built is not None
     (src / "postier" / "smtp" / built.name).unlink()
     assert probe(src)[:2] == [
-        "Python (only some modules are built; run `make` or `pip install .` again)", "False"]
+        f"Python (only some modules are built; run `make` or `pip install .` again){C_USED}",
+        "False"]
+
+
+def test_the_c_term_scanner_is_set_aside_when_edited_or_missing(tmp_path: Path) -> None:
+    src = copy_tree(tmp_path)
+    built = compiled.extension(TERMSCAN)
+    assert built is not None
+    edited = src / "postier" / "store" / "sqlite" / "_termscan.c"
+    later = built.stat().st_mtime + 60
+    os.utime(edited, (later, later))
+    compiled_status = f"compiled (mypyc): {len(compiled.MODULES)} modules"
+    assert probe(src)[:2] == [f"{compiled_status}; term scanner: Python", "True"]
+    os.utime(edited, (built.stat().st_mtime, built.stat().st_mtime))
+    assert probe(src)[:2] == [f"{compiled_status}{C_USED}", "True"]
+    (src / "postier" / "store" / "sqlite" / built.name).unlink()
+    assert probe(src)[:2] == [f"{compiled_status}; term scanner: Python", "True"]

@@ -4,14 +4,17 @@ match (compared with reading every body whole)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postier import compiled
 from postier.mail.parse import parse_message
 from postier.store.sqlite import SqliteStore, words
 from postier.store.sqlite.indexer import INDEX_DB, open_index
@@ -41,6 +44,46 @@ def test_terms_are_the_tokenizers(text: str) -> None:
     """The vocabulary must hold every term FTS5 indexes, or SEARCH would miss mail."""
     lowered = text.lower()
     assert {t.decode() for t in words.terms([lowered])} == fts5_terms(lowered)
+
+
+# Bytes where terms, separators and repeats are all common: ASCII letters and digits,
+# separators (NUL, space, dot, LF, 0x7f), and bytes of UTF-8 sequences.
+TERM_BYTES = st.binary(max_size=400).map(
+    lambda data: bytes(b"aZ9 .\x00\n\x7f\xc3\xa9\xff"[b % 11] for b in data))
+
+
+def c_scanner() -> Callable[[bytes], set[bytes]]:
+    module = compiled.c_module("postier.store.sqlite._termscan")
+    if module is None:
+        assert os.environ.get(compiled.ENV) == "0", "the C term scanner is not built"
+        pytest.skip("POSTIER_COMPILED=0: the Python twin runs alone")
+    assert words.unique_terms is module.unique_terms  # the indexer uses it
+    scan: Callable[[bytes], set[bytes]] = module.unique_terms
+    return scan
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=400), TERM_BYTES))
+def test_the_c_term_scanner_finds_what_its_python_twin_finds(data: bytes) -> None:
+    assert c_scanner()(data) == words.python_unique_terms(data)
+
+
+def test_the_c_term_scanner_on_edges_and_many_terms() -> None:
+    scan = c_scanner()
+    for data in [b"", b" ", b"a", b"\xff", b" a ", b"a b a", b"ab\x00ab\x00ab",
+                 b"caf\xc3\xa9 CAF\xc3\xa9 caf\xc3\xa9", b"x" * 100_000]:
+        assert scan(data) == words.python_unique_terms(data), data
+    # far more distinct terms than the first table holds (it grows), and repeats of each
+    many = b" ".join(b"t%d" % (i % 50_000) for i in range(120_000))
+    found = scan(many)
+    assert len(found) == 50_000 and found == words.python_unique_terms(many)
+    rng = random.Random(8)
+    noise = rng.randbytes(1_000_000)
+    assert scan(noise) == words.python_unique_terms(noise)
+    with pytest.raises(TypeError):
+        scan("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        scan(bytearray(b"text"))  # type: ignore[arg-type]
 
 
 def test_pieces_know_which_end_of_a_term_they_touch() -> None:
