@@ -8,6 +8,7 @@ import os
 import random
 import sqlite3
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -52,38 +53,58 @@ TERM_BYTES = st.binary(max_size=400).map(
     lambda data: bytes(b"aZ9 .\x00\n\x7f\xc3\xa9\xff"[b % 11] for b in data))
 
 
-def c_scanner() -> Callable[[bytes], set[bytes]]:
+Scan = Callable[[bytes, AbstractSet[bytes], set[bytes]], None]
+
+
+def c_scanner() -> Scan:
     module = compiled.c_module("postier.store.sqlite._termscan")
     if module is None:
         assert os.environ.get(compiled.ENV) == "0", "the C term scanner is not built"
         pytest.skip("POSTIER_COMPILED=0: the Python twin runs alone")
-    assert words.unique_terms is module.unique_terms  # the indexer uses it
-    scan: Callable[[bytes], set[bytes]] = module.unique_terms
+    assert words.add_new_terms is module.add_new_terms  # the indexer uses it
+    scan: Scan = module.add_new_terms
     return scan
 
 
+def both(data: bytes, known: AbstractSet[bytes] = frozenset(),
+         into: set[bytes] | None = None) -> set[bytes]:
+    """What the C scanner adds to ``into``, checked equal to what its twin adds."""
+    by_c, by_python = set(into or ()), set(into or ())
+    c_scanner()(data, known, by_c)
+    words.python_add_new_terms(data, known, by_python)
+    assert by_c == by_python, data
+    return by_c
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.binary(max_size=400), TERM_BYTES))
-def test_the_c_term_scanner_finds_what_its_python_twin_finds(data: bytes) -> None:
-    assert c_scanner()(data) == words.python_unique_terms(data)
+@given(st.one_of(st.binary(max_size=400), TERM_BYTES), st.sets(st.binary(max_size=3)),
+       st.sets(st.binary(max_size=3)))
+def test_the_c_term_scanner_adds_what_its_python_twin_adds(
+    data: bytes, known: set[bytes], into: set[bytes]
+) -> None:
+    both(data, known, into)
+    both(data, frozenset(known), into)
 
 
 def test_the_c_term_scanner_on_edges_and_many_terms() -> None:
-    scan = c_scanner()
     for data in [b"", b" ", b"a", b"\xff", b" a ", b"a b a", b"ab\x00ab\x00ab",
                  b"caf\xc3\xa9 CAF\xc3\xa9 caf\xc3\xa9", b"x" * 100_000]:
-        assert scan(data) == words.python_unique_terms(data), data
+        both(data)
+    assert both(b"a b a c", {b"b"}, {b"z"}) == {b"a", b"c", b"z"}
     # far more distinct terms than the first table holds (it grows), and repeats of each
     many = b" ".join(b"t%d" % (i % 50_000) for i in range(120_000))
-    found = scan(many)
-    assert len(found) == 50_000 and found == words.python_unique_terms(many)
-    rng = random.Random(8)
-    noise = rng.randbytes(1_000_000)
-    assert scan(noise) == words.python_unique_terms(noise)
+    assert len(both(many)) == 50_000
+    assert both(many, {b"t%d" % i for i in range(0, 50_000, 2)}) == {
+        b"t%d" % i for i in range(1, 50_000, 2)}
+    both(random.Random(8).randbytes(1_000_000))
+    scan = c_scanner()
+    bad: tuple[object, ...]
+    for bad in [("text", set(), set()), (bytearray(b"text"), set(), set()),
+                (b"text", [], set()), (b"text", set(), frozenset())]:
+        with pytest.raises(TypeError):
+            scan(*bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        scan("text")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        scan(bytearray(b"text"))  # type: ignore[arg-type]
+        scan(b"text", set())  # type: ignore[call-arg]
 
 
 def test_pieces_know_which_end_of_a_term_they_touch() -> None:

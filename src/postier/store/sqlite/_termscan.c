@@ -1,19 +1,20 @@
-/* The distinct terms of a byte string, as FTS5's "ascii" tokenizer finds them.
+/* The terms of a byte string, as FTS5's "ascii" tokenizer finds them, that a set lacks.
  *
- *     unique_terms(data: bytes) -> set[bytes]
+ *     add_new_terms(data: bytes, known: set | frozenset, into: set) -> None
  *
- * A term is a maximal run of ASCII letters and digits and of bytes >= 0x80 (UTF-8
- * sequences, so a run never cuts a character); every other byte separates terms.  The
- * result equals ``set(data.translate(words._SPACED).split())``, the pure-Python twin in
- * words.py that runs when this module is not built; a test holds the two equal on any
- * bytes (tests/unit/store/test_words.py).
+ * adds to ``into`` every distinct term of ``data`` that is not in ``known``.  A term is a
+ * maximal run of ASCII letters and digits and of bytes >= 0x80 (UTF-8 sequences, so a run
+ * never cuts a character); every other byte separates terms.  It does what
+ * ``python_add_new_terms`` in words.py does, the pure-Python twin that runs when this
+ * module is not built; a test holds the two equal on any bytes
+ * (tests/unit/store/test_words.py).
  *
  * Why C: the indexer needs each message's distinct terms for the vocabulary (words.py).
  * In Python that is a bytes object and a SipHash for every word of the text, ~1,600 for
  * 10 KB of English: ~250 us, a third of the index process's CPU per message.  Here the
  * repeats are found first in a table of (start, length, FNV-1a hash) over the input
- * itself, so only the distinct terms (~530) become objects (bench/README.md, SMTP,
- * session 8).  No library does this one thing; see docs/architecture.md.
+ * itself, so only the distinct terms (~530) become objects, each looked up once in
+ * ``known`` (bench/README.md, SMTP, session 8).  No library does this one thing; see docs/architecture.md.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -69,33 +70,35 @@ grow(Slot **slots, size_t *capacity)
 }
 
 static PyObject *
-unique_terms(PyObject *module, PyObject *arg)
+add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     const unsigned char *p, *end, *start;
     size_t capacity = 256, used = 0, i;
     Slot *slots;
-    PyObject *out, *term;
+    PyObject *data, *known, *into, *term;
     uint64_t hash;
     Py_ssize_t len;
+    int seen;
 
     (void)module;
-    if (!PyBytes_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "unique_terms() takes bytes, not %.100s",
-                     Py_TYPE(arg)->tp_name);
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "add_new_terms() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
-    out = PySet_New(NULL);
-    if (out == NULL)
+    data = args[0];
+    known = args[1];
+    into = args[2];
+    if (!PyBytes_Check(data) || !PyAnySet_Check(known) || !PySet_Check(into)) {
+        PyErr_SetString(PyExc_TypeError, "add_new_terms() takes bytes, a set or frozenset, a set");
         return NULL;
+    }
     slots = PyMem_Calloc(capacity, sizeof(Slot));
-    if (slots == NULL) {
-        Py_DECREF(out);
+    if (slots == NULL)
         return PyErr_NoMemory();
-    }
-    /* ``arg`` is immutable and referenced by the caller for the whole call: the slots
+    /* ``data`` is immutable and referenced by the caller for the whole call: the slots
        may point into it. */
-    p = (const unsigned char *)PyBytes_AS_STRING(arg);
-    end = p + PyBytes_GET_SIZE(arg);
+    p = (const unsigned char *)PyBytes_AS_STRING(data);
+    end = p + PyBytes_GET_SIZE(data);
     for (;;) {
         while (p < end && !is_term[*p])
             p++;
@@ -116,8 +119,11 @@ unique_terms(PyObject *module, PyObject *arg)
                 slot->len = len;
                 slot->hash = hash;
                 term = PyBytes_FromStringAndSize((const char *)start, len);
-                if (term == NULL || PySet_Add(out, term) < 0) {
-                    Py_XDECREF(term);
+                if (term == NULL)
+                    goto error;
+                seen = PySet_Contains(known, term);
+                if (seen < 0 || (seen == 0 && PySet_Add(into, term) < 0)) {
+                    Py_DECREF(term);
                     goto error;
                 }
                 Py_DECREF(term);
@@ -132,24 +138,24 @@ unique_terms(PyObject *module, PyObject *arg)
         }
     }
     PyMem_Free(slots);
-    return out;
+    Py_RETURN_NONE;
 
 error:
     PyMem_Free(slots);
-    Py_DECREF(out);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"unique_terms", unique_terms, METH_O,
-     "unique_terms(data: bytes) -> set[bytes]\n\n"
-     "The distinct runs of ASCII letters, digits and bytes >= 0x80 in data."},
+    {"add_new_terms", (PyCFunction)(void (*)(void))add_new_terms, METH_FASTCALL,
+     "add_new_terms(data: bytes, known: set | frozenset, into: set) -> None\n\n"
+     "Adds to into each distinct run of ASCII letters, digits and bytes >= 0x80 in data\n"
+     "that known lacks."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_termscan",
-    "The distinct terms of FTS5's ascii tokenizer in a byte string (see words.py).",
+    "The terms of FTS5's ascii tokenizer in a byte string that a set lacks (see words.py).",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -291,8 +291,8 @@ class Indexer:
             return False
         conn = self._conn
         done: list[tuple[int, bool]] = []
-        new_terms = words.terms(v for values, _cut in loaded.values() for v in values)
-        new_terms -= self._known
+        new_terms = words.terms((v for values, _cut in loaded.values() for v in values),
+                                self._known)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for body_id, add in items:

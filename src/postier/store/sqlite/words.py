@@ -30,7 +30,7 @@ indexer adds each batch's new terms (indexer.py).  A term the vocabulary missed 
 hide messages from SEARCH, so a test compares them with FTS5's own terms
 (tests/unit/store/test_words.py).  The scan is ``_termscan.c`` when built (a quarter to
 a half of the time: one object per distinct term, not per word), else
-:func:`python_unique_terms`, its twin, which a test holds equal to it on any bytes.
+:func:`python_add_new_terms`, its twin, which a test holds equal to it on any bytes.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from postier import compiled
@@ -59,24 +60,25 @@ _SPACED = bytes(c if c >= 0x80 or chr(c).isalnum() else 0x20 for c in range(256)
 _RUN = re.compile(rb"[^ ]+")
 
 
-def python_unique_terms(data: bytes) -> set[bytes]:
-    """The distinct runs of term bytes in ``data`` (the twin of ``_termscan.c``)."""
-    return set(data.translate(_SPACED).split())
+def python_add_new_terms(data: bytes, known: AbstractSet[bytes], into: set[bytes]) -> None:
+    """Adds to ``into`` the distinct runs of term bytes in ``data`` that ``known`` lacks
+    (the twin of ``_termscan.c``)."""
+    into.update(set(data.translate(_SPACED).split()) - known)
 
 
 _termscan = compiled.c_module("postier.store.sqlite._termscan")
-unique_terms: Callable[[bytes], set[bytes]] = (
-    python_unique_terms if _termscan is None else _termscan.unique_terms
+add_new_terms: Callable[[bytes, AbstractSet[bytes], set[bytes]], None] = (
+    python_add_new_terms if _termscan is None else _termscan.add_new_terms
 )
 
 
-def terms(values: Iterable[str]) -> set[bytes]:
+def terms(values: Iterable[str], known: AbstractSet[bytes] = frozenset()) -> set[bytes]:
     """The terms FTS5's ``ascii`` tokenizer finds in ``values`` (already lowercased), as
-    UTF-8."""
+    UTF-8, but those in ``known``."""
     found: set[bytes] = set()
     for value in values:
         if value:
-            found |= unique_terms(value.encode("utf-8", "surrogatepass"))
+            add_new_terms(value.encode("utf-8", "surrogatepass"), known, found)
     return found
 
 
