@@ -3,16 +3,19 @@
 import io
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from postier.log import (
     ConnectionLogger,
+    LineFormatter,
     format_peer,
     get_logger,
     is_expected_disconnect,
     new_connection_id,
+    one_line,
     setup_logging,
 )
 
@@ -53,6 +56,37 @@ def test_peer_data_cannot_forge_lines(stream: io.StringIO) -> None:
     out = stream.getvalue()
     assert out.count("\n") == 1
     assert "x\\r\\n2026-01-01 INFO fake" in out
+
+
+def test_control_characters_are_escaped_and_other_text_kept() -> None:
+    assert one_line("plain ascii, café, 日本") == "plain ascii, café, 日本"
+    assert one_line("a\tb") == "a\tb"  # TAB stays
+    assert one_line("a\x00b\x1bc\x7f") == "a\\x00b\\x1bc\\x7f"
+    # not printable yet no control character: kept as it is
+    assert one_line("a\u2028b\xa0c") == "a\u2028b\xa0c"
+    assert one_line("é\r\n") == "é\\r\\n"
+
+
+def test_the_time_of_each_line_is_its_own_though_seconds_are_formatted_once() -> None:
+    formatter = LineFormatter()
+
+    def stamp(created: float) -> str:
+        record = logging.LogRecord("postier.x", logging.INFO, "", 0, "m", None, None)
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        return formatter.formatTime(record)
+
+    base = time.mktime((2026, 11, 27, 8, 0, 1, 0, 0, -1))
+    # binary fractions, exact in a float
+    assert stamp(base + 0.125) == "2026-11-27 08:00:01.125"
+    assert stamp(base + 0.5) == "2026-11-27 08:00:01.500"
+    assert stamp(base + 1.0625) == "2026-11-27 08:00:02.062"
+    assert stamp(base + 0.75) == "2026-11-27 08:00:01.750"  # back: formatted again
+    assert stamp(base + 86400) == "2026-11-28 08:00:01.000"
+    assert stamp(base) == "2026-11-27 08:00:01.000"
+    record = logging.LogRecord("postier.x", logging.INFO, "", 0, "m", None, None)
+    record.created = base
+    assert formatter.formatTime(record, "%H:%M") == "08:00"  # another format: not cached
 
 
 def test_expected_disconnect_is_one_info_line(stream: io.StringIO) -> None:
