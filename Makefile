@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 # The modules setup.py compiles with mypyc (src/postier/compiled.py) are built again when
 # their sources change: an extension older than its source is not used (compiled.py).
 COMPILED_STAMP := $(VENV)/.compiled
-COMPILED_SOURCES := setup.py src/postier/compiled.py $(wildcard src/postier/mail/*.py) src/postier/smtp/core.py $(wildcard src/postier/*/*/*.c)
+COMPILED_SOURCES := setup.py src/postier/compiled.py $(wildcard src/postier/mail/*.py) src/postier/smtp/core.py $(wildcard src/postier/*.c)
 PURE_TESTS := tests/unit/mail tests/unit/smtp tests/unit/store/test_words.py tests/properties/test_smtp_fuzz.py tests/properties/test_mail_fuzz.py
 # Debian programs the interoperability tests drive (real clients and peers).  They are
 # installed with services kept stopped (policy-rc.d): tests start their own on loopback.

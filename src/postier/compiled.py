@@ -50,7 +50,7 @@ MODULES = (
     "postier.smtp.core",
 )
 # Hand-written C (setup.py builds them too), with what they do for the log at start.
-C_MODULES = {"postier.store.sqlite._termscan": "term scanner"}  # words.py
+C_MODULES = {"postier._textscan": "text scans"}  # words.py, mail/parse.py
 ENV = "POSTIER_COMPILED"  # "0": run the sources even when the extensions are built
 # A build and its sources are written within moments of each other (an install unpacks
 # both); a source newer by more than this was edited after the build.

@@ -177,7 +177,7 @@ def test_round_trip_on_each_event_loop(serve, event_loop: str) -> None:  # type:
     # the whole round trip above ran through the compiled parser and SMTP core
     assert loop_line(log).endswith(
         f"; parser and SMTP core: compiled (mypyc): {len(compiled.MODULES)} modules"
-        "; term scanner: C")
+        "; text scans: C")
     assert "Traceback" not in log and " ERROR " not in log, log
     assert not served.lmtp.exists()  # the Unix socket is removed on stop
 

@@ -27,8 +27,8 @@ def probe(src: Path, **env: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-TERMSCAN = "postier.store.sqlite._termscan"
-C_USED = "; term scanner: C"
+TEXTSCAN = "postier._textscan"
+C_USED = "; text scans: C"
 
 
 def test_the_install_built_every_module_and_this_process_runs_them() -> None:
@@ -38,12 +38,12 @@ def test_the_install_built_every_module_and_this_process_runs_them() -> None:
     assert compiled.stale() == []
     if os.environ.get(compiled.ENV) == "0":
         assert not compiled.running_compiled()
-        assert compiled.c_module(TERMSCAN) is None
+        assert compiled.c_module(TEXTSCAN) is None
     else:
         assert compiled.running_compiled(), compiled.status()
         assert compiled.status().startswith("compiled")
         assert compiled.status().endswith(C_USED)
-        assert compiled.c_module(TERMSCAN) is not None
+        assert compiled.c_module(TEXTSCAN) is not None
 
 
 def copy_tree(tmp_path: Path) -> Path:
@@ -73,7 +73,7 @@ def test_a_source_edited_after_the_build_runs_the_whole_group_as_python(tmp_path
 def test_an_incomplete_build_and_the_variable_run_python(tmp_path: Path) -> None:
     src = copy_tree(tmp_path)
     assert probe(src, POSTIER_COMPILED="0")[:2] == [
-        "Python (POSTIER_COMPILED=0); term scanner: Python", "False"]
+        "Python (POSTIER_COMPILED=0); text scans: Python", "False"]
     built = compiled.extension("postier.smtp.core")
     assert built is not None
     (src / "postier" / "smtp" / built.name).unlink()
@@ -84,14 +84,14 @@ def test_an_incomplete_build_and_the_variable_run_python(tmp_path: Path) -> None
 
 def test_the_c_term_scanner_is_set_aside_when_edited_or_missing(tmp_path: Path) -> None:
     src = copy_tree(tmp_path)
-    built = compiled.extension(TERMSCAN)
+    built = compiled.extension(TEXTSCAN)
     assert built is not None
-    edited = src / "postier" / "store" / "sqlite" / "_termscan.c"
+    edited = src / "postier" / "_textscan.c"
     later = built.stat().st_mtime + 60
     os.utime(edited, (later, later))
     compiled_status = f"compiled (mypyc): {len(compiled.MODULES)} modules"
-    assert probe(src)[:2] == [f"{compiled_status}; term scanner: Python", "True"]
+    assert probe(src)[:2] == [f"{compiled_status}; text scans: Python", "True"]
     os.utime(edited, (built.stat().st_mtime, built.stat().st_mtime))
     assert probe(src)[:2] == [f"{compiled_status}{C_USED}", "True"]
-    (src / "postier" / "store" / "sqlite" / built.name).unlink()
-    assert probe(src)[:2] == [f"{compiled_status}; term scanner: Python", "True"]
+    (src / "postier" / built.name).unlink()
+    assert probe(src)[:2] == [f"{compiled_status}; text scans: Python", "True"]

@@ -21,8 +21,9 @@ import binascii
 import html
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+from postier import compiled
 from postier.mail.headers import (
     Fields,
     addresses_display,
@@ -237,12 +238,27 @@ _DOUBLE_SPACE = re.compile(b"  ")
 _SPACES = re.compile(b"  +")  # runs only, unlike _WS: single SPACEs are not replaced
 
 
+def python_collapse_ascii(data: bytes) -> bytes:
+    """Each run of ASCII whitespace (as str.isspace has it) one SPACE, none at the ends;
+    other bytes kept (the twin of ``collapse_ascii`` in ``_textscan.c``)."""
+    return b" ".join(data.translate(_SPACED).split())
+
+
+_textscan = compiled.c_module("postier._textscan")
+# None without the C module: collapse_whitespace then takes its Python ways
+_collapse_ascii: Callable[[bytes], bytes] | None = (
+    None if _textscan is None else _textscan.collapse_ascii
+)
+
+
 def collapse_whitespace(text: str) -> str:
     r"""Runs of whitespace to one space, stripped: ``_WS.sub(" ", text).strip()``.
 
     ``str.split``/``str.strip`` and the ``\s`` of a str pattern use the same whitespace
     definition (``str.isspace``), so both ways give the same result.
     """
+    if _collapse_ascii is not None and text.isascii():
+        return _collapse_ascii(text.encode("ascii")).decode("ascii")
     if text.isascii() and len(text) <= _TRANSLATE_MAX_CHARS:
         # Ordinary text: words separated by one SPACE or one line break (CRLF or LF).
         # ``spaced``: each whitespace character made a SPACE, CRs deleted.  The same with

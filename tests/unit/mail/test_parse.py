@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postier import compiled
 from postier.mail.parse import (
     _WS,
     MAX_TEXT_CHARS,
@@ -18,6 +21,7 @@ from postier.mail.parse import (
     find_part,
     html_to_text,
     parse_message,
+    python_collapse_ascii,
 )
 from postier.mail.parsed import MimePart
 
@@ -187,6 +191,32 @@ _TEXT_PIECES = st.sampled_from(
 @given(st.lists(_TEXT_PIECES, max_size=20).map("".join))
 def test_collapse_whitespace_matches_the_regex(text: str) -> None:
     assert collapse_whitespace(text) == _WS.sub(" ", text).strip()
+
+
+def c_collapse() -> Callable[[bytes], bytes]:
+    module = compiled.c_module("postier._textscan")
+    if module is None:
+        assert os.environ.get(compiled.ENV) == "0", "the C text scans are not built"
+        pytest.skip("POSTIER_COMPILED=0: collapse_whitespace runs its Python ways")
+    collapse: Callable[[bytes], bytes] = module.collapse_ascii
+    return collapse
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.binary(max_size=300),
+                 st.lists(_TEXT_PIECES, max_size=30).map(lambda t: "".join(t).encode())))
+def test_c_collapse_is_its_python_twin(data: bytes) -> None:
+    assert c_collapse()(data) == python_collapse_ascii(data)
+
+
+def test_c_collapse_on_edges() -> None:
+    collapse = c_collapse()
+    for text in ["", " ", "\t\r\n", "a", " a ", "a\x1c\x1d\x1e\x1fb", "a \r\n\r\n b",
+                 "w\r\n" * 100_000, "a  b " * 60_000, " " * 300_000 + "x"]:
+        assert collapse(text.encode()).decode() == " ".join(text.split()), text[:20]
+    assert collapse(b"caf\xc3\xa9\xa0 x") == b"caf\xc3\xa9\xa0 x"  # bytes >= 0x80 kept
+    with pytest.raises(TypeError):
+        collapse("text")  # type: ignore[arg-type]
 
 
 def test_ten_megabyte_message_parses_fast() -> None:

@@ -8,7 +8,6 @@ import os
 import random
 import sqlite3
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -53,20 +52,20 @@ TERM_BYTES = st.binary(max_size=400).map(
     lambda data: bytes(b"aZ9 .\x00\n\x7f\xc3\xa9\xff"[b % 11] for b in data))
 
 
-Scan = Callable[[bytes, AbstractSet[bytes], set[bytes]], None]
+Scan = Callable[[bytes, words.Known, set[bytes]], None]
 
 
 def c_scanner() -> Scan:
-    module = compiled.c_module("postier.store.sqlite._termscan")
+    module = compiled.c_module("postier._textscan")
     if module is None:
-        assert os.environ.get(compiled.ENV) == "0", "the C term scanner is not built"
+        assert os.environ.get(compiled.ENV) == "0", "the C text scans are not built"
         pytest.skip("POSTIER_COMPILED=0: the Python twin runs alone")
     assert words.add_new_terms is module.add_new_terms  # the indexer uses it
     scan: Scan = module.add_new_terms
     return scan
 
 
-def both(data: bytes, known: AbstractSet[bytes] = frozenset(),
+def both(data: bytes, known: words.Known = frozenset(),
          into: set[bytes] | None = None) -> set[bytes]:
     """What the C scanner adds to ``into``, checked equal to what its twin adds."""
     by_c, by_python = set(into or ()), set(into or ())

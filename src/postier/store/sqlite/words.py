@@ -28,7 +28,7 @@ are all checked.
 ``terms()`` computes what the tokenizer does inside FTS5, for the vocabulary: the
 indexer adds each batch's new terms (indexer.py).  A term the vocabulary missed would
 hide messages from SEARCH, so a test compares them with FTS5's own terms
-(tests/unit/store/test_words.py).  The scan is ``_termscan.c`` when built (a quarter to
+(tests/unit/store/test_words.py).  The scan is in C (``postier/_textscan.c``) when built (a quarter to
 a half of the time: one object per distinct term, not per word), else
 :func:`python_add_new_terms`, its twin, which a test holds equal to it on any bytes.
 """
@@ -38,7 +38,6 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from postier import compiled
@@ -60,19 +59,22 @@ _SPACED = bytes(c if c >= 0x80 or chr(c).isalnum() else 0x20 for c in range(256)
 _RUN = re.compile(rb"[^ ]+")
 
 
-def python_add_new_terms(data: bytes, known: AbstractSet[bytes], into: set[bytes]) -> None:
+Known = set[bytes] | frozenset[bytes]  # what the C scanner takes (PyAnySet)
+
+
+def python_add_new_terms(data: bytes, known: Known, into: set[bytes]) -> None:
     """Adds to ``into`` the distinct runs of term bytes in ``data`` that ``known`` lacks
-    (the twin of ``_termscan.c``)."""
+    (the twin of ``add_new_terms`` in ``_textscan.c``)."""
     into.update(set(data.translate(_SPACED).split()) - known)
 
 
-_termscan = compiled.c_module("postier.store.sqlite._termscan")
-add_new_terms: Callable[[bytes, AbstractSet[bytes], set[bytes]], None] = (
-    python_add_new_terms if _termscan is None else _termscan.add_new_terms
+_textscan = compiled.c_module("postier._textscan")
+add_new_terms: Callable[[bytes, Known, set[bytes]], None] = (
+    python_add_new_terms if _textscan is None else _textscan.add_new_terms
 )
 
 
-def terms(values: Iterable[str], known: AbstractSet[bytes] = frozenset()) -> set[bytes]:
+def terms(values: Iterable[str], known: Known = frozenset()) -> set[bytes]:
     """The terms FTS5's ``ascii`` tokenizer finds in ``values`` (already lowercased), as
     UTF-8, but those in ``known``."""
     found: set[bytes] = set()

@@ -1,20 +1,34 @@
-/* The terms of a byte string, as FTS5's "ascii" tokenizer finds them, that a set lacks.
+/* Byte scans of text that run on every message, in C; each has a pure-Python twin beside
+ * its caller, a test holds the two equal on any bytes, and the Python runs when this
+ * module is not built (compiled.c_module).
  *
- *     add_new_terms(data: bytes, known: set | frozenset, into: set) -> None
+ * add_new_terms(data: bytes, known: set | frozenset, into: set) -> None
  *
- * adds to ``into`` every distinct term of ``data`` that is not in ``known``.  A term is a
- * maximal run of ASCII letters and digits and of bytes >= 0x80 (UTF-8 sequences, so a run
- * never cuts a character); every other byte separates terms.  It does what
- * ``python_add_new_terms`` in words.py does, the pure-Python twin that runs when this
- * module is not built; a test holds the two equal on any bytes
- * (tests/unit/store/test_words.py).
+ *   adds to ``into`` every distinct term of ``data`` that is not in ``known``: the terms
+ *   of FTS5's "ascii" tokenizer, maximal runs of ASCII letters and digits and of bytes
+ *   >= 0x80 (UTF-8 sequences, so a run never cuts a character); every other byte
+ *   separates terms.  Twin: words.python_add_new_terms (tests/unit/store/test_words.py).
  *
- * Why C: the indexer needs each message's distinct terms for the vocabulary (words.py).
- * In Python that is a bytes object and a SipHash for every word of the text, ~1,600 for
- * 10 KB of English: ~250 us, a third of the index process's CPU per message.  Here the
- * repeats are found first in a table of (start, length, FNV-1a hash) over the input
- * itself, so only the distinct terms (~530) become objects, each looked up once in
- * ``known`` (bench/README.md, SMTP, session 8).  No library does this one thing; see docs/architecture.md.
+ *   Why C: the indexer needs each batch's terms that the vocabulary lacks (words.py).  In
+ *   Python that is a bytes object and a SipHash for every word of the text, ~1,600 for
+ *   10 KB of English: ~250 us, a third of the index process's CPU per message.  Here the
+ *   repeats are found first in a table of (start, length, FNV-1a hash) over the input
+ *   itself, so only the distinct terms (~530) become objects, each looked up once in
+ *   ``known`` (bench/README.md, SMTP, session 8).
+ *
+ * collapse_ascii(data: bytes) -> bytes
+ *
+ *   ``data`` with every run of whitespace made one SPACE and none at either end: what
+ *   ``" ".join(text.split())`` does to an ASCII str, whose whitespace is TAB, LF, VT, FF,
+ *   CR, the four separators 0x1c-0x1f and SPACE (str.isspace).  Other bytes are kept.
+ *   Twin: parse.python_collapse_ascii (tests/unit/mail/test_parse.py); without this
+ *   module, parse.collapse_whitespace runs its own Python ways.
+ *
+ *   Why C: the indexer collapses the whitespace of every body text; the best Python way
+ *   (two translations and a search for a double space) took ~36 us per 10 KB of
+ *   English, this one pass 14 us (bench/README.md, SMTP, session 8).
+ *
+ * No library does either one thing; see docs/architecture.md, Compiled modules.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +36,7 @@
 #include <string.h>
 
 static unsigned char is_term[256];
+static unsigned char is_space[256];
 
 typedef struct {
     const unsigned char *start; /* NULL: an empty slot */
@@ -145,26 +160,68 @@ error:
     return NULL;
 }
 
+static PyObject *
+collapse_ascii(PyObject *module, PyObject *arg)
+{
+    const unsigned char *p, *end;
+    unsigned char *out, *start;
+    PyObject *result;
+    int gap = 0;
+
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "collapse_ascii() takes bytes, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    /* never longer than the input */
+    result = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(arg));
+    if (result == NULL)
+        return NULL;
+    p = (const unsigned char *)PyBytes_AS_STRING(arg);
+    end = p + PyBytes_GET_SIZE(arg);
+    start = out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (; p < end; p++) {
+        if (is_space[*p]) {
+            gap = out != start; /* a SPACE before the next word, none before the first */
+            continue;
+        }
+        if (gap) {
+            *out++ = ' ';
+            gap = 0;
+        }
+        *out++ = *p;
+    }
+    if (_PyBytes_Resize(&result, out - start) < 0)
+        return NULL;
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"add_new_terms", (PyCFunction)(void (*)(void))add_new_terms, METH_FASTCALL,
      "add_new_terms(data: bytes, known: set | frozenset, into: set) -> None\n\n"
      "Adds to into each distinct run of ASCII letters, digits and bytes >= 0x80 in data\n"
      "that known lacks."},
+    {"collapse_ascii", collapse_ascii, METH_O,
+     "collapse_ascii(data: bytes) -> bytes\n\n"
+     "Each run of ASCII whitespace (str.isspace) made one SPACE, none at the ends."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_termscan",
-    "The terms of FTS5's ascii tokenizer in a byte string that a set lacks (see words.py).",
+    PyModuleDef_HEAD_INIT, "_textscan",
+    "Byte scans of text: the terms of FTS5's ascii tokenizer, ASCII whitespace collapsed.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
-PyInit__termscan(void)
+PyInit__textscan(void)
 {
     int c;
-    for (c = 0; c < 256; c++)
+    for (c = 0; c < 256; c++) {
         is_term[c] = (unsigned char)(c >= 0x80 || (c >= '0' && c <= '9') ||
                                      (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'));
+        is_space[c] = (unsigned char)((c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20));
+    }
     return PyModule_Create(&module_def);
 }
