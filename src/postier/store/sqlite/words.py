@@ -28,9 +28,10 @@ are all checked.
 ``terms()`` computes what the tokenizer does inside FTS5, for the vocabulary: the
 indexer adds each batch's new terms (indexer.py).  A term the vocabulary missed would
 hide messages from SEARCH, so a test compares them with FTS5's own terms
-(tests/unit/store/test_words.py).  The scan is in C (``postier/_textscan.c``) when built (a quarter to
-a half of the time: one object per distinct term, not per word), else
-:func:`python_add_new_terms`, its twin, which a test holds equal to it on any bytes.
+(tests/unit/store/test_words.py).  The scan is in C (``postier/_textscan.c``) when
+built: a quarter to a half of the time, with one object per distinct term instead of
+per word.  Else :func:`python_add_new_terms` runs, its twin, which a test holds equal to
+it on any bytes.
 """
 
 from __future__ import annotations
