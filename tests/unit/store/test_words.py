@@ -106,6 +106,24 @@ def test_the_c_term_scanner_on_edges_and_many_terms() -> None:
         scan(b"text", set())  # type: ignore[call-arg]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(ALPHABET, max_size=40), max_size=12), st.integers(1, 64))
+def test_terms_of_many_values_are_each_values_terms(values: list[str], chunk: int) -> None:
+    """Scanned joined, in chunks of any size: no term spans two values, none is lost."""
+    lowered = [v.lower() for v in values]
+    each: set[bytes] = set()
+    for value in lowered:
+        each |= {t.encode() for t in fts5_terms(value)}
+    original = words.SCAN_CHUNK_BYTES
+    words.SCAN_CHUNK_BYTES = chunk
+    try:
+        assert words.terms(lowered) == each
+        some = set(list(each)[::2])
+        assert words.terms(lowered, frozenset(some)) == each - some
+    finally:
+        words.SCAN_CHUNK_BYTES = original
+
+
 def test_pieces_know_which_end_of_a_term_they_touch() -> None:
     assert words.pieces("bob@example.net") == [
         words.Piece("bob", False, True), words.Piece("example", True, True),
