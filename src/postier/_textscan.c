@@ -84,19 +84,25 @@ grow(Slot **slots, size_t *capacity)
     return 0;
 }
 
+/* A term is looked for this many slots at most.  The hash is not keyed, so a message
+   could be made of words that all land in one run of slots, each scan of it quadratic;
+   past the bound a term is not remembered here but handed to the Python sets directly
+   (their SipHash is keyed), which costs an object each time it recurs, no more. */
+#define MAX_PROBES 64
+
 static PyObject *
 add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     const unsigned char *p, *end, *start;
-    size_t capacity = 256, used = 0, i;
+    size_t capacity = 256, used = 0, i, probes, max_probes = MAX_PROBES;
     Slot *slots;
     PyObject *data, *known, *into, *term;
     uint64_t hash;
     Py_ssize_t len;
-    int seen;
+    int seen, remember;
 
     (void)module;
-    if (nargs != 3) {
+    if (nargs != 3 && nargs != 4) {
         PyErr_Format(PyExc_TypeError, "add_new_terms() takes 3 arguments (%zd given)", nargs);
         return NULL;
     }
@@ -106,6 +112,11 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyBytes_Check(data) || !PyAnySet_Check(known) || !PySet_Check(into)) {
         PyErr_SetString(PyExc_TypeError, "add_new_terms() takes bytes, a set or frozenset, a set");
         return NULL;
+    }
+    if (nargs == 4) { /* tests: a lower bound, to take the path past it */
+        max_probes = PyLong_AsSize_t(args[3]);
+        if (max_probes == (size_t)-1 && PyErr_Occurred())
+            return NULL;
     }
     slots = PyMem_Calloc(capacity, sizeof(Slot));
     if (slots == NULL)
@@ -127,12 +138,10 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         len = p - start;
         i = slot_index(hash, capacity - 1);
-        for (;;) {
+        for (probes = 0;; probes++) {
             Slot *slot = &slots[i];
-            if (slot->start == NULL) { /* the first time: a new term */
-                slot->start = start;
-                slot->len = len;
-                slot->hash = hash;
+            remember = slot->start == NULL;
+            if (remember || probes >= max_probes) { /* not seen in this scan */
                 term = PyBytes_FromStringAndSize((const char *)start, len);
                 if (term == NULL)
                     goto error;
@@ -142,9 +151,14 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                     goto error;
                 }
                 Py_DECREF(term);
-                used++;
-                if (used * 2 > capacity && grow(&slots, &capacity) < 0)
-                    goto error;
+                if (remember) {
+                    slot->start = start;
+                    slot->len = len;
+                    slot->hash = hash;
+                    used++;
+                    if (used * 2 > capacity && grow(&slots, &capacity) < 0)
+                        goto error;
+                }
                 break;
             }
             if (slot->hash == hash && slot->len == len && memcmp(slot->start, start, (size_t)len) == 0)
