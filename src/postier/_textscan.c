@@ -1,6 +1,6 @@
-/* Byte scans of text that run on every message, in C; each has a pure-Python twin beside
- * its caller, a test holds the two equal on any bytes, and the Python runs when this
- * module is not built (compiled.c_module).
+/* Byte scans of text that run on every message, in C; tests hold each equal to its
+ * Python twin on any bytes, and Python runs when this module is not built
+ * (compiled.c_module).
  *
  * add_new_terms(data: bytes, known: set | frozenset, into: set) -> None
  *
@@ -21,8 +21,9 @@
  *   ``data`` with every run of whitespace made one SPACE and none at either end: what
  *   ``" ".join(text.split())`` does to an ASCII str, whose whitespace is TAB, LF, VT, FF,
  *   CR, the four separators 0x1c-0x1f and SPACE (str.isspace).  Other bytes are kept.
- *   Twin: parse.python_collapse_ascii (tests/unit/mail/test_parse.py); without this
- *   module, parse.collapse_whitespace runs its own Python ways.
+ *   Its definition in Python, which a test holds it equal to on any bytes:
+ *   python_collapse_ascii in tests/unit/mail/test_parse.py.  Without this module,
+ *   parse.collapse_whitespace runs its own Python ways (faster than that definition).
  *
  *   Why C: the indexer collapses the whitespace of every body text; the best Python way
  *   (two translations and a search for a double space) took ~36 us per 10 KB of

@@ -27,6 +27,7 @@ by ``POSTIER_COMPILED=0``, else the Python runs.  Tests hold each pair equal.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.util
 import os
@@ -89,18 +90,18 @@ def stale() -> list[str]:
     return [name for name in MODULES if is_stale(name)]
 
 
+@functools.cache
 def c_module(name: str) -> ModuleType | None:
     """The C module ``name`` (one of C_MODULES) when it is to be used, else None (the
     caller runs its Python twin): not built, built before its source last changed, or
-    ``POSTIER_COMPILED=0``."""
+    ``POSTIER_COMPILED=0``.  Decided once per process, so that every caller and the log
+    at start (status) agree."""
     if os.environ.get(ENV) == "0" or extension(name) is None or is_stale(name):
         return None
     try:
         return importlib.import_module(name)
     except ImportError:  # built for another Python, or damaged: the twin does the work
         return None
-
-
 
 
 class _SourcesFirst:

@@ -238,12 +238,6 @@ _DOUBLE_SPACE = re.compile(b"  ")
 _SPACES = re.compile(b"  +")  # runs only, unlike _WS: single SPACEs are not replaced
 
 
-def python_collapse_ascii(data: bytes) -> bytes:
-    """Each run of ASCII whitespace (as str.isspace has it) one SPACE, none at the ends;
-    other bytes kept (the twin of ``collapse_ascii`` in ``_textscan.c``)."""
-    return b" ".join(data.translate(_SPACED).split())
-
-
 _textscan = compiled.c_module("postier._textscan")
 # None without the C module: collapse_whitespace then takes its Python ways
 _collapse_ascii: Callable[[bytes], bytes] | None = (

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from postier import compiled
 from postier.mail.parse import (
+    _SPACED,
     _WS,
     MAX_TEXT_CHARS,
     collapse_whitespace,
@@ -21,7 +22,6 @@ from postier.mail.parse import (
     find_part,
     html_to_text,
     parse_message,
-    python_collapse_ascii,
 )
 from postier.mail.parsed import MimePart
 
@@ -191,6 +191,12 @@ _TEXT_PIECES = st.sampled_from(
 @given(st.lists(_TEXT_PIECES, max_size=20).map("".join))
 def test_collapse_whitespace_matches_the_regex(text: str) -> None:
     assert collapse_whitespace(text) == _WS.sub(" ", text).strip()
+
+
+def python_collapse_ascii(data: bytes) -> bytes:
+    """What ``collapse_ascii`` in ``_textscan.c`` does: each run of ASCII whitespace (as
+    str.isspace has it) one SPACE, none at the ends, other bytes kept."""
+    return b" ".join(data.translate(_SPACED).split())
 
 
 def c_collapse() -> Callable[[bytes], bytes]:
