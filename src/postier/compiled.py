@@ -19,10 +19,10 @@ whole group when
 - a source is newer than its build (edited since: a stale extension would run old code;
   ``make`` builds again).
 
-C_MODULES are hand-written C.  Each of their functions is the faster twin of a
-pure-Python function beside its caller, which imports the module through
-:func:`c_module`: used when built, not older than its ``.c`` source and not turned off
-by ``POSTIER_COMPILED=0``, else the Python runs.  Tests hold each pair equal.
+C_MODULES are hand-written C, each function a faster twin of Python code (tests hold
+each pair equal).  Their callers import them through :func:`c_module`: used when built,
+not older than the ``.c`` source and not turned off by ``POSTIER_COMPILED=0``, else the
+Python runs.
 """
 
 from __future__ import annotations
