@@ -95,3 +95,42 @@ def test_the_c_term_scanner_is_set_aside_when_edited_or_missing(tmp_path: Path) 
     assert probe(src)[:2] == [f"{compiled_status}{C_USED}", "True"]
     (src / "postier" / built.name).unlink()
     assert probe(src)[:2] == [f"{compiled_status}; text scans: Python", "True"]
+
+
+def _pure_tests() -> list[str]:
+    """The Makefile's PURE_TESTS: what `make test` runs once more with the sources."""
+    for line in (SRC.parent / "Makefile").read_text().splitlines():
+        if line.startswith("PURE_TESTS :="):
+            return line.partition(":=")[2].split()
+    raise AssertionError("no PURE_TESTS in the Makefile")
+
+
+def _covered(path: str, pure: list[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in pure)
+
+
+def test_make_runs_the_tests_of_every_compiled_module_also_as_python() -> None:
+    """The tests of a module of MODULES (those of its package's unit tests and of the
+    property tests that import it) are in PURE_TESTS, and so is every test of a C twin
+    (those that ask for the C module): a module added to the lists without its tests
+    there would leave the Python it compiles, or stands for, untested."""
+    pure = _pure_tests()
+    root = SRC.parent
+    tests = root / "tests"
+    for name in compiled.MODULES:
+        package = tests / "unit" / name.split(".")[1]
+        own = sorted(
+            str(p.relative_to(root)) for p in [*package.glob("test_*.py"), *(tests / "properties").glob("test_*.py")]
+            if f"{name} import" in p.read_text() or f"import {name}" in p.read_text()
+        )
+        assert own, f"{name}: no test imports it"
+        uncovered = [path for path in own if not _covered(path, pure)]
+        assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
+    for name in compiled.C_MODULES:
+        users = sorted(
+            str(p.relative_to(root)) for p in tests.rglob("test_*.py")
+            if f'c_module("{name}")' in p.read_text() and p.name != "test_compiled.py"
+        )
+        assert users, f"{name}: no test compares it with its Python twin"
+        uncovered = [path for path in users if not _covered(path, pure)]
+        assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
