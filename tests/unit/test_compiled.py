@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from postier import compiled
@@ -127,10 +128,62 @@ def test_make_runs_the_tests_of_every_compiled_module_also_as_python() -> None:
         uncovered = [path for path in own if not _covered(path, pure)]
         assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
     for name in compiled.C_MODULES:
-        users = sorted(
-            str(p.relative_to(root)) for p in tests.rglob("test_*.py")
-            if f'c_module("{name}")' in p.read_text() and p.name != "test_compiled.py"
-        )
+        users = [path for path in _c_twin_tests() if f'c_module("{name}")' in (root / path).read_text()]
         assert users, f"{name}: no test compares it with its Python twin"
         uncovered = [path for path in users if not _covered(path, pure)]
         assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
+
+
+def _c_twin_tests() -> list[str]:
+    root = SRC.parent
+    return sorted(
+        str(p.relative_to(root)) for p in (root / "tests").rglob("test_*.py")
+        if any(f'c_module("{name}")' in p.read_text() for name in compiled.C_MODULES)
+        and p.name != "test_compiled.py"
+    )
+
+
+def test_the_c_modules_pass_their_tests_under_address_and_undefined_sanitizers(
+    tmp_path: Path,
+) -> None:
+    """Hand-written C reads and writes memory by hand: each C module is built again with
+    AddressSanitizer and UndefinedBehaviorSanitizer (gcc, as setup.py builds it) and the
+    tests holding it to its Python twin run on that build.  A read or write past a buffer,
+    a use after free or undefined behaviour aborts them."""
+    gcc = shutil.which("gcc")
+    assert gcc is not None, "gcc is missing (the Makefile installs it: BUILD_PACKAGES)"
+    runtime = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert os.path.isabs(runtime), "gcc has no AddressSanitizer runtime (libasan)"
+    src = copy_tree(tmp_path)
+    include = sysconfig.get_paths()["include"]
+    for name in compiled.C_MODULES:
+        built = compiled.extension(name)
+        assert built is not None
+        target = src / built.relative_to(SRC)
+        subprocess.run(
+            [gcc, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
+             "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             f"-I{include}", str(compiled.source(name)), "-o", str(target)],
+            check=True, timeout=120,
+        )
+    environ = {k: v for k, v in os.environ.items() if k != compiled.ENV}
+    # pymalloc would hand small objects out of its own arenas, where ASan sees no bounds.
+    environ.update(PYTHONPATH=str(src), PYTHONMALLOC="malloc", LD_PRELOAD=runtime,
+                   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+    used = subprocess.run(
+        [sys.executable, "-c", "import postier.compiled as c; print(c.status()); "
+         + "; ".join(f"print(__import__('{name}').__file__)" for name in compiled.C_MODULES)],
+        env=environ, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.splitlines()
+    assert used[0].endswith(C_USED), used
+    assert all(path.startswith(str(src)) for path in used[1:]), used
+    tests = _c_twin_tests()
+    assert tests
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:xdist", *tests],
+        env=environ, capture_output=True, text=True, timeout=600, cwd=SRC.parent,
+    )
+    report = next((run.stderr[i:i + 3000] for mark in ("ERROR: AddressSanitizer", "runtime error")
+                   if (i := run.stderr.find(mark)) >= 0), run.stderr[-3000:])
+    assert run.returncode == 0, run.stdout[-2000:] + report
