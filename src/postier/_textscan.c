@@ -196,7 +196,7 @@ collapse_ascii(PyObject *module, PyObject *arg)
 {
     const unsigned char *p, *end, *stop;
     unsigned char *out, *start;
-    uint64_t v, below_space, spaces, after_space = 1;
+    uint64_t v, below_space, spaces, white_before = 1;
     PyObject *result;
     int gap = 0; /* whitespace read since the last byte kept, and a byte kept before it */
 
@@ -215,8 +215,8 @@ collapse_ascii(PyObject *module, PyObject *arg)
     start = out = (unsigned char *)PyBytes_AS_STRING(result);
     /* Eight bytes at a time.  In most text every whitespace character is a SPACE between
      * two words, which stays as it is: eight bytes holding no byte below 0x20 (which all
-     * other whitespace is) and no SPACE after whitespace (``after_space``: the byte before
-     * them, or the start) are copied whole.  Others go byte by byte.  A byte at a time
+     * other whitespace is) and no SPACE after whitespace (``white_before``: whether the
+     * byte before them is whitespace; the start counts as such) are copied whole.  Others go byte by byte.  A byte at a time
      * took 42 us per 10 KB of English (a branch per byte, mispredicted at most spaces),
      * 17 us for text of regular lines; this, 7 us for both (bench/README.md, session 9).
      * No store passes the input's length: ``out`` never outruns the bytes read. */
@@ -225,7 +225,7 @@ collapse_ascii(PyObject *module, PyObject *arg)
         below_space = (v - ONES * 0x20) & ~v & HIGHS; /* non-zero iff a byte is < 0x20 */
         v ^= ONES * 0x20;
         spaces = ~(((v & LOWS) + LOWS) | v | LOWS); /* 0x80 in each SPACE byte, exactly */
-        if ((below_space | (spaces & ((spaces << 8) | (after_space << 7)))) == 0) {
+        if ((below_space | (spaces & ((spaces << 8) | (white_before << 7)))) == 0) {
             /* the first byte is not whitespace when gap is set (not after a SPACE) */
             *out = ' ';
             out += gap;
@@ -233,9 +233,9 @@ collapse_ascii(PyObject *module, PyObject *arg)
             out += 8;
             p += 8;
             /* a SPACE at the end is held back: whitespace may follow it */
-            after_space = spaces >> 63;
-            out -= after_space;
-            gap = (int)after_space;
+            white_before = spaces >> 63;
+            out -= white_before;
+            gap = (int)white_before;
             continue;
         }
         for (stop = p + 8; p < stop; p++) {
@@ -249,7 +249,7 @@ collapse_ascii(PyObject *module, PyObject *arg)
             }
             *out++ = *p;
         }
-        after_space = is_space[p[-1]];
+        white_before = is_space[p[-1]];
     }
     for (; p < end; p++) {
         if (is_space[*p]) {
