@@ -191,10 +191,31 @@ load_le64(const unsigned char *p)
     return v;
 }
 
+/* Bytes p..stop a byte at a time into *out: whitespace is skipped, and a SPACE goes
+ * before the next byte kept when whitespace came since the last one (*gap) and one was
+ * kept before it (none before the first word).  Returns the new p (stop). */
+static const unsigned char *
+collapse_bytes(const unsigned char *p, const unsigned char *stop, unsigned char **out,
+               const unsigned char *start, int *gap)
+{
+    for (; p < stop; p++) {
+        if (is_space[*p]) {
+            *gap = *out != start;
+            continue;
+        }
+        if (*gap) {
+            *(*out)++ = ' ';
+            *gap = 0;
+        }
+        *(*out)++ = *p;
+    }
+    return p;
+}
+
 static PyObject *
 collapse_ascii(PyObject *module, PyObject *arg)
 {
-    const unsigned char *p, *end, *stop;
+    const unsigned char *p, *end;
     unsigned char *out, *start;
     uint64_t v, below_space, spaces, white_before = 1;
     PyObject *result;
@@ -213,13 +234,14 @@ collapse_ascii(PyObject *module, PyObject *arg)
     p = (const unsigned char *)PyBytes_AS_STRING(arg);
     end = p + PyBytes_GET_SIZE(arg);
     start = out = (unsigned char *)PyBytes_AS_STRING(result);
-    /* Eight bytes at a time.  In most text every whitespace character is a SPACE between
-     * two words, which stays as it is: eight bytes holding no byte below 0x20 (which all
-     * other whitespace is) and no SPACE after whitespace (``white_before``: whether the
-     * byte before them is whitespace; the start counts as such) are copied whole.  Others go byte by byte.  A byte at a time
-     * took 42 us per 10 KB of English (a branch per byte, mispredicted at most spaces),
-     * 17 us for text of regular lines; this, 7 us for both (bench/README.md, session 9).
-     * No store passes the input's length: ``out`` never outruns the bytes read. */
+    /* Eight bytes at a time.  In most text every whitespace character is a SPACE
+     * between two words, which stays as it is: eight bytes holding no byte below 0x20
+     * (which all other whitespace is) and no SPACE after whitespace (``white_before``:
+     * whether the byte before them is whitespace; the start counts as such) are copied
+     * whole, the others go byte by byte.  A byte at a time took 37-45 us per 10 KB of
+     * English (a branch per byte, mispredicted at most spaces) and 14-18 us for text of
+     * regular lines; this, 6-8 us for both (bench/README.md, SMTP, session 9).  No store
+     * passes the input's length: ``out`` never outruns the bytes read. */
     while (end - p >= 8) {
         v = load_le64(p);
         below_space = (v - ONES * 0x20) & ~v & HIGHS; /* non-zero iff a byte is < 0x20 */
@@ -238,30 +260,10 @@ collapse_ascii(PyObject *module, PyObject *arg)
             gap = (int)white_before;
             continue;
         }
-        for (stop = p + 8; p < stop; p++) {
-            if (is_space[*p]) {
-                gap = out != start; /* a SPACE before the next word, none before the first */
-                continue;
-            }
-            if (gap) {
-                *out++ = ' ';
-                gap = 0;
-            }
-            *out++ = *p;
-        }
+        p = collapse_bytes(p, p + 8, &out, start, &gap);
         white_before = is_space[p[-1]];
     }
-    for (; p < end; p++) {
-        if (is_space[*p]) {
-            gap = out != start;
-            continue;
-        }
-        if (gap) {
-            *out++ = ' ';
-            gap = 0;
-        }
-        *out++ = *p;
-    }
+    collapse_bytes(p, end, &out, start, &gap);
     if (_PyBytes_Resize(&result, out - start) < 0)
         return NULL;
     return result;
