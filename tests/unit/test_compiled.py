@@ -128,18 +128,18 @@ def test_make_runs_the_tests_of_every_compiled_module_also_as_python() -> None:
         uncovered = [path for path in own if not _covered(path, pure)]
         assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
     for name in compiled.C_MODULES:
-        users = [path for path in _c_twin_tests() if f'c_module("{name}")' in (root / path).read_text()]
+        users = _c_twin_tests(name)
         assert users, f"{name}: no test compares it with its Python twin"
         uncovered = [path for path in users if not _covered(path, pure)]
         assert not uncovered, f"{name}: add {uncovered} to the Makefile's PURE_TESTS"
 
 
-def _c_twin_tests() -> list[str]:
+def _c_twin_tests(name: str) -> list[str]:
+    """The test files that hold C module ``name`` to its Python twin (they ask for it)."""
     root = SRC.parent
     return sorted(
         str(p.relative_to(root)) for p in (root / "tests").rglob("test_*.py")
-        if any(f'c_module("{name}")' in p.read_text() for name in compiled.C_MODULES)
-        and p.name != "test_compiled.py"
+        if f'c_module("{name}")' in p.read_text() and p.name != "test_compiled.py"
     )
 
 
@@ -164,7 +164,7 @@ def test_the_c_modules_pass_their_tests_under_address_and_undefined_sanitizers(
         subprocess.run(
             [gcc, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
              "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-             f"-I{include}", str(compiled.source(name)), "-o", str(target)],
+             f"-I{include}", str(src / compiled.source(name).relative_to(SRC)), "-o", str(target)],
             check=True, timeout=120,
         )
     environ = {k: v for k, v in os.environ.items() if k != compiled.ENV}
@@ -178,7 +178,7 @@ def test_the_c_modules_pass_their_tests_under_address_and_undefined_sanitizers(
     ).stdout.splitlines()
     assert used[0].endswith(C_USED), used
     assert all(path.startswith(str(src)) for path in used[1:]), used
-    tests = _c_twin_tests()
+    tests = sorted({path for name in compiled.C_MODULES for path in _c_twin_tests(name)})
     assert tests
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:xdist", *tests],
