@@ -420,13 +420,13 @@ async def _searches(store: SqliteStore) -> dict[str, list[Uid]]:
 
 
 def _fts_health(data_dir: Path) -> tuple[int, int, int]:
-    """(bodies, documents in the index by docsize, by FTS5's averages record)."""
+    """(bodies, documents in the index by their stored values, by FTS5's averages record)."""
     conn = sqlite3.connect(data_dir / "index.db", isolation_level=None)
     try:
         conn.execute("ATTACH DATABASE ? AS store", (str(data_dir / "postier.db"),))
         conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
         bodies = conn.execute("SELECT count(*) FROM store.bodies").fetchone()[0]
-        docs = conn.execute("SELECT count(*) FROM body_fts_docsize").fetchone()[0]
+        docs = conn.execute("SELECT count(*) FROM body_text").fetchone()[0]
         block = conn.execute("SELECT block FROM body_fts_data WHERE id = 1").fetchone()[0]
     finally:
         conn.close()

@@ -111,6 +111,6 @@ async def test_index_of_an_older_database_is_rebuilt_on_open(tmp_path: Path) -> 
     conn.close()
     conn = sqlite3.connect(data / "index.db", isolation_level=None)
     conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
-    assert conn.execute("SELECT id FROM body_fts_content ORDER BY id").fetchall() == [
+    assert conn.execute("SELECT id FROM body_text ORDER BY id").fetchall() == [
         (2,), (3,), (4,)]
     conn.close()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from postier import compiled
 from postier.mail.parse import parse_message
 from postier.store.sqlite import SqliteStore, words
-from postier.store.sqlite.indexer import INDEX_DB, open_index
+from postier.store.sqlite.indexer import FORMAT, INDEX_DB, open_index
 from postier.store.sqlite.store import _search_haystack
 from postier.store.types import Account, NewMessage, Uid
 from tests.conftest import own_indexer
@@ -111,6 +111,102 @@ def test_the_c_term_scanner_on_edges_and_many_terms() -> None:
             scan(*bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         scan(b"text", set())  # type: ignore[call-arg]
+
+
+def c_distinct() -> Callable[..., bytes]:
+    module = compiled.c_module("postier._textscan")
+    if module is None:
+        assert os.environ.get(compiled.ENV) == "0", "the C text scans are not built"
+        pytest.skip("POSTIER_COMPILED=0: the Python twin runs alone")
+    assert words.distinct_terms is module.distinct_terms  # the indexer uses it
+    distinct: Callable[..., bytes] = module.distinct_terms
+    return distinct
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=400), TERM_BYTES))
+def test_distinct_terms_in_c_are_its_python_twins(data: bytes) -> None:
+    distinct = c_distinct()
+    expected = words.python_distinct_terms(data)
+    assert distinct(data) == expected
+    # past its probe bound (words made to share slots) a term is written again: with a
+    # bound of 0 or 1 most are, and the terms and their first order stay the same
+    for bound in (0, 1):
+        written = distinct(data, bound)
+        assert len(written) <= len(data)
+        assert b" ".join(dict.fromkeys(written.split())) == expected
+
+
+def test_distinct_terms_on_edges_and_many_terms() -> None:
+    distinct = c_distinct()
+    for data, expected in [
+        (b"", b""), (b" ", b""), (b"a", b"a"), (b"\xff", b"\xff"), (b" a ", b"a"),
+        (b"a b a", b"a b"), (b"ab\x00ab\x00ab", b"ab"), (b"x" * 100_000, b"x" * 100_000),
+        (b"caf\xc3\xa9 CAF\xc3\xa9 caf\xc3\xa9", b"caf\xc3\xa9 CAF\xc3\xa9"),
+        (b"--b, a.b;c", b"b a c"),
+    ]:
+        assert distinct(data) == words.python_distinct_terms(data) == expected, data
+    # far more distinct terms than the first table holds (it grows), and repeats of each
+    many = b" ".join(b"t%d" % (i % 50_000) for i in range(120_000))
+    assert distinct(many) == b" ".join(b"t%d" % i for i in range(50_000))
+    noise = random.Random(9).randbytes(1_000_000)
+    assert distinct(noise) == words.python_distinct_terms(noise)
+    bad: tuple[object, ...]
+    for bad in [("text",), (bytearray(b"text"),), (), (b"a", 1, 2)]:
+        with pytest.raises(TypeError):
+            distinct(*bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(ALPHABET, max_size=60))
+def test_the_indexed_form_has_the_values_terms_each_once(text: str) -> None:
+    """The index is given each value's indexed form: FTS5 must find the same terms in
+    it as in the value, or SEARCH would miss mail."""
+    lowered = text.lower()
+    form = words.indexed_form(lowered)
+    terms = fts5_terms(lowered)
+    assert fts5_terms(form) == terms
+    assert len(form.split(" ") if form else []) == len(terms)
+
+
+async def test_a_body_indexed_twice_then_removed_leaves_no_term(
+    store: SqliteStore, account: Account
+) -> None:
+    """Removing a body gives FTS5 its indexed form again (a contentless table keeps no
+    text): indexing it twice, then removing it, must leave nothing of it."""
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    raw = b"Subject: Zebra notes\r\n\r\nquokka quokka wombat zebra\r\n"
+    await store.append([NewMessage(box.id, await store.prepare_body(raw))])
+    indexer = own_indexer(store)
+    assert await asyncio.to_thread(indexer.wait_idle)
+    body_id = (await store.list_messages(box.id))[0].body_id
+    indexer.add(body_id)  # again: taken out first, then in
+    assert await asyncio.to_thread(indexer.wait_idle)
+    assert indexer.indexed == 2
+
+    def documents(term: str) -> list[tuple[str, int]]:
+        conn = sqlite3.connect(store.data_dir / INDEX_DB)
+        try:
+            conn.execute("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, body_fts, 'col')")
+            conn.execute("INSERT INTO body_fts (body_fts) VALUES ('integrity-check')")
+            return [(str(r[0]), int(r[1])) for r in conn.execute(
+                "SELECT col, doc FROM temp.v WHERE term = ? ORDER BY col", (term,))]
+        finally:
+            conn.close()
+
+    assert documents("quokka") == [("text", 1)]
+    assert documents("zebra") == [("headers", 1), ("subject", 1), ("text", 1)]
+    assert await store.search_text(box.id, "body", "okka wom") == [Uid(1)]
+    await store.expunge(box.id, [Uid(1)], only_deleted=False)
+    assert await store.collect_garbage() == 1
+    assert await asyncio.to_thread(indexer.wait_idle)
+    assert documents("quokka") == documents("zebra") == []
+    conn = sqlite3.connect(store.data_dir / INDEX_DB)
+    try:
+        assert conn.execute("SELECT count(*) FROM body_text").fetchone() == (0,)
+    finally:
+        conn.close()
 
 
 @settings(max_examples=200, deadline=None)
@@ -269,7 +365,7 @@ async def test_an_index_of_the_older_trigram_format_is_built_again(
         assert await again.search_text(box.id, "body", "uick bro") == [1]
         reader = sqlite3.connect(data_dir / INDEX_DB)
         try:
-            assert reader.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (2,)
+            assert reader.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (FORMAT,)
             assert reader.execute("SELECT count(*) FROM vocab WHERE term = 'quick'").fetchone() == (1,)
         finally:
             reader.close()

@@ -67,14 +67,22 @@ MARK_EVERY_S = 0.25
 RETRY_S = 60.0  # after a failed index transaction, the catch-up pass waits this long
 
 # The index's layout; an index.db of another format is emptied and built again at start.
-FORMAT = 2  # 1: trigram index (sessions 1-5); 2: word index and vocabulary (session 6, words.py)
+# 1: trigram index (sessions 1-5); 2: word index and vocabulary (session 6, words.py);
+# 3: the word index given each value's distinct terms, the values in body_text (session 10)
+FORMAT = 3
 SCHEMA = (
-    # The values are lowercased (store._index_values, with Python's str.lower, as the
-    # needle is).  Terms: words.py.  detail=column: which bodies and columns hold a term,
-    # not where; SEARCH checks candidates against the stored values (store.search_text).
+    # The values, lowercased (store._index_values, with Python's str.lower, as the
+    # needle is), in body_fts's column order: SEARCH checks candidates against them
+    # (store.search_text), and a body leaves the index through them (_remove).
+    "CREATE TABLE body_text (id INTEGER PRIMARY KEY,"
+    " c0 TEXT, c1 TEXT, c2 TEXT, c3 TEXT, c4 TEXT, c5 TEXT, c6 TEXT)",
+    # Terms: words.py.  detail=column: which bodies and columns hold a term, not where
+    # nor how often, so each value's distinct terms are inserted (words.indexed_form):
+    # the same terms at a cost per distinct term, not per word.  Contentless (the values
+    # are in body_text) and without column sizes (nothing is ranked).
     "CREATE VIRTUAL TABLE body_fts USING fts5("
     " subject, from_, to_, cc, bcc, headers, text,"
-    f" tokenize='{words.TOKENIZER}', detail=column)",
+    f" content='', columnsize=0, tokenize='{words.TOKENIZER}', detail=column)",
     # Every term ever indexed (never removed: a stale term only widens a candidate set),
     # and a trigram index of them, to find the terms that contain a piece of a needle.
     "CREATE TABLE vocab (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE)",
@@ -82,7 +90,7 @@ SCHEMA = (
     " tokenize='trigram case_sensitive 1', detail=none)",
 )
 _DROP = ("DROP TABLE IF EXISTS body_fts", "DROP TABLE IF EXISTS vocab_fts",
-         "DROP TABLE IF EXISTS vocab")
+         "DROP TABLE IF EXISTS vocab", "DROP TABLE IF EXISTS body_text")
 # Terms known to be in the vocabulary, kept in memory so that a batch looks up only the
 # others; past this many the set starts again (~60 bytes each).
 KNOWN_TERMS_MAX = 100_000
@@ -291,18 +299,19 @@ class Indexer:
             return False
         conn = self._conn
         done: list[tuple[int, bool]] = []
-        new_terms = words.terms((v for values, _cut in loaded.values() for v in values),
-                                self._known)
+        forms = {body_id: tuple(map(words.indexed_form, values))
+                 for body_id, (values, _cut) in loaded.items()}
+        new_terms = words.terms((v for form in forms.values() for v in form), self._known)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for body_id, add in items:
-                if not add:
-                    conn.execute("DELETE FROM body_fts WHERE rowid = ?", (body_id,))
-                elif body_id in loaded:
+                _remove(conn, body_id)  # indexed before (twice, or removed now)
+                if add and body_id in loaded:
                     values, cut = loaded[body_id]
+                    conn.execute(_INSERT_FTS, (body_id, *forms[body_id]))
                     conn.execute(
-                        "INSERT OR REPLACE INTO body_fts (rowid, subject, from_, to_, cc, bcc,"
-                        " headers, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO body_text (id, c0, c1, c2, c3, c4, c5, c6)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (body_id, *values),
                     )
                     done.append((body_id, cut))
@@ -371,6 +380,26 @@ class Indexer:
                 self._flush_marks()
         except sqlite3.Error as exc:
             log.error("full-text catch-up: %s", exc)
+
+
+_INSERT_FTS = ("INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _remove(conn: sqlite3.Connection, body_id: int) -> None:
+    """Take a body out of the index, if it is there (inside the transaction).  FTS5 removes
+    a row of a contentless table when given the very text it indexed: the indexed form
+    of each stored value, computed again."""
+    row = conn.execute("SELECT c0, c1, c2, c3, c4, c5, c6 FROM body_text WHERE id = ?",
+                       (body_id,)).fetchone()
+    if row is None:
+        return
+    conn.execute(
+        "INSERT INTO body_fts (body_fts, rowid, subject, from_, to_, cc, bcc, headers, text)"
+        " VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (body_id, *(words.indexed_form(v) for v in row)),
+    )
+    conn.execute("DELETE FROM body_text WHERE id = ?", (body_id,))
 
 
 def _add_terms(conn: sqlite3.Connection, terms: set[bytes]) -> None:

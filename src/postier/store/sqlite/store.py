@@ -1317,11 +1317,11 @@ def _stored_matches(
 ) -> list[Uid]:
     """UIDs of the mailbox's messages whose value of ``field`` kept by the index holds
     ``key`` (lowercased, UTF-8): every message, or the candidates of the FTS5 ``match``.
-    The values are read from the index's own copy (FTS5 shadow table: c0..c6 in column
+    The values are read from the index's copy (body_text: c0..c6 in body_fts's column
     order) as bytes: bytes.find is faster than str decoding plus str.find."""
     sql = (
         f"SELECT m.uid, {_CONTENT_COLUMNS[field]} FROM messages m"
-        " JOIN idx.body_fts_content t ON t.id = m.body_id WHERE m.mailbox_id = ?"
+        " JOIN idx.body_text t ON t.id = m.body_id WHERE m.mailbox_id = ?"
     )
     params: tuple[object, ...] = (mailbox_id,)
     if match is not None:

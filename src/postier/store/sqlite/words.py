@@ -72,10 +72,31 @@ def python_add_new_terms(data: bytes, known: Known, into: set[bytes]) -> None:
     into.update(set(data.translate(_SPACED).split()) - known)
 
 
+def python_distinct_terms(data: bytes) -> bytes:
+    """The distinct runs of term bytes in ``data``, each once in the order of its first
+    occurrence, joined by a SPACE (the twin of ``distinct_terms`` in ``_textscan.c``)."""
+    return b" ".join(dict.fromkeys(data.translate(_SPACED).split()))
+
+
 _textscan = compiled.c_module("postier._textscan")
 add_new_terms: Callable[[bytes, Known, set[bytes]], None] = (
     python_add_new_terms if _textscan is None else _textscan.add_new_terms
 )
+distinct_terms: Callable[[bytes], bytes] = (
+    python_distinct_terms if _textscan is None else _textscan.distinct_terms
+)
+
+
+def indexed_form(value: str) -> str:
+    """What the index is given for ``value`` (lowercased): its distinct terms, each once,
+    joined by a SPACE.  FTS5 with detail=column keeps only which columns of a body hold
+    a term, so it finds the same terms there as in the value, at a cost per distinct
+    term instead of per word (indexer.py).  A body is removed from the index by giving
+    FTS5 its indexed form again, computed from the stored value: this function must stay
+    as it is for an index of the same FORMAT."""
+    if not value:
+        return value
+    return distinct_terms(value.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
 
 
 def terms(values: Iterable[str], known: Known = frozenset()) -> set[bytes]:
