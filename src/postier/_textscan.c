@@ -24,9 +24,10 @@
  *   Why: the index is FTS5 with detail=column, which keeps which columns of a body hold
  *   a term, not how often or where.  Every token costs FTS5 a tokenizer callback and a
  *   hash lookup all the same, so it is given each column's distinct terms instead of
- *   the text: 10 KB of English holds ~1,700 words but ~550 distinct ones, and the
- *   indexer's CPU per message went ~420 -> ~230 us (English) and ~185 -> ~40 us (bench
- *   text) (bench/README.md, SMTP, session 10).
+ *   the text: 10 KB of English holds ~1,660 words but ~510 distinct ones.  Indexing
+ *   alone (bench/fts_distinct.py), this scan included: 380-396 -> 328-340 us per
+ *   English message, 152-158 -> 71-75 on the bench text; this scan is 34-101 us of it
+ *   (bench/README.md, SMTP, session 10).
  *
  * collapse_ascii(data: bytes) -> bytes
  *

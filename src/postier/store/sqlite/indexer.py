@@ -19,11 +19,14 @@ load), in this thread and without the GIL.  A body still ``indexed = 0``
 is (re-)indexed by the catch-up pass when this thread is idle and at start, and SEARCH
 reads such bodies whole (store.search_text), so results are exact while the index
 catches up.  Several processes may index into the same ``index.db`` (workers,
-``postier deliver``): inserts are INSERT OR REPLACE, so indexing a body twice is harmless.
+``postier deliver``): a body already in the index is taken out before it goes in again
+(_remove), so indexing a body twice is harmless.
 
 What is indexed: the words of each body's header fields and text, and every new word in a
 vocabulary with a trigram index of its own, so that SEARCH finds substrings through the
-words (words.py).  The terms of a batch are computed in Python too, for the vocabulary;
+words (words.py).  FTS5 is given each value's distinct terms, not the value: it keeps
+which columns of a body hold a term, not how often, and every token costs it a
+tokenizer callback and a hash lookup (FORMAT 3; the values go to ``body_text``).  The terms of a batch are computed in Python too, for the vocabulary;
 those already committed there are remembered (KNOWN_TERMS_MAX), so a batch looks up only
 the others.  An index.db of an older FORMAT (the trigram index before session 6) is
 emptied at start and every body indexed again, SEARCH reading unmarked bodies whole
@@ -360,7 +363,7 @@ class Indexer:
         if not self._catch_up_enabled or time.monotonic() < self._retry_at:
             return
         # A forced step also meets bodies still queued here or not yet marked (indexed
-        # twice: INSERT OR REPLACE); it is routine then, not news.
+        # twice: taken out first); it is routine then, not news.
         level = logging.DEBUG if steps else logging.INFO
         try:
             reader = self._postier_db()
