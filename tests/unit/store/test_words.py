@@ -339,11 +339,13 @@ def test_match_expression_names_the_terms_a_piece_can_be_in(tmp_path: Path) -> N
         conn.close()
 
 
-async def test_an_index_of_the_older_trigram_format_is_built_again(
-    store: SqliteStore, account: Account
+@pytest.mark.parametrize("older", [1, 2])
+async def test_an_index_of_an_older_format_is_built_again(
+    store: SqliteStore, account: Account, older: int
 ) -> None:
-    """An index.db from before the word index (format 1, no 'format' key) is emptied and
-    every body indexed again at start."""
+    """An index.db of an older format is emptied and every body indexed again at start:
+    format 1, the trigram index (no 'format' key); format 2, the word index given whole
+    values, kept in FTS5's own content table (no body_text)."""
     box = await store.get_mailbox(account.id, "INBOX")
     assert box is not None
     raw = b"Subject: old\r\nContent-Type: text/plain\r\n\r\nthe quick brown fox\r\n"
@@ -352,11 +354,18 @@ async def test_an_index_of_the_older_trigram_format_is_built_again(
     data_dir = store.data_dir
     await store.close()
     old = sqlite3.connect(data_dir / INDEX_DB, isolation_level=None)
-    for table in ("body_fts", "vocab_fts", "vocab"):
+    for table in ("body_fts", "vocab_fts", "vocab", "body_text"):
         old.execute(f"DROP TABLE {table}")
-    old.execute("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
-                " headers, text, tokenize='trigram case_sensitive 1', detail=column)")
-    old.execute("DELETE FROM meta WHERE key = 'format'")
+    if older == 1:
+        old.execute("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
+                    " headers, text, tokenize='trigram case_sensitive 1', detail=column)")
+        old.execute("DELETE FROM meta WHERE key = 'format'")
+    else:
+        old.execute("CREATE VIRTUAL TABLE body_fts USING fts5(subject, from_, to_, cc, bcc,"
+                    " headers, text, tokenize='ascii', detail=column)")
+        old.execute("INSERT INTO body_fts (rowid, subject, text) VALUES (1, 'old', 'a b')")
+        old.execute("CREATE TABLE vocab (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE)")
+        old.execute("UPDATE meta SET value = 2 WHERE key = 'format'")
     old.close()
     again = await SqliteStore.open(data_dir)
     try:
@@ -367,6 +376,7 @@ async def test_an_index_of_the_older_trigram_format_is_built_again(
         try:
             assert reader.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == (FORMAT,)
             assert reader.execute("SELECT count(*) FROM vocab WHERE term = 'quick'").fetchone() == (1,)
+            assert reader.execute("SELECT id, c0 FROM body_text").fetchall() == [(1, "old")]
         finally:
             reader.close()
     finally:
