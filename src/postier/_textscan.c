@@ -16,10 +16,13 @@
  *   itself, so only the distinct terms (~530) become objects, each looked up once in
  *   ``known`` (bench/README.md, SMTP, session 8).
  *
- * distinct_terms(data: bytes) -> bytes
+ * distinct_terms(data: bytes) -> bytes | None
  *
  *   the distinct terms of ``data`` (as above), each once, in the order of their first
- *   occurrence, joined by a SPACE.  Twin: words.python_distinct_terms.
+ *   occurrence, joined by a SPACE; None when a term was looked for in MAX_PROBES slots
+ *   without an answer (the caller then runs the twin, words.python_distinct_terms).
+ *   Exactly the twin's answer, always: the index removes a body by giving FTS5 the
+ *   same text again, computed maybe by the other implementation (indexer.py).
  *
  *   Why: the index is FTS5 with detail=column, which keeps which columns of a body hold
  *   a term, not how often or where.  Every token costs FTS5 a tokenizer callback and a
@@ -99,10 +102,11 @@ grow(Slot **slots, size_t *capacity)
 }
 
 /* A term is looked for this many slots at most.  The hash is not keyed, so a message
-   could be made of words that all land in one run of slots, each scan of it quadratic;
-   past the bound a term is not remembered, and is taken as new each time it recurs:
-   add_new_terms hands it to the Python sets (their SipHash is keyed), which costs an
-   object each time, and distinct_terms writes it again, which FTS5 counts once. */
+   could be made of words that all land in one run of slots, each scan of it quadratic.
+   Past the bound the table cannot tell whether a term is new: add_new_terms hands it to
+   the Python sets (their SipHash is keyed), which costs an object each time it recurs;
+   distinct_terms gives up and returns None, and its caller runs the Python twin
+   (words.distinct_terms), so that its answer is always exactly the twin's. */
 #define MAX_PROBES 64
 
 /* The distinct terms of one scan: slots pointing into the scanned bytes. */
@@ -157,8 +161,9 @@ next_term(const unsigned char **p, const unsigned char *end, const unsigned char
     return 1;
 }
 
-/* Whether the term is new to this scan: 1 (remembered from now on, or past the probe
-   bound), 0 (seen before), -1 (MemoryError set: the table could not grow). */
+/* Whether the term is new to this scan: 1 (new, remembered from now on), 0 (seen
+   before), 2 (not known: past the probe bound), -1 (MemoryError set: the table could
+   not grow). */
 static int
 table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t hash)
 {
@@ -175,7 +180,7 @@ table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t has
             return 1;
         }
         if (probes >= table->max_probes)
-            return 1;
+            return 2;
         if (slot->hash == hash && slot->len == len && memcmp(slot->start, start, (size_t)len) == 0)
             return 0;
         i = (i + 1) & (table->capacity - 1);
@@ -270,10 +275,12 @@ distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     out_start = out = (unsigned char *)PyBytes_AS_STRING(result);
     while (next_term(&p, end, &start, &len, &hash)) {
         new = table_add(&table, start, len, hash);
-        if (new < 0) {
+        if (new < 0 || new == 2) {
             PyMem_Free(table.slots);
             Py_DECREF(result);
-            return NULL;
+            if (new < 0)
+                return NULL;
+            Py_RETURN_NONE; /* past the probe bound: the caller takes the Python way */
         }
         if (new == 0)
             continue;
@@ -388,9 +395,9 @@ static PyMethodDef methods[] = {
      "Adds to into each distinct run of ASCII letters, digits and bytes >= 0x80 in data\n"
      "that known lacks."},
     {"distinct_terms", (PyCFunction)(void (*)(void))distinct_terms, METH_FASTCALL,
-     "distinct_terms(data: bytes) -> bytes\n\n"
+     "distinct_terms(data: bytes) -> bytes | None\n\n"
      "The distinct runs of ASCII letters, digits and bytes >= 0x80 in data, each once in\n"
-     "the order found, joined by a SPACE."},
+     "the order found, joined by a SPACE; None when the table could not tell."},
     {"collapse_ascii", collapse_ascii, METH_O,
      "collapse_ascii(data: bytes) -> bytes\n\n"
      "Each run of ASCII whitespace (str.isspace) made one SPACE, none at the ends."},

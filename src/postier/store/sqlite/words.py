@@ -82,9 +82,22 @@ _textscan = compiled.c_module("postier._textscan")
 add_new_terms: Callable[[bytes, Known, set[bytes]], None] = (
     python_add_new_terms if _textscan is None else _textscan.add_new_terms
 )
-distinct_terms: Callable[[bytes], bytes] = (
-    python_distinct_terms if _textscan is None else _textscan.distinct_terms
+_c_distinct_terms: Callable[[bytes], bytes | None] | None = (
+    None if _textscan is None else _textscan.distinct_terms
 )
+
+
+def distinct_terms(data: bytes) -> bytes:
+    """``python_distinct_terms(data)``, by the C scan when it is built.  The C scan gives
+    up (None) on a term it could not look up in a bounded number of slots (words made to
+    collide in its unkeyed hash); the Python twin, with its keyed hash, then answers, so
+    the answer is the same either way: a body is removed from the index by giving FTS5
+    its indexed form again, maybe computed by another process built otherwise."""
+    if _c_distinct_terms is not None:
+        found = _c_distinct_terms(data)
+        if found is not None:
+            return found
+    return python_distinct_terms(data)
 
 
 def indexed_form(value: str) -> str:
