@@ -26,9 +26,9 @@ What is indexed: the words of each body's header fields and text, and every new 
 vocabulary with a trigram index of its own, so that SEARCH finds substrings through the
 words (words.py).  FTS5 is given each value's distinct terms, not the value: it keeps
 which columns of a body hold a term, not how often, and every token costs it a
-tokenizer callback and a hash lookup (FORMAT 3; the values go to ``body_text``).  The terms of a batch are computed in Python too, for the vocabulary;
-those already committed there are remembered (KNOWN_TERMS_MAX), so a batch looks up only
-the others.  An index.db of an older FORMAT (the trigram index before session 6) is
+tokenizer callback and a hash lookup (FORMAT 3; the values go to ``body_text``).  The
+terms of a batch are computed in Python too, for the vocabulary; those already committed
+there are remembered (KNOWN_TERMS_MAX), so a batch looks up only the others.  An index.db of an older FORMAT (the trigram index before session 6) is
 emptied at start and every body indexed again, SEARCH reading unmarked bodies whole
 meanwhile.
 """
@@ -36,6 +36,7 @@ meanwhile.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import queue
 import secrets
@@ -73,6 +74,7 @@ RETRY_S = 60.0  # after a failed index transaction, the catch-up pass waits this
 # 1: trigram index (sessions 1-5); 2: word index and vocabulary (session 6, words.py);
 # 3: the word index given each value's distinct terms, the values in body_text (session 10)
 FORMAT = 3
+_COLUMNS = "subject, from_, to_, cc, bcc, headers, text"  # body_fts's, in order
 SCHEMA = (
     # The values, lowercased (store._index_values, with Python's str.lower, as the
     # needle is), in body_fts's column order: SEARCH checks candidates against them
@@ -83,8 +85,7 @@ SCHEMA = (
     # nor how often, so each value's distinct terms are inserted (words.indexed_form):
     # the same terms at a cost per distinct term, not per word.  Contentless (the values
     # are in body_text) and without column sizes (nothing is ranked).
-    "CREATE VIRTUAL TABLE body_fts USING fts5("
-    " subject, from_, to_, cc, bcc, headers, text,"
+    f"CREATE VIRTUAL TABLE body_fts USING fts5({_COLUMNS},"
     f" content='', columnsize=0, tokenize='{words.TOKENIZER}', detail=column)",
     # Every term ever indexed (never removed: a stale term only widens a candidate set),
     # and a trigram index of them, to find the terms that contain a piece of a needle.
@@ -307,16 +308,28 @@ class Indexer:
         new_terms = words.terms((v for form in forms.values() for v in form), self._known)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Bodies already in the index (indexed twice, or removed now): one lookup
+            # for the batch, then kept up to date as the batch goes in.
+            present = {int(row[0]) for row in conn.execute(
+                "SELECT id FROM body_text WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps([body_id for body_id, _add in items]),),
+            )}
             for body_id, add in items:
-                _remove(conn, body_id)  # indexed before (twice, or removed now)
+                if body_id in present:
+                    _remove(conn, body_id)
+                    present.discard(body_id)
                 if add and body_id in loaded:
                     values, cut = loaded[body_id]
-                    conn.execute(_INSERT_FTS, (body_id, *forms[body_id]))
+                    conn.execute(
+                        f"INSERT INTO body_fts (rowid, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (body_id, *forms[body_id]),
+                    )
                     conn.execute(
                         "INSERT INTO body_text (id, c0, c1, c2, c3, c4, c5, c6)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (body_id, *values),
                     )
+                    present.add(body_id)
                     done.append((body_id, cut))
             _add_terms(conn, new_terms)
             conn.execute("COMMIT")
@@ -385,20 +398,17 @@ class Indexer:
             log.error("full-text catch-up: %s", exc)
 
 
-_INSERT_FTS = ("INSERT INTO body_fts (rowid, subject, from_, to_, cc, bcc, headers, text)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
-
 def _remove(conn: sqlite3.Connection, body_id: int) -> None:
-    """Take a body out of the index, if it is there (inside the transaction).  FTS5 removes
+    """Take a body that is in the index out of it (inside the transaction).  FTS5 removes
     a row of a contentless table when given the very text it indexed: the indexed form
-    of each stored value, computed again."""
+    of each stored value, computed again.  Never for a body not in body_text: a 'delete'
+    of a row never indexed corrupts a contentless table."""
     row = conn.execute("SELECT c0, c1, c2, c3, c4, c5, c6 FROM body_text WHERE id = ?",
                        (body_id,)).fetchone()
     if row is None:
         return
     conn.execute(
-        "INSERT INTO body_fts (body_fts, rowid, subject, from_, to_, cc, bcc, headers, text)"
+        f"INSERT INTO body_fts (body_fts, rowid, {_COLUMNS})"
         " VALUES ('delete', ?, ?, ?, ?, ?, ?, ?, ?)",
         (body_id, *(words.indexed_form(v) for v in row)),
     )
