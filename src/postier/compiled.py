@@ -19,6 +19,16 @@ whole group when
 - a source is newer than its build (edited since: a stale extension would run old code;
   ``make`` builds again).
 
+Frozen dataclasses: mypyc compiles a dataclass's methods, but the ``__init__`` the
+decorator generates is Python made at import, and for a frozen class it sets each field
+through ``object.__setattr__`` as interpreted calls: 1.1 µs for a 5-field ``Address``,
+2.6 µs for a ``MimePart``, 4.9 µs for a ``ParsedMessage``.  The classes made on every
+message (``MimePart``, ``ParsedMessage``, ``Address``, and the SMTP core's ``MailFrom``,
+``RcptTo``, ``Message`` and ``Reply``) say ``init=False`` and write their ``__init__``
+out, the same ``object.__setattr__`` calls, which mypyc compiles to stores: ~0.06 µs.
+They stay frozen, hashable and comparable; a test holds each ``__init__`` to the fields'
+names, order and defaults.
+
 C_MODULES are hand-written C, each function a faster twin of Python code (tests hold
 each pair equal).  Their callers import them through :func:`c_module`: used when built,
 not older than the ``.c`` source and not turned off by ``POSTIER_COMPILED=0``, else the

@@ -187,3 +187,60 @@ def test_the_c_modules_pass_their_tests_under_address_and_undefined_sanitizers(
     report = next((run.stderr[i:i + 3000] for mark in ("ERROR: AddressSanitizer", "runtime error")
                    if (i := run.stderr.find(mark)) >= 0), run.stderr[-3000:])
     assert run.returncode == 0, run.stdout[-2000:] + report
+
+
+# The frozen dataclasses whose __init__ is written out (compiled.py, "Frozen dataclasses").
+def _written_out() -> list[type]:
+    from postier.mail.headers import Address
+    from postier.mail.parsed import MimePart, ParsedMessage
+    from postier.smtp.core import MailFrom, Message, RcptTo, Reply
+
+    return [MimePart, ParsedMessage, Address, MailFrom, RcptTo, Message, Reply]
+
+
+def test_written_out_inits_take_the_fields_in_order_with_their_defaults() -> None:
+    """Read from the source: a compiled __init__ has no signature to inspect."""
+    import ast
+    import dataclasses
+
+    for cls in _written_out():
+        tree = ast.parse(compiled.source(cls.__module__).read_text())
+        node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+        init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+        args = init.args.args[1:]
+        defaults = [dataclasses.MISSING] * (len(args) - len(init.args.defaults)) + [
+            ast.literal_eval(d) for d in init.args.defaults]
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        assert [a.arg for a in args] == [f.name for f in fields], cls
+        assert defaults == [f.default for f in fields], cls
+        assert not init.args.kwonlyargs and init.args.vararg is None and init.args.kwarg is None
+        # every field, the ones kept out of __init__ too, is set
+        set_names = [ast.literal_eval(call.args[1]) for call in ast.walk(init)
+                     if isinstance(call, ast.Call) and ast.unparse(call.func) == "object.__setattr__"]
+        assert set_names == [f.name for f in dataclasses.fields(cls)], cls
+
+
+def test_written_out_inits_keep_the_classes_frozen_hashable_and_comparable() -> None:
+    import dataclasses
+
+    from postier.mail.headers import Address
+    from postier.mail.parse import parse_message
+    from postier.smtp.core import C250_OK, MailFrom, Reply
+
+    a, b = Address(b"A", None, b"a", b"example.org"), Address(b"A", None, b"a", b"example.org")
+    assert a == b and hash(a) == hash(b) and a != dataclasses.replace(a, host=b"example.net")
+    assert repr(a) == "Address(name=b'A', adl=None, mailbox=b'a', host=b'example.org', group=False)"
+    try:
+        a.host = b"x"  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("Address is no longer frozen")
+    assert MailFrom("x@example.org") == MailFrom("x@example.org", None, "", False, "", "", "")
+    parsed = parse_message(b"Subject: hi\r\nFrom: A <a@example.org>\r\n\r\nbody\r\n")
+    assert dataclasses.replace(parsed) == parsed and parsed.subject == "hi"
+    # a reply's wire form is kept once made, and takes no part in equality
+    sent = Reply(250, "2.0.0", "OK")
+    assert sent.to_bytes() == b"250 2.0.0 OK\r\n" and sent == Reply(250, "2.0.0", "OK")
+    assert C250_OK.to_bytes() is C250_OK.to_bytes()
+    assert "wire" not in repr(sent) and hash(sent) == hash(Reply(250, "2.0.0", "OK"))

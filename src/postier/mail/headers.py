@@ -391,7 +391,7 @@ def _split_2231_charset(seg: bytes) -> tuple[str, bytes]:
 # RFC 5322 §3.4 addresses
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Address:
     """An IMAP address structure (RFC 9051 §7.5.2, "(name adl mailbox host)").
 
@@ -404,6 +404,17 @@ class Address:
     mailbox: bytes | None
     host: bytes | None
     group: bool = False  # True for a group start or end marker
+
+    def __init__(
+        self, name: bytes | None, adl: bytes | None, mailbox: bytes | None, host: bytes | None,
+        group: bool = False,
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "adl", adl)
+        object.__setattr__(self, "mailbox", mailbox)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "group", group)
 
     def display(self) -> str:
         """``Name <mailbox@host>`` with the name RFC 2047-decoded (for SEARCH/SORT)."""

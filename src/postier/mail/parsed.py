@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MimePart:
     """One MIME entity with the byte ranges of its header and body.
 
@@ -30,6 +30,22 @@ class MimePart:
     children: tuple[MimePart, ...] = ()
     message: MimePart | None = None
 
+    def __init__(
+        self, header_start: int, body_start: int, body_end: int, content_type: str,
+        params: tuple[tuple[str, str], ...] = (), encoding: str = "7bit", lines: int = 0,
+        children: tuple[MimePart, ...] = (), message: MimePart | None = None,
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "header_start", header_start)
+        object.__setattr__(self, "body_start", body_start)
+        object.__setattr__(self, "body_end", body_end)
+        object.__setattr__(self, "content_type", content_type)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "encoding", encoding)
+        object.__setattr__(self, "lines", lines)
+        object.__setattr__(self, "children", children)
+        object.__setattr__(self, "message", message)
+
     def param(self, name: str) -> str | None:
         for key, value in self.params:
             if key == name:
@@ -37,7 +53,7 @@ class MimePart:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ParsedMessage:
     """Parse-once metadata of a message."""
 
@@ -59,3 +75,30 @@ class ParsedMessage:
     has_attachment: bool = False
     text: str = ""  # searchable text of the body (decoded text parts, HTML tags stripped)
     headers_text: str = field(default="")  # all header fields decoded, for SEARCH TEXT
+
+    def __init__(
+        self, envelope: bytes, body: bytes, bodystructure: bytes, root: MimePart,
+        subject: str = "", from_: str = "", to: str = "", cc: str = "", bcc: str = "",
+        sender: str = "", reply_to: str = "", date: int | None = None, message_id: str = "",
+        in_reply_to: str = "", references: tuple[str, ...] = (), has_attachment: bool = False,
+        text: str = "", headers_text: str = "",
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "envelope", envelope)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "bodystructure", bodystructure)
+        object.__setattr__(self, "root", root)
+        object.__setattr__(self, "subject", subject)
+        object.__setattr__(self, "from_", from_)
+        object.__setattr__(self, "to", to)
+        object.__setattr__(self, "cc", cc)
+        object.__setattr__(self, "bcc", bcc)
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "reply_to", reply_to)
+        object.__setattr__(self, "date", date)
+        object.__setattr__(self, "message_id", message_id)
+        object.__setattr__(self, "in_reply_to", in_reply_to)
+        object.__setattr__(self, "references", references)
+        object.__setattr__(self, "has_attachment", has_attachment)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "headers_text", headers_text)

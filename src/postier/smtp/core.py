@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import binascii
 import enum
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,19 +65,33 @@ class CoreMisuse(Exception):
 # ---------------------------------------------------------------- replies
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reply:
     """An SMTP reply: code, RFC 3463 enhanced status code ("" for none) and text lines."""
 
     code: int
     enhanced: str
     text: str
+    # The wire form, made at the first send and kept: the same few replies (module
+    # constants) go out for every message.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __init__(self, code: int, enhanced: str, text: str) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "enhanced", enhanced)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "_wire", None)
 
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
-        return _encoded(self)
+        wire = self._wire
+        if wire is None:
+            wire = self._encode()
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     def _encode(self) -> bytes:
         lines = self.text.split("\n") or [""]
@@ -92,12 +105,6 @@ class Reply:
     @property
     def is_error(self) -> bool:
         return self.code >= 400
-
-
-# The same few replies are sent for every message; bounded: some carry a peer's text.
-@functools.lru_cache(maxsize=512)
-def _encoded(reply: Reply) -> bytes:
-    return reply._encode()
 
 
 def _printable(text: str) -> str:
@@ -229,7 +236,7 @@ class Ehlo:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MailFrom:
     """MAIL FROM (RFC 5321 §4.1.1.2).  ``address`` is "" for the null reverse-path."""
 
@@ -241,8 +248,21 @@ class MailFrom:
     envid: str = ""  # RFC 3461 §4.4, xtext-decoded
     auth: str = ""  # RFC 4954 §5, xtext-decoded
 
+    def __init__(
+        self, address: str, size: int | None = None, body: str = "", smtputf8: bool = False,
+        ret: str = "", envid: str = "", auth: str = "",
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "smtputf8", smtputf8)
+        object.__setattr__(self, "ret", ret)
+        object.__setattr__(self, "envid", envid)
+        object.__setattr__(self, "auth", auth)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class RcptTo:
     """RCPT TO (RFC 5321 §4.1.1.3)."""
 
@@ -250,8 +270,16 @@ class RcptTo:
     notify: tuple[str, ...] = ()  # RFC 3461 §4.1: NEVER | SUCCESS, FAILURE, DELAY
     orcpt: str = ""  # RFC 3461 §4.2: "rfc822;addr", xtext-decoded
 
+    def __init__(
+        self, address: str, notify: tuple[str, ...] = (), orcpt: str = "",
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "notify", notify)
+        object.__setattr__(self, "orcpt", orcpt)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """A complete message (DATA ended or BDAT LAST).
 
@@ -262,6 +290,15 @@ class Message:
     recipients: tuple[RcptTo, ...]
     data: bytes = field(repr=False)
     chunking: bool = False  # came by BDAT
+
+    def __init__(
+        self, sender: MailFrom, recipients: tuple[RcptTo, ...], data: bytes, chunking: bool = False,
+    ) -> None:
+        # not the decorator's: compiled.py, "Frozen dataclasses"
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "recipients", recipients)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "chunking", chunking)
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,13 +376,14 @@ class State(enum.Enum):
 
 
 # RFC 5321 §4.1.4 / §3.3: which command is allowed in which state.  HELO/EHLO, RSET, NOOP,
-# VRFY, HELP, QUIT are allowed everywhere a command is read.
-_ALLOWED: dict[str, frozenset[State]] = {
-    "MAIL": frozenset({State.READY}),
-    "RCPT": frozenset({State.MAIL, State.RCPT}),
-    "DATA": frozenset({State.RCPT}),
-    "STARTTLS": frozenset({State.CONNECTED, State.READY}),
-    "AUTH": frozenset({State.READY}),
+# VRFY, HELP, QUIT are allowed everywhere a command is read.  Tuples: membership is by
+# identity there, where a set hashes each State through Enum.__hash__, a Python call.
+_ALLOWED: dict[str, tuple[State, ...]] = {
+    "MAIL": (State.READY,),
+    "RCPT": (State.MAIL, State.RCPT),
+    "DATA": (State.RCPT,),
+    "STARTTLS": (State.CONNECTED, State.READY),
+    "AUTH": (State.READY,),
 }
 _OUT_OF_ORDER: dict[str, Reply] = {
     "MAIL": C503_BAD_SEQUENCE,
