@@ -45,6 +45,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from postier import compiled
 from postier.auth.sasl import Cancelled, Malformed, decode_client_data, decode_initial_response
 
 # ---------------------------------------------------------------- limits
@@ -394,15 +395,47 @@ _OUT_OF_ORDER: dict[str, Reply] = {
 }
 
 _END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4
-# Every byte but CR and LF: deleting these from a message leaves its line ends, which
-# read "\r\n\r\n…" unless there is a bare CR or LF.  One C pass (bytes.translate), four
-# times faster than counting CRLF, CR and LF (bench/README.md, SMTP, session 5).
-_NOT_LINE_END = bytes(b for b in range(256) if b not in (0x0D, 0x0A))
+BARE = -1  # line_ends: a bare CR or LF
 
 
-def _only_crlf(ends: bytes) -> bool:
-    """``ends`` (CRs and LFs only) is CRLF repeated."""
-    return not len(ends) & 1 and ends == b"\r\n" * (len(ends) >> 1)
+def python_line_ends(data: bytes, start: int, end: int, cr_open: bool) -> int:
+    """How the line ends of ``data[start:end]`` read, after a CR that ended the bytes
+    before them when ``cr_open``: BARE for a CR or LF not in a CR LF pair, 1 for CR LF
+    pairs only but for a CR last (its LF may come first in the next chunk), 0 for CR LF
+    pairs only.  The twin of ``line_ends`` in ``_textscan.c``, which runs when built."""
+    if not 0 <= start <= end <= len(data):
+        raise ValueError("offset out of range")
+    if start == end:
+        return int(cr_open)
+    if cr_open:
+        if data[start] != 0x0A:
+            return BARE
+        start += 1
+    part = data[start:end]
+    last_cr = part.endswith(b"\r")
+    if last_cr:
+        part = part[:-1]
+    pairs = part.count(b"\r\n")
+    if part.count(b"\r") != pairs or part.count(b"\n") != pairs:
+        return BARE
+    return int(last_cr)
+
+
+def python_find_dot_line(data: bytes, start: int) -> int:
+    """Where the next line starting with "." begins (its LF) from ``start``, or -1 (the
+    twin of ``find_dot_line`` in ``_textscan.c``)."""
+    if not 0 <= start <= len(data):
+        raise ValueError("offset out of range")
+    return data.find(b"\n.", start)
+
+
+_textscan = compiled.c_module("postier._textscan")
+line_ends: Callable[[bytes, int, int, bool], int] = (
+    python_line_ends if _textscan is None else _textscan.line_ends
+)
+find_dot_line: Callable[[bytes, int], int] = (
+    python_find_dot_line if _textscan is None else _textscan.find_dot_line
+)
 
 
 _KEYWORD_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -1029,7 +1062,7 @@ class ServerConnection:
             # The stream starts with the CRLF of the DATA line and 5 bytes are carried, so
             # a hit has a byte before it; a hit in the carried bytes is one whose end could
             # not be told last time (a hit told before set _dots or ended the message).
-            hit = window.find(b"\n.")
+            hit = find_dot_line(window, 0)
             if hit >= 0:
                 before = max(hit - 1, 0)
                 if window.startswith(_END_OF_DATA, before):
@@ -1042,7 +1075,9 @@ class ServerConnection:
         body_end = end + 2 - base if found else len(window) - base  # of the chunk
         if not self._msg_overflow:
             if not self._bare:
-                self._check_line_ends(window[base:stop].translate(None, _NOT_LINE_END))
+                ends = line_ends(window, base, stop, self._cr_open)
+                self._bare = ends == BARE
+                self._cr_open = ends == 1
             if body_end > 0:
                 self._parts.append(memoryview(window)[base : base + body_end])
                 self._size += body_end
@@ -1062,19 +1097,6 @@ class ServerConnection:
             return self._overflow_error()
         raw = b"".join(parts)
         return self._finish_message(raw, chunking=False, bare=self._bare, dots=self._dots)
-
-    def _check_line_ends(self, ends: bytes) -> None:
-        """Follow a chunk's CRs and LFs (everything else deleted): all CRLF, or bare."""
-        if self._cr_open:
-            if not ends.startswith(b"\n"):
-                self._bare = True
-                return
-            ends = ends[1:]
-        self._cr_open = ends.endswith(b"\r")
-        if self._cr_open:
-            ends = ends[:-1]
-        if not _only_crlf(ends):
-            self._bare = True
 
     def _drop_last(self, count: int) -> None:
         """Take the last ``count`` message bytes back (the start of an end mark)."""
@@ -1136,7 +1158,7 @@ class ServerConnection:
         """``bare``: whether ``raw`` has a bare CR or LF (None: count here); ``dots``: False
         when no line of ``raw`` starts with "." (DATA only)."""
         if bare is None:
-            bare = not _only_crlf(raw.translate(None, _NOT_LINE_END))
+            bare = line_ends(raw, 0, len(raw), False) != 0  # a CR last is bare too
         if bare:
             if not self.settings.normalize_bare_lf:
                 # SMTP smuggling defence (CVE-2023-51764 class); RFC 5321 §2.3.8.
