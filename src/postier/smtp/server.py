@@ -151,6 +151,8 @@ class _Stream(asyncio.Protocol):
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False
+        self._tls_of: asyncio.BaseTransport | None = None  # the transport _tls_text is of
+        self._tls_text = ""
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -295,10 +297,16 @@ class _Stream(asyncio.Protocol):
 
     @property
     def tls_description(self) -> str:
-        if self.transport is None:
+        """"TLSv1.3 TLS_AES_256_GCM_SHA384" or "": looked up once per transport (STARTTLS
+        brings a new one), as it goes into every message's Received: field."""
+        transport = self.transport
+        if transport is None:
             return ""
-        obj = self.transport.get_extra_info("ssl_object")
-        return describe_tls(obj) if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else ""
+        if transport is not self._tls_of:
+            obj = transport.get_extra_info("ssl_object")
+            self._tls_text = describe_tls(obj) if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else ""
+            self._tls_of = transport
+        return self._tls_text
 
     def close(self) -> None:
         """Close once what is written has been sent, or cut off a peer that does not
@@ -335,6 +343,8 @@ class _Session:
     user: str = ""  # authenticated address
     remote_rcpts: set[str] = field(default_factory=set)
     held: int = 0  # message bytes counted in SmtpServer._held_bytes
+    # The Received: field's first lines (SmtpServer._received) and what they were made of
+    received_head: tuple[tuple[str, bool, str, bool, str], str] | None = None
 
 
 # ---------------------------------------------------------------- the server
@@ -765,18 +775,23 @@ class SmtpServer:
     def _received(self, session: _Session, event: Message) -> bytes:
         """RFC 5321 §4.4 trace field; protocol names from RFC 3848 and RFC 6531 §3.7.3."""
         tls = session.stream.tls_description
-        with_ = "LMTP" if session.mode is Mode.LMTP else "ESMTP" if session.esmtp else "SMTP"
-        if event.sender.smtputf8:
-            with_ = "UTF8" + with_.removeprefix("E")  # UTF8SMTP, UTF8LMTP
-        if tls:
-            with_ += "S"
-        if session.user:
-            with_ += "A"
-        peer = f"[{session.peer_ip}]" if session.peer_ip else "localhost"
-        helo = _printable_without(session.helo, "()")[:100] or "unknown"
-        lines = [f"Received: from {helo} ({peer})", f"\tby {self.settings.hostname} (postier) with {with_}"]
+        # The lines up to the id change with the session, not the message: made again
+        # only when what they show changes (EHLO again, STARTTLS, AUTH, SMTPUTF8).
+        key = (session.helo, session.esmtp, session.user, event.sender.smtputf8, tls)
+        if session.received_head is None or session.received_head[0] != key:
+            with_ = "LMTP" if session.mode is Mode.LMTP else "ESMTP" if session.esmtp else "SMTP"
+            if event.sender.smtputf8:
+                with_ = "UTF8" + with_.removeprefix("E")  # UTF8SMTP, UTF8LMTP
+            if tls:
+                with_ += "S"
+            if session.user:
+                with_ += "A"
+            peer = f"[{session.peer_ip}]" if session.peer_ip else "localhost"
+            helo = _printable_without(session.helo, "()")[:100] or "unknown"
+            session.received_head = (key, f"Received: from {helo} ({peer})\r\n"
+                                     f"\tby {self.settings.hostname} (postier) with {with_}")
         self._received_seq += 1  # unique per process start, no random bytes per message
-        lines[-1] += f" id {self._received_base}{self._received_seq:06x}"
+        lines = [session.received_head[1] + f" id {self._received_base}{self._received_seq:06x}"]
         if tls:
             version, _, cipher = tls.partition(" ")
             lines.append(f"\t(version={version} cipher={cipher})")

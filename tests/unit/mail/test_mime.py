@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postier.mail.mime import MAX_DEPTH, _delimiter_re, _find_delimiter, scan
+from postier import compiled
+from postier.mail.mime import MAX_DEPTH, _delimiter_re, _find_delimiter, count_lines, scan
 from postier.mail.parsed import MimePart
 
 
@@ -264,3 +266,25 @@ def test_find_delimiter_matches_the_delimiter_regex(
     match = _delimiter_re(delimiter).search(raw, start, end) if start < end else None
     expected = -1 if match is None else match.start()
     assert _find_delimiter(raw, delimiter, start, end) == expected
+
+
+TEXTSCAN = compiled.c_module("postier._textscan")
+
+
+@pytest.mark.skipif(TEXTSCAN is None, reason="_textscan not built or POSTIER_COMPILED=0")
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"a", b"\x0b", b"\x8a", b"\n" * 9, b"x" * 13]),
+                max_size=60).map(b"".join) | st.binary(max_size=200), st.data())
+def test_count_lf_in_c_is_bytes_count(data: bytes, draw: st.DataObject) -> None:
+    assert TEXTSCAN is not None
+    start = draw.draw(st.integers(0, len(data)))
+    end = draw.draw(st.integers(start, len(data)))
+    assert TEXTSCAN.count_lf(data, start, end) == data.count(b"\n", start, end)
+    with pytest.raises(ValueError):
+        TEXTSCAN.count_lf(data, start, len(data) + 1)
+
+
+def test_count_lines_counts_a_last_line_without_lf() -> None:
+    text = b"one\r\ntwo\r\n" * 300 + b"three"
+    assert count_lines(text, 0, len(text)) == 601
+    assert count_lines(text, 5, 5) == 0 and count_lines(text, 0, 10) == 2
