@@ -30,7 +30,8 @@
  *   the text: 10 KB of English holds ~1,660 words but ~510 distinct ones.  Indexing
  *   alone (bench/fts_distinct.py), this scan included: 380-396 -> 328-340 us per
  *   English message, 152-158 -> 71-75 on the bench text; this scan is 34-101 us of it
- *   (bench/README.md, SMTP, session 10).
+ *   (bench/README.md, SMTP, session 10), and 29-35 on the bench text and 71 on English
+ *   since session 11 found the terms in a bitmap of the term bytes (Scan, below).
  *
  * collapse_ascii(data: bytes) -> bytes
  *
@@ -163,28 +164,158 @@ table_init(Table *table, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t ind
     return 0;
 }
 
-/* The next term from *p on (*p moves past it): its start, length and FNV-1a hash.  0
-   when there is none before ``end``. */
-static int
-next_term(const unsigned char **p, const unsigned char *end, const unsigned char **start,
-          Py_ssize_t *len, uint64_t *hash)
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define LOWS 0x7f7f7f7f7f7f7f7fULL
+
+/* Eight bytes as a number whose low byte is the first, on any byte order. */
+static uint64_t
+load_le64(const unsigned char *p)
 {
-    const unsigned char *q = *p;
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a, 64 bits */
-    while (q < end && !is_term[*q])
-        q++;
-    if (q == end) {
-        *p = q;
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* The terms of a text, from a bitmap of its term bytes: bit i of word i / 64 is set when
+   byte i is a term byte.  The bitmap is made 16 bytes at a time (SSE2, on every x86-64)
+   or through is_term, and the runs of set bits are found with count-trailing-zeros, so
+   no byte costs a branch: a byte loop (a branch per byte, mispredicted at most word
+   ends) took 57 of distinct_terms' ~100 us per 10 KB of English (session 10). */
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t size, pos;
+    uint64_t *bits;
+    uint64_t small[64]; /* the bitmap of up to 4 KB, without an allocation */
+} Scan;
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* Bits of 16 bytes: ASCII letters and digits, bytes >= 0x80. */
+static unsigned int
+term_bits16(const unsigned char *p)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    const __m128i folded = _mm_or_si128(v, _mm_set1_epi8(0x20)); /* A-Z to a-z */
+    const __m128i letter = _mm_cmpeq_epi8(
+        _mm_min_epu8(_mm_max_epu8(folded, _mm_set1_epi8('a')), _mm_set1_epi8('z')), folded);
+    const __m128i digit = _mm_cmpeq_epi8(
+        _mm_min_epu8(_mm_max_epu8(v, _mm_set1_epi8('0')), _mm_set1_epi8('9')), v);
+    return (unsigned int)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(letter, digit), v));
+}
+#endif
+
+/* 0, or -1 with MemoryError set. */
+static int
+scan_init(Scan *scan, const unsigned char *data, Py_ssize_t size)
+{
+    Py_ssize_t words = size / 64 + 1, w, i, base;
+    scan->data = data;
+    scan->size = size;
+    scan->pos = 0;
+    scan->bits = scan->small;
+    if ((size_t)words > sizeof(scan->small) / sizeof(uint64_t)) {
+        scan->bits = PyMem_Malloc((size_t)words * sizeof(uint64_t));
+        if (scan->bits == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    for (w = 0; w < words; w++) {
+        uint64_t word = 0;
+        base = w * 64;
+#if defined(__SSE2__)
+        if (size - base >= 64) {
+            word = (uint64_t)term_bits16(data + base)
+                   | (uint64_t)term_bits16(data + base + 16) << 16
+                   | (uint64_t)term_bits16(data + base + 32) << 32
+                   | (uint64_t)term_bits16(data + base + 48) << 48;
+            scan->bits[w] = word;
+            continue;
+        }
+#endif
+        for (i = 0; i < 64 && base + i < size; i++)
+            word |= (uint64_t)is_term[data[base + i]] << i;
+        scan->bits[w] = word; /* the bits past the end stay clear: a term ends there */
+    }
+    return 0;
+}
+
+static void
+scan_free(Scan *scan)
+{
+    if (scan->bits != scan->small)
+        PyMem_Free(scan->bits);
+}
+
+/* The first bit from ``pos`` on that is set (``set``) or clear, or ``limit``. */
+static Py_ssize_t
+next_bit(const uint64_t *bits, Py_ssize_t pos, Py_ssize_t limit, int set)
+{
+    Py_ssize_t w = pos / 64, last = limit / 64;
+    uint64_t word = (set ? bits[w] : ~bits[w]) & (~0ULL << (pos % 64));
+    while (word == 0) {
+        if (++w > last)
+            return limit;
+        word = set ? bits[w] : ~bits[w];
+    }
+    pos = w * 64 + __builtin_ctzll(word);
+    return pos < limit ? pos : limit;
+}
+
+/* Up to eight bytes of a term from ``start`` as a number, the first in the low byte. */
+static uint64_t
+first_bytes(const unsigned char *start, Py_ssize_t len, const unsigned char *end)
+{
+    uint64_t v = 0;
+    Py_ssize_t i;
+    if (end - start >= 8) {
+        v = load_le64(start);
+        return len < 8 ? v & (~0ULL >> (64 - 8 * len)) : v; /* the term's bytes only */
+    }
+    for (i = 0; i < len && i < 8; i++) /* the last bytes of the text: no load past it */
+        v |= (uint64_t)start[i] << (8 * i);
+    return v;
+}
+
+/* A hash of a term.  A term of eight bytes at most is its own hash: a term holds no NUL
+   byte, so the number tells the bytes and their count, and the table need not compare
+   them (table_add).  A longer one is hashed eight bytes at a time. */
+static uint64_t
+term_hash(const unsigned char *start, Py_ssize_t len, const unsigned char *end)
+{
+    uint64_t h;
+    if (len <= 8)
+        return first_bytes(start, len, end);
+    h = (uint64_t)len * 0x9e3779b97f4a7c15ULL;
+    for (; len > 0; start += 8, len -= 8) {
+        h = (h ^ first_bytes(start, len, end)) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+/* The next term: its start, length and hash.  0 when there is none left. */
+static int
+next_term(Scan *scan, const unsigned char **start, Py_ssize_t *len, uint64_t *hash)
+{
+    Py_ssize_t first, stop;
+    if (scan->pos >= scan->size)
+        return 0;
+    first = next_bit(scan->bits, scan->pos, scan->size, 1);
+    if (first >= scan->size) {
+        scan->pos = scan->size;
         return 0;
     }
-    *start = q;
-    while (q < end && is_term[*q]) {
-        h = (h ^ *q) * 1099511628211ULL;
-        q++;
-    }
-    *len = q - *start;
-    *hash = h;
-    *p = q;
+    stop = next_bit(scan->bits, first, scan->size, 0);
+    scan->pos = stop;
+    *start = scan->data + first;
+    *len = stop - first;
+    *hash = term_hash(*start, *len, scan->data + scan->size);
     return 1;
 }
 
@@ -208,7 +339,8 @@ table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t has
         }
         if (probes >= table->max_probes)
             return 2;
-        if (slot->hash == hash && slot->len == len && memcmp(slot->start, start, (size_t)len) == 0)
+        if (slot->hash == hash && slot->len == len
+            && (len <= 8 || memcmp(slot->start, start, (size_t)len) == 0)) /* term_hash */
             return 0;
         i = (i + 1) & (table->capacity - 1);
     }
@@ -217,7 +349,8 @@ table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t has
 static PyObject *
 add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    const unsigned char *p, *end, *start;
+    const unsigned char *start;
+    Scan scan;
     Table table;
     PyObject *data, *known, *into, *term;
     uint64_t hash;
@@ -240,9 +373,11 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     /* ``data`` is immutable and referenced by the caller for the whole call: the slots
        may point into it. */
-    p = (const unsigned char *)PyBytes_AS_STRING(data);
-    end = p + PyBytes_GET_SIZE(data);
-    while (next_term(&p, end, &start, &len, &hash)) {
+    if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0) {
+        PyMem_Free(table.slots);
+        return NULL;
+    }
+    while (next_term(&scan, &start, &len, &hash)) {
         new = table_add(&table, start, len, hash);
         if (new < 0)
             goto error;
@@ -258,10 +393,12 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(term);
     }
+    scan_free(&scan);
     PyMem_Free(table.slots);
     Py_RETURN_NONE;
 
 error:
+    scan_free(&scan);
     PyMem_Free(table.slots);
     return NULL;
 }
@@ -269,8 +406,9 @@ error:
 static PyObject *
 distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    const unsigned char *p, *end, *start;
+    const unsigned char *start;
     unsigned char *out, *out_start;
+    Scan scan;
     Table table;
     PyObject *data, *result;
     uint64_t hash;
@@ -297,12 +435,16 @@ distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(result);
         return NULL;
     }
-    p = (const unsigned char *)PyBytes_AS_STRING(data);
-    end = p + PyBytes_GET_SIZE(data);
+    if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0) {
+        PyMem_Free(table.slots);
+        Py_DECREF(result);
+        return NULL;
+    }
     out_start = out = (unsigned char *)PyBytes_AS_STRING(result);
-    while (next_term(&p, end, &start, &len, &hash)) {
+    while (next_term(&scan, &start, &len, &hash)) {
         new = table_add(&table, start, len, hash);
         if (new < 0 || new == 2) {
+            scan_free(&scan);
             PyMem_Free(table.slots);
             Py_DECREF(result);
             if (new < 0)
@@ -316,27 +458,13 @@ distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         memcpy(out, start, (size_t)len);
         out += len;
     }
+    scan_free(&scan);
     PyMem_Free(table.slots);
     if (_PyBytes_Resize(&result, out - out_start) < 0)
         return NULL;
     return result;
 }
 
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-#define LOWS 0x7f7f7f7f7f7f7f7fULL
-
-/* Eight bytes as a number whose low byte is the first, on any byte order. */
-static uint64_t
-load_le64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
 
 /* Bytes p..stop a byte at a time into *out: whitespace is skipped, and a SPACE goes
  * before the next byte kept when whitespace came since the last one (*gap) and one was
