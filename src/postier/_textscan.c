@@ -33,6 +33,15 @@
  *   (bench/README.md, SMTP, session 10), and 29-35 on the bench text and 71 on English
  *   since session 11 found the terms in a bitmap of the term bytes (Scan, below).
  *
+ * index_forms(texts: list[bytes], known: set | frozenset, into: set) -> list[bytes] | None
+ *
+ *   both of the above for a batch of texts in one pass and one table: each text's
+ *   distinct_terms, and into ``into`` every distinct term of them all that ``known``
+ *   lacks; None past the probe bound (``into`` may hold some terms then: the caller
+ *   starts again with the twins, words.index_forms).  The indexer scanned each batch
+ *   twice, once per text for its form and once more over the forms for the vocabulary;
+ *   a term the batch met before is only marked as met in this text (session 11).
+ *
  * collapse_ascii(data: bytes) -> bytes
  *
  *   ``data`` with every run of whitespace made one SPACE and none at either end: what
@@ -71,7 +80,8 @@
  *   ``data.count(b"\n", start, end)``, for 0 <= start <= end <= len(data).  Twin:
  *   bytes.count (tests/unit/mail/test_mime.py).  Why: the parser counts the lines of
  *   every text body (IMAP's body-fld-lines), and bytes.count looks at a byte at a time:
- *   8 us per 10 KB; here eight bytes at a time, ~1 us (bench/README.md, SMTP, session 11).
+ *   5-7 us per 10 KB; here eight bytes at a time, 1.4-2.2 us (bench/README.md, SMTP,
+ *   session 11).
  *
  * No library does either one thing; see docs/architecture.md, Compiled modules.
  */
@@ -87,6 +97,7 @@ typedef struct {
     const unsigned char *start; /* NULL: an empty slot */
     Py_ssize_t len;
     uint64_t hash;
+    Py_ssize_t last; /* the text the term was last met in (index_forms) */
 } Slot;
 
 static size_t
@@ -320,10 +331,12 @@ next_term(Scan *scan, const unsigned char **start, Py_ssize_t *len, uint64_t *ha
 }
 
 /* Whether the term is new to this scan: 1 (new, remembered from now on), 0 (seen
-   before), 2 (not known: past the probe bound), -1 (MemoryError set: the table could
-   not grow). */
+   before in text ``last``), 3 (seen before, but not in text ``last``: it is now), 2 (not
+   known: past the probe bound), -1 (MemoryError set: the table could not grow).  A scan
+   of one text passes 0 for ``last`` throughout. */
 static int
-table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t hash)
+table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t hash,
+          Py_ssize_t last)
 {
     size_t i = slot_index(hash, table->capacity - 1), probes;
     for (probes = 0;; probes++) {
@@ -332,6 +345,7 @@ table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t has
             slot->start = start;
             slot->len = len;
             slot->hash = hash;
+            slot->last = last;
             table->used++;
             if (table->used * 2 > table->capacity && grow(&table->slots, &table->capacity) < 0)
                 return -1;
@@ -340,10 +354,31 @@ table_add(Table *table, const unsigned char *start, Py_ssize_t len, uint64_t has
         if (probes >= table->max_probes)
             return 2;
         if (slot->hash == hash && slot->len == len
-            && (len <= 8 || memcmp(slot->start, start, (size_t)len) == 0)) /* term_hash */
-            return 0;
+            && (len <= 8 || memcmp(slot->start, start, (size_t)len) == 0)) { /* term_hash */
+            if (slot->last == last)
+                return 0;
+            slot->last = last;
+            return 3;
+        }
         i = (i + 1) & (table->capacity - 1);
     }
+}
+
+/* Adds the term to ``into`` unless ``known`` holds it: 0, or -1 with an exception set. */
+static int
+add_if_unknown(const unsigned char *start, Py_ssize_t len, PyObject *known, PyObject *into)
+{
+    int seen;
+    PyObject *term = PyBytes_FromStringAndSize((const char *)start, len);
+    if (term == NULL)
+        return -1;
+    seen = PySet_Contains(known, term);
+    if (seen < 0 || (seen == 0 && PySet_Add(into, term) < 0)) {
+        Py_DECREF(term);
+        return -1;
+    }
+    Py_DECREF(term);
+    return 0;
 }
 
 static PyObject *
@@ -352,10 +387,10 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *start;
     Scan scan;
     Table table;
-    PyObject *data, *known, *into, *term;
+    PyObject *data, *known, *into;
     uint64_t hash;
     Py_ssize_t len;
-    int new, seen;
+    int new;
 
     (void)module;
     if (nargs != 3 && nargs != 4) {
@@ -378,20 +413,13 @@ add_new_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     while (next_term(&scan, &start, &len, &hash)) {
-        new = table_add(&table, start, len, hash);
+        new = table_add(&table, start, len, hash, 0);
         if (new < 0)
             goto error;
         if (new == 0)
             continue;
-        term = PyBytes_FromStringAndSize((const char *)start, len);
-        if (term == NULL)
+        if (add_if_unknown(start, len, known, into) < 0)
             goto error;
-        seen = PySet_Contains(known, term);
-        if (seen < 0 || (seen == 0 && PySet_Add(into, term) < 0)) {
-            Py_DECREF(term);
-            goto error;
-        }
-        Py_DECREF(term);
     }
     scan_free(&scan);
     PyMem_Free(table.slots);
@@ -442,7 +470,7 @@ distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     out_start = out = (unsigned char *)PyBytes_AS_STRING(result);
     while (next_term(&scan, &start, &len, &hash)) {
-        new = table_add(&table, start, len, hash);
+        new = table_add(&table, start, len, hash, 0);
         if (new < 0 || new == 2) {
             scan_free(&scan);
             PyMem_Free(table.slots);
@@ -542,6 +570,89 @@ collapse_ascii(PyObject *module, PyObject *arg)
     if (_PyBytes_Resize(&result, out - start) < 0)
         return NULL;
     return result;
+}
+
+static PyObject *
+index_forms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    const unsigned char *start;
+    unsigned char *out, *out_start;
+    Scan scan;
+    Table table;
+    PyObject *texts, *known, *into, *forms = NULL, *form;
+    uint64_t hash;
+    Py_ssize_t len, i, count;
+    int new;
+
+    (void)module;
+    if (nargs != 3 && nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "index_forms() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    texts = args[0];
+    known = args[1];
+    into = args[2];
+    if (!PyList_CheckExact(texts) || !PyAnySet_Check(known) || !PySet_Check(into)) {
+        PyErr_SetString(PyExc_TypeError, "index_forms() takes a list of bytes, a set or frozenset, a set");
+        return NULL;
+    }
+    count = PyList_GET_SIZE(texts);
+    for (i = 0; i < count; i++) {
+        if (!PyBytes_Check(PyList_GET_ITEM(texts, i))) {
+            PyErr_SetString(PyExc_TypeError, "index_forms() takes a list of bytes");
+            return NULL;
+        }
+    }
+    if (table_init(&table, args, nargs, 3) < 0)
+        return NULL;
+    forms = PyList_New(count);
+    if (forms == NULL)
+        goto error;
+    /* The list holds the texts for the whole call (nothing here runs Python code that
+       could change it: bytes hash and compare in C), so the slots may point into them. */
+    for (i = 0; i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        form = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(text)); /* as distinct_terms */
+        if (form == NULL)
+            goto error;
+        PyList_SET_ITEM(forms, i, form);
+        if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) < 0)
+            goto error;
+        out_start = out = (unsigned char *)PyBytes_AS_STRING(form);
+        while (next_term(&scan, &start, &len, &hash)) {
+            new = table_add(&table, start, len, hash, i);
+            if (new < 0 || new == 2) {
+                scan_free(&scan);
+                if (new < 0)
+                    goto error;
+                Py_DECREF(forms);
+                PyMem_Free(table.slots);
+                Py_RETURN_NONE; /* past the probe bound: the caller takes the Python way */
+            }
+            if (new == 0)
+                continue;
+            if (out != out_start)
+                *out++ = ' ';
+            memcpy(out, start, (size_t)len);
+            out += len;
+            if (new == 3)
+                continue;
+            if (add_if_unknown(start, len, known, into) < 0) {
+                scan_free(&scan);
+                goto error;
+            }
+        }
+        scan_free(&scan);
+        if (_PyBytes_Resize(&PyList_GET_ITEM(forms, i), out - out_start) < 0)
+            goto error; /* the item is NULL now: the list's dealloc skips it */
+    }
+    PyMem_Free(table.slots);
+    return forms;
+
+error:
+    Py_XDECREF(forms);
+    PyMem_Free(table.slots);
+    return NULL;
 }
 
 /* The start and end offsets of a call on ``data``, checked as the twins check them. */
@@ -658,10 +769,18 @@ count_lf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     end = (const unsigned char *)PyBytes_AS_STRING(args[0]) + stop;
     /* An LF byte is a zero byte of v ^ LFs: the high bit of each byte of the sum below is
        set exactly in the non-zero bytes (no carry crosses a byte), so the LFs are the
-       high bits left clear. */
-    for (; end - p >= 8; p += 8) {
-        v = load_le64(p) ^ (ONES * '\n');
-        count += __builtin_popcountll(~(((v & LOWS) + LOWS) | v) & HIGHS);
+       high bits left clear.  Those are added up a byte each (a 1 per LF), and the eight
+       byte counters summed every 255 rounds, before one could overflow. */
+    while (end - p >= 8) {
+        uint64_t counters = 0;
+        int rounds;
+        for (rounds = 0; rounds < 255 && end - p >= 8; rounds++, p += 8) {
+            v = load_le64(p) ^ (ONES * '\n');
+            counters += (~(((v & LOWS) + LOWS) | v) & HIGHS) >> 7;
+        }
+        /* pairs of bytes into four 16-bit sums (each <= 510), then those added up */
+        counters = (counters & 0x00ff00ff00ff00ffULL) + ((counters >> 8) & 0x00ff00ff00ff00ffULL);
+        count += (Py_ssize_t)((counters * 0x0001000100010001ULL) >> 48);
     }
     for (; p < end; p++)
         count += *p == '\n';
@@ -677,6 +796,10 @@ static PyMethodDef methods[] = {
      "distinct_terms(data: bytes) -> bytes | None\n\n"
      "The distinct runs of ASCII letters, digits and bytes >= 0x80 in data, each once in\n"
      "the order found, joined by a SPACE; None when the table could not tell."},
+    {"index_forms", (PyCFunction)(void (*)(void))index_forms, METH_FASTCALL,
+     "index_forms(texts: list[bytes], known: set | frozenset, into: set) -> list[bytes] | None\n\n"
+     "distinct_terms of each text, and into gets every distinct term of them all that\n"
+     "known lacks; None when the table could not tell (into may hold some terms then)."},
     {"collapse_ascii", collapse_ascii, METH_O,
      "collapse_ascii(data: bytes) -> bytes\n\n"
      "Each run of ASCII whitespace (str.isspace) made one SPACE, none at the ends."},

@@ -288,3 +288,7 @@ def test_count_lines_counts_a_last_line_without_lf() -> None:
     text = b"one\r\ntwo\r\n" * 300 + b"three"
     assert count_lines(text, 0, len(text)) == 601
     assert count_lines(text, 5, 5) == 0 and count_lines(text, 0, 10) == 2
+    # every byte an LF: the C scan's byte counters are summed before they overflow
+    for size in (7, 8, 2040, 2041, 16_327, 100_003):
+        assert count_lines(b"\n" * size, 0, size) == size
+        assert count_lines(b"\n\n\nx" * size, 1, 4 * size) == 3 * size

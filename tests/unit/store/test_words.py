@@ -157,6 +157,69 @@ def test_distinct_terms_past_the_probe_bound_fall_back_to_the_twin(
     assert calls == [data]
 
 
+def c_index_forms() -> Callable[..., list[bytes] | None]:
+    module = compiled.c_module("postier._textscan")
+    if module is None:
+        assert os.environ.get(compiled.ENV) == "0", "the C text scans are not built"
+        pytest.skip("POSTIER_COMPILED=0: the Python twin runs alone")
+    fn: Callable[..., list[bytes] | None] = module.index_forms
+    assert words._c_index_forms is fn  # the indexer uses it
+    return fn
+
+
+def forms_by_twins(texts: list[bytes], known: words.Known) -> tuple[list[bytes], set[bytes]]:
+    forms = [words.python_distinct_terms(t) for t in texts]
+    new: set[bytes] = set()
+    for form in forms:
+        words.python_add_new_terms(form, known, new)
+    return forms, new
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=200), TERM_BYTES), max_size=8),
+       st.sets(st.binary(max_size=3)))
+def test_index_forms_in_c_are_the_twins_of_both_scans(texts: list[bytes], known: set[bytes]) -> None:
+    """Each text's distinct terms (exactly: a body leaves the index by its form again)
+    and the batch's terms that ``known`` lacks, from one C pass and one table."""
+    index_forms = c_index_forms()
+    forms, new = forms_by_twins(texts, known)
+    found: set[bytes] = set()
+    assert index_forms(texts, known, found) == forms and found == new
+    assert index_forms(texts, frozenset(known), set()) == forms
+    values = [t.decode("utf-8", "replace") for t in texts]
+    assert words.index_forms(values, known) == (
+        [words.indexed_form(v) for v in values], words.terms(values, known))
+    for bound in (0, 1):  # past the probe bound: None, never another answer
+        found = set()
+        answer = index_forms(texts, known, found, bound)
+        assert answer is None or (answer == forms and found == new)
+
+
+def test_index_forms_on_edges_and_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    index_forms = c_index_forms()
+    texts = [b"", b"a b a", b"b c", b"c a d a", b"x" * 70_000, b"\xff\xfe a"]
+    assert index_forms(texts, {b"d"}, set()) == forms_by_twins(texts, {b"d"})[0] == [
+        b"", b"a b", b"b c", b"c a d", b"x" * 70_000, b"\xff\xfe a"]
+    found: set[bytes] = set()
+    index_forms(texts, {b"d"}, found)
+    assert found == {b"a", b"b", b"c", b"x" * 70_000, b"\xff\xfe"}
+    many = [b" ".join(b"t%d" % (i % 50_000) for i in range(j, j + 30_000)) for j in range(0, 90_000, 30_000)]
+    assert index_forms(many, frozenset(), set()) == forms_by_twins(many, frozenset())[0]
+    noise = [random.Random(n).randbytes(100_000) for n in range(3)]
+    assert index_forms(noise, frozenset(), set()) == forms_by_twins(noise, frozenset())[0]
+    # past the probe bound the wrapper runs the twins
+    crowded = [b" ".join(b"w%d" % (i % 300) for i in range(900))]
+    assert index_forms(crowded, frozenset(), set(), 0) is None
+    monkeypatch.setattr(words, "_c_index_forms", lambda t, k, i: index_forms(t, k, i, 0))
+    assert words.index_forms([crowded[0].decode()], frozenset()) == (
+        [" ".join(f"w{i}" for i in range(300))], {b"w%d" % i for i in range(300)})
+    bad: tuple[object, ...]
+    for bad in [((b"a",), set(), set()), ([b"a", "b"], set(), set()), ([b"a"], [], set()),
+                ([b"a"], set(), frozenset()), ([b"a"], set())]:
+        with pytest.raises(TypeError):
+            index_forms(*bad)
+
+
 def test_distinct_terms_on_edges_and_many_terms() -> None:
     distinct = c_distinct()
     for data, expected in [

@@ -303,9 +303,13 @@ class Indexer:
             return False
         conn = self._conn
         done: list[tuple[int, bool]] = []
-        forms = {body_id: tuple(map(words.indexed_form, values))
-                 for body_id, (values, _cut) in loaded.items()}
-        new_terms = words.terms((v for form in forms.values() for v in form), self._known)
+        flat, new_terms = words.index_forms(
+            [v for values, _cut in loaded.values() for v in values], self._known)
+        forms: dict[int, list[str]] = {}
+        at = 0
+        for body_id, (values, _cut) in loaded.items():
+            forms[body_id] = flat[at:at + len(values)]
+            at += len(values)
         try:
             conn.execute("BEGIN IMMEDIATE")
             # Bodies already in the index (indexed twice, or removed now): one lookup

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from postier import compiled
@@ -84,6 +84,9 @@ add_new_terms: Callable[[bytes, Known, set[bytes]], None] = (
 )
 _c_distinct_terms: Callable[[bytes], bytes | None] | None = (
     None if _textscan is None else _textscan.distinct_terms
+)
+_c_index_forms: Callable[[list[bytes], Known, set[bytes]], list[bytes] | None] | None = (
+    None if _textscan is None else _textscan.index_forms
 )
 
 
@@ -134,6 +137,20 @@ def terms(values: Iterable[str], known: Known = frozenset()) -> set[bytes]:
     if chunk:
         add_new_terms(b" ".join(chunk), known, found)
     return found
+
+
+def index_forms(values: Sequence[str], known: Known = frozenset()) -> tuple[list[str], set[bytes]]:
+    """``[indexed_form(v) for v in values]`` and ``terms(values, known)`` together: one C
+    pass over a batch's values with one table (``index_forms`` in ``_textscan.c``) where
+    the indexer scanned them once for the forms and the forms again for the vocabulary.
+    The same answer either way (tests/unit/store/test_words.py)."""
+    if _c_index_forms is not None:
+        new: set[bytes] = set()
+        found = _c_index_forms([v.encode("utf-8", "surrogatepass") for v in values], known, new)
+        if found is not None:
+            return [f.decode("utf-8", "surrogatepass") for f in found], new
+    forms = [indexed_form(v) for v in values]  # past the C table's probe bound, or no C
+    return forms, terms(forms, known)
 
 
 @dataclass(frozen=True)
