@@ -431,17 +431,65 @@ error:
     return NULL;
 }
 
+/* The form of one text (its distinct terms in the order found, joined by a SPACE) as a
+   new bytes object, the table remembering the terms as met in text ``last``; with
+   ``known``, every term new to the table is also added to ``into`` unless ``known``
+   holds it.  NULL with *gave_up set past the probe bound (no exception), NULL alone on
+   an error (exception set). */
 static PyObject *
-distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+form_of(Table *table, PyObject *text, Py_ssize_t last, PyObject *known, PyObject *into,
+        int *gave_up)
 {
     const unsigned char *start;
     unsigned char *out, *out_start;
     Scan scan;
-    Table table;
-    PyObject *data, *result;
+    PyObject *form;
     uint64_t hash;
     Py_ssize_t len;
     int new;
+
+    *gave_up = 0;
+    /* Never longer than the text: each term written stands for an occurrence of its own
+       there, and two occurrences are apart by a separator at least. */
+    form = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(text));
+    if (form == NULL)
+        return NULL;
+    /* ``text`` is immutable and referenced by the caller for the whole call: the slots
+       may point into it. */
+    if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) < 0) {
+        Py_DECREF(form);
+        return NULL;
+    }
+    out_start = out = (unsigned char *)PyBytes_AS_STRING(form);
+    while (next_term(&scan, &start, &len, &hash)) {
+        new = table_add(table, start, len, hash, last);
+        if (new == 2)
+            *gave_up = 1; /* past the probe bound: the caller takes the Python way */
+        if (new < 0 || new == 2
+            || (new == 1 && known != NULL && add_if_unknown(start, len, known, into) < 0)) {
+            scan_free(&scan);
+            Py_DECREF(form);
+            return NULL;
+        }
+        if (new == 0)
+            continue;
+        if (out != out_start)
+            *out++ = ' ';
+        memcpy(out, start, (size_t)len);
+        out += len;
+    }
+    scan_free(&scan);
+    if (_PyBytes_Resize(&form, out - out_start) < 0)
+        return NULL;
+    return form;
+}
+
+static PyObject *
+distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Table table;
+    PyObject *data, *result;
+    int gave_up;
 
     (void)module;
     if (nargs != 1 && nargs != 2) {
@@ -454,42 +502,12 @@ distinct_terms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      Py_TYPE(data)->tp_name);
         return NULL;
     }
-    /* Never longer than the input: each term written stands for an occurrence of its
-       own there, and two occurrences are apart by a separator at least. */
-    result = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(data));
-    if (result == NULL)
+    if (table_init(&table, args, nargs, 1) < 0)
         return NULL;
-    if (table_init(&table, args, nargs, 1) < 0) {
-        Py_DECREF(result);
-        return NULL;
-    }
-    if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0) {
-        PyMem_Free(table.slots);
-        Py_DECREF(result);
-        return NULL;
-    }
-    out_start = out = (unsigned char *)PyBytes_AS_STRING(result);
-    while (next_term(&scan, &start, &len, &hash)) {
-        new = table_add(&table, start, len, hash, 0);
-        if (new < 0 || new == 2) {
-            scan_free(&scan);
-            PyMem_Free(table.slots);
-            Py_DECREF(result);
-            if (new < 0)
-                return NULL;
-            Py_RETURN_NONE; /* past the probe bound: the caller takes the Python way */
-        }
-        if (new == 0)
-            continue;
-        if (out != out_start)
-            *out++ = ' ';
-        memcpy(out, start, (size_t)len);
-        out += len;
-    }
-    scan_free(&scan);
+    result = form_of(&table, data, 0, NULL, NULL, &gave_up);
     PyMem_Free(table.slots);
-    if (_PyBytes_Resize(&result, out - out_start) < 0)
-        return NULL;
+    if (result == NULL && gave_up)
+        Py_RETURN_NONE;
     return result;
 }
 
@@ -575,14 +593,10 @@ collapse_ascii(PyObject *module, PyObject *arg)
 static PyObject *
 index_forms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    const unsigned char *start;
-    unsigned char *out, *out_start;
-    Scan scan;
     Table table;
-    PyObject *texts, *known, *into, *forms = NULL, *form;
-    uint64_t hash;
-    Py_ssize_t len, i, count;
-    int new;
+    PyObject *texts, *known, *into, *forms, *form;
+    Py_ssize_t i, count;
+    int gave_up = 0;
 
     (void)module;
     if (nargs != 3 && nargs != 4) {
@@ -606,53 +620,20 @@ index_forms(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (table_init(&table, args, nargs, 3) < 0)
         return NULL;
     forms = PyList_New(count);
-    if (forms == NULL)
-        goto error;
     /* The list holds the texts for the whole call (nothing here runs Python code that
-       could change it: bytes hash and compare in C), so the slots may point into them. */
-    for (i = 0; i < count; i++) {
-        PyObject *text = PyList_GET_ITEM(texts, i);
-        form = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(text)); /* as distinct_terms */
+       could change it: bytes hash and compare in C), so the slots may point into them;
+       one table for all, each slot remembering the text its term was last met in. */
+    for (i = 0; forms != NULL && i < count; i++) {
+        form = form_of(&table, PyList_GET_ITEM(texts, i), i, known, into, &gave_up);
         if (form == NULL)
-            goto error;
-        PyList_SET_ITEM(forms, i, form);
-        if (scan_init(&scan, (const unsigned char *)PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) < 0)
-            goto error;
-        out_start = out = (unsigned char *)PyBytes_AS_STRING(form);
-        while (next_term(&scan, &start, &len, &hash)) {
-            new = table_add(&table, start, len, hash, i);
-            if (new < 0 || new == 2) {
-                scan_free(&scan);
-                if (new < 0)
-                    goto error;
-                Py_DECREF(forms);
-                PyMem_Free(table.slots);
-                Py_RETURN_NONE; /* past the probe bound: the caller takes the Python way */
-            }
-            if (new == 0)
-                continue;
-            if (out != out_start)
-                *out++ = ' ';
-            memcpy(out, start, (size_t)len);
-            out += len;
-            if (new == 3)
-                continue;
-            if (add_if_unknown(start, len, known, into) < 0) {
-                scan_free(&scan);
-                goto error;
-            }
-        }
-        scan_free(&scan);
-        if (_PyBytes_Resize(&PyList_GET_ITEM(forms, i), out - out_start) < 0)
-            goto error; /* the item is NULL now: the list's dealloc skips it */
+            Py_CLEAR(forms);
+        else
+            PyList_SET_ITEM(forms, i, form);
     }
     PyMem_Free(table.slots);
+    if (forms == NULL && gave_up)
+        Py_RETURN_NONE;
     return forms;
-
-error:
-    Py_XDECREF(forms);
-    PyMem_Free(table.slots);
-    return NULL;
 }
 
 /* The start and end offsets of a call on ``data``, checked as the twins check them. */

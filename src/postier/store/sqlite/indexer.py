@@ -27,10 +27,11 @@ vocabulary with a trigram index of its own, so that SEARCH finds substrings thro
 words (words.py).  FTS5 is given each value's distinct terms, not the value: it keeps
 which columns of a body hold a term, not how often, and every token costs it a
 tokenizer callback and a hash lookup (FORMAT 3; the values go to ``body_text``).  The
-terms of a batch are computed in Python too, for the vocabulary; those already committed
-there are remembered (KNOWN_TERMS_MAX), so a batch looks up only the others.  An index.db of an older FORMAT (the trigram index before session 6) is
-emptied at start and every body indexed again, SEARCH reading unmarked bodies whole
-meanwhile.
+batch's new terms for the vocabulary come from the same pass as the forms
+(words.index_forms); the terms already committed there are remembered
+(KNOWN_TERMS_MAX), so a batch looks up only the others.  An index.db of an older FORMAT
+(the trigram index before session 6) is emptied at start and every body indexed again,
+SEARCH reading unmarked bodies whole meanwhile.
 """
 
 from __future__ import annotations
